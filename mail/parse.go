@@ -1,0 +1,123 @@
+package mail
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net/textproto"
+	"strings"
+
+	"github.com/jhillyerd/enmime/v2"
+)
+
+// ParseLimits bound the work and memory one message may cost the parser.
+// enmime has no such limits of its own, so Parse checks a cheap upper bound
+// first and falls back to headers only when a message exceeds it.
+type ParseLimits struct {
+	// MaxParts caps the number of MIME boundary lines (an upper bound on parts).
+	MaxParts int
+	// MaxDepth caps multipart nesting (counted as multipart Content-Types, an upper bound).
+	MaxDepth int
+}
+
+// DefaultParseLimits are generous for real mail and small for a hostile one.
+var DefaultParseLimits = ParseLimits{MaxParts: 1000, MaxDepth: 30}
+
+// Parse reads raw into its content. It never rejects messy mail: what enmime
+// tolerates becomes a warning, a message over the limits or one that makes
+// enmime fail or panic is kept with its headers only and a warning saying why.
+// The error is non-nil only when not even the header block can be read.
+func Parse(raw []byte, limits ParseLimits) (p *Parsed, err error) {
+	if reason := overLimits(raw, limits); reason != "" {
+		return headersOnly(raw, reason)
+	}
+	env, perr := parseWithRecover(raw)
+	if perr != nil {
+		return headersOnly(raw, perr.Error())
+	}
+	p = &Parsed{
+		Headers: map[string][]string{},
+		Subject: env.GetHeader("Subject"),
+		From:    env.GetHeader("From"),
+		Text:    env.Text,
+		HTML:    env.HTML,
+	}
+	p.MessageID = strings.Trim(strings.TrimSpace(env.GetHeader("Message-Id")), "<>")
+	for _, k := range env.GetHeaderKeys() {
+		p.Headers[textproto.CanonicalMIMEHeaderKey(k)] = env.GetHeaderValues(k)
+	}
+	if d, derr := env.Date(); derr == nil {
+		p.Date = d.UTC()
+	}
+	for _, part := range append(append([]*enmime.Part{}, env.Attachments...), env.Inlines...) {
+		p.Attachments = append(p.Attachments, Attachment{
+			Filename:    part.FileName,
+			ContentType: part.ContentType,
+			ContentID:   part.ContentID,
+			Size:        int64(len(part.Content)),
+			Content:     part.Content,
+		})
+	}
+	for _, e := range env.Errors {
+		p.Warnings = append(p.Warnings, e.Error())
+	}
+	return p, nil
+}
+
+func parseWithRecover(raw []byte) (env *enmime.Envelope, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			env, err = nil, fmt.Errorf("mime parser panicked: %v", r)
+		}
+	}()
+	env, err = enmime.ReadEnvelope(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fmt.Errorf("mime parse: %w", err)
+	}
+	return env, nil
+}
+
+// overLimits counts boundary-like lines and multipart declarations: both are
+// upper bounds of what enmime would build, computed in one pass without
+// allocation.
+func overLimits(raw []byte, l ParseLimits) string {
+	parts, depth := 0, 0
+	for line := range bytes.Lines(raw) {
+		if bytes.HasPrefix(line, []byte("--")) {
+			parts++
+		}
+		if len(line) > 13 && bytes.Contains(bytes.ToLower(line[:min(len(line), 200)]), []byte("multipart/")) {
+			depth++
+		}
+	}
+	switch {
+	case l.MaxParts > 0 && parts > l.MaxParts:
+		return fmt.Sprintf("more than %d MIME parts: kept headers only", l.MaxParts)
+	case l.MaxDepth > 0 && depth > l.MaxDepth:
+		return fmt.Sprintf("multipart nesting deeper than %d: kept headers only", l.MaxDepth)
+	}
+	return ""
+}
+
+// headersOnly keeps what a reader of the mailbox needs most (who, what, when)
+// when the body cannot or may not be parsed.
+func headersOnly(raw []byte, reason string) (*Parsed, error) {
+	end := bytes.Index(raw, []byte("\r\n\r\n"))
+	if end < 0 {
+		end = bytes.Index(raw, []byte("\n\n"))
+	}
+	block := raw
+	if end >= 0 {
+		block = raw[:end+2]
+	}
+	r := textproto.NewReader(bufio.NewReader(bytes.NewReader(append(append([]byte{}, block...), "\r\n\r\n"...))))
+	h, err := r.ReadMIMEHeader()
+	if err != nil && len(h) == 0 {
+		return &Parsed{Headers: map[string][]string{}, Warnings: []string{reason, "header block unreadable: " + err.Error()}}, nil
+	}
+	p := &Parsed{Headers: map[string][]string(h), Warnings: []string{reason}}
+	p.Subject = h.Get("Subject")
+	p.From = h.Get("From")
+	p.MessageID = strings.Trim(strings.TrimSpace(h.Get("Message-Id")), "<>")
+	return p, nil
+}
