@@ -1,0 +1,93 @@
+package web
+
+import (
+	"fmt"
+	"net"
+	"time"
+)
+
+// DefaultAddr keeps the API on loopback until an operator decides to expose it.
+const DefaultAddr = "127.0.0.1:8025"
+
+// Config tunes the HTTP server.
+type Config struct {
+	// Addr is the listen address (host:port); port 0 picks a free port.
+	Addr string
+	// ReadHeaderTimeout bounds how long a client may take to send its
+	// headers, so that slow clients cannot hold connections open (Slowloris).
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a whole request. The API takes no bodies,
+	// so this can be short.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds handling and writing one response; it must cover
+	// sending the largest raw message to a slow reader.
+	WriteTimeout time.Duration
+	// IdleTimeout closes keep-alive connections left idle this long.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes caps the request header size.
+	MaxHeaderBytes int
+	// ReadyTimeout bounds each readiness check in /readyz; probes must answer
+	// quickly even when a dependency hangs.
+	ReadyTimeout time.Duration
+	// QueueStatusTimeout bounds gathering the queue status for /api/v1/queue.
+	QueueStatusTimeout time.Duration
+}
+
+// WithDefaults fills in the zero fields.
+func (c Config) WithDefaults() Config {
+	if c.Addr == "" {
+		c.Addr = DefaultAddr
+	}
+	if c.ReadHeaderTimeout == 0 {
+		c.ReadHeaderTimeout = 5 * time.Second
+	}
+	if c.ReadTimeout == 0 {
+		c.ReadTimeout = 10 * time.Second
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 60 * time.Second
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 2 * time.Minute
+	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = 64 << 10
+	}
+	if c.ReadyTimeout == 0 {
+		c.ReadyTimeout = 2 * time.Second
+	}
+	if c.QueueStatusTimeout == 0 {
+		c.QueueStatusTimeout = 5 * time.Second
+	}
+	return c
+}
+
+// Validate reports the first invalid field by its config key.
+func (c Config) Validate() error {
+	if _, port, err := net.SplitHostPort(c.Addr); err != nil || port == "" {
+		return fmt.Errorf("http.addr: must be host:port, got %q", c.Addr)
+	}
+	switch {
+	case c.ReadHeaderTimeout <= 0:
+		return fmt.Errorf("http.read_header_timeout: must be > 0, got %s", c.ReadHeaderTimeout)
+	case c.ReadTimeout <= 0:
+		return fmt.Errorf("http.read_timeout: must be > 0, got %s", c.ReadTimeout)
+	case c.ReadTimeout < c.ReadHeaderTimeout:
+		return fmt.Errorf("http.read_timeout: must be >= http.read_header_timeout (%s), got %s", c.ReadHeaderTimeout, c.ReadTimeout)
+	case c.WriteTimeout <= 0:
+		return fmt.Errorf("http.write_timeout: must be > 0, got %s", c.WriteTimeout)
+	case c.IdleTimeout <= 0:
+		return fmt.Errorf("http.idle_timeout: must be > 0, got %s", c.IdleTimeout)
+	case c.MaxHeaderBytes < 4<<10:
+		return fmt.Errorf("http.max_header_bytes: must be >= 4096, got %d", c.MaxHeaderBytes)
+	case c.ReadyTimeout <= 0:
+		return fmt.Errorf("http.ready_timeout: must be > 0, got %s", c.ReadyTimeout)
+	case c.ReadyTimeout >= c.WriteTimeout:
+		return fmt.Errorf("http.ready_timeout: must be < http.write_timeout (%s), got %s", c.WriteTimeout, c.ReadyTimeout)
+	case c.QueueStatusTimeout <= 0:
+		return fmt.Errorf("http.queue_status_timeout: must be > 0, got %s", c.QueueStatusTimeout)
+	case c.QueueStatusTimeout >= c.WriteTimeout:
+		return fmt.Errorf("http.queue_status_timeout: must be < http.write_timeout (%s), got %s", c.WriteTimeout, c.QueueStatusTimeout)
+	}
+	return nil
+}

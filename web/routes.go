@@ -1,0 +1,37 @@
+package web
+
+import (
+	"log/slog"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// routes is the whole URL space. GET patterns also answer HEAD; any other
+// method on a known path gets 405 with an Allow header.
+func (s *Server) routes(gatherer prometheus.Gatherer) {
+	s.handle("GET /{$}", s.index)
+	s.handle("GET /api/v1/mailboxes", s.listMailboxes)
+	s.handle("GET /api/v1/mailboxes/{address}/messages", s.listMessages)
+	s.handle("GET /api/v1/messages/{id}", s.getMessage)
+	s.handle("GET /api/v1/messages/{id}/raw", s.getRaw)
+	s.handle("GET /api/v1/queue", s.queueStatus)
+	s.handle("GET /healthz", s.healthz)
+	s.handle("GET /readyz", s.readyz)
+	metrics := promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError),
+		// A collector that fails should not blank the whole scrape.
+		ErrorHandling: promhttp.ContinueOnError,
+	})
+	s.handle("GET /metrics", metrics.ServeHTTP)
+}
+
+// index is a placeholder until the dashboard exists: it tells a person (or a
+// script) what this server answers.
+func (s *Server) index(w http.ResponseWriter, r *http.Request) {
+	s.writeJSON(w, r, http.StatusOK, struct {
+		Service   string   `json:"service"`
+		Endpoints []string `json:"endpoints"`
+	}{"levee", s.patterns})
+}

@@ -1,0 +1,178 @@
+package web
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+
+	"github.com/levee-mail/levee/mail"
+	"github.com/levee-mail/levee/store"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// MailReader is the read half of store.Store; store.Store satisfies it.
+// Unknown mailboxes and messages must give an error wrapping store.ErrNotFound.
+type MailReader interface {
+	Mailboxes(ctx context.Context) ([]store.Mailbox, error)
+	Messages(ctx context.Context, address string, page store.Page) (store.MessagePage, error)
+	Message(ctx context.Context, id string) (*mail.Message, error)
+	Raw(ctx context.Context, id string) ([]byte, error)
+}
+
+// QueueStatus reports the queue's figures as a JSON-marshalable value.
+type QueueStatus interface {
+	Status(ctx context.Context) (any, error)
+}
+
+// Check is one readiness check (store ping, queue connected). It should
+// return promptly once ctx is done.
+type Check func(ctx context.Context) error
+
+var (
+	// ErrStarted is returned by Start on a server that was already started
+	// (a Server runs once, even after Shutdown).
+	ErrStarted = errors.New("web: server already started")
+	// ErrInvalid is wrapped by New when an argument or the config is invalid.
+	ErrInvalid = errors.New("web: invalid argument")
+)
+
+// Server is Levee's HTTP API. Handler can be used on its own (tests, another
+// server); Start and Shutdown run it on Config.Addr.
+type Server struct {
+	cfg      Config
+	reader   MailReader
+	queue    QueueStatus
+	ready    map[string]Check
+	log      *slog.Logger
+	metrics  *metrics
+	mux      *http.ServeMux
+	handler  http.Handler
+	patterns []string
+
+	mu      sync.Mutex
+	srv     *http.Server
+	ln      net.Listener
+	done    chan struct{}
+	stopped bool
+}
+
+// New builds the server. reader is required. queue may be nil (the queue
+// endpoint then answers 503). gatherer serves /metrics; when nil, reg is used
+// if it is also a Gatherer (a *prometheus.Registry). reg may be nil to leave
+// the HTTP metrics unregistered. log nil means slog.Default().
+func New(cfg Config, reader MailReader, queue QueueStatus, gatherer prometheus.Gatherer,
+	ready map[string]Check, reg prometheus.Registerer, log *slog.Logger) (*Server, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if reader == nil {
+		return nil, fmt.Errorf("%w: nil MailReader", ErrInvalid)
+	}
+	if gatherer == nil {
+		g, ok := reg.(prometheus.Gatherer)
+		if !ok {
+			return nil, fmt.Errorf("%w: nil gatherer and the registerer is not a Gatherer", ErrInvalid)
+		}
+		gatherer = g
+	}
+	checks := make(map[string]Check, len(ready))
+	for name, c := range ready {
+		if c == nil || name == "" {
+			return nil, fmt.Errorf("%w: readiness check %q is nil or unnamed", ErrInvalid, name)
+		}
+		checks[name] = c
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Server{cfg: cfg, reader: reader, queue: queue, ready: checks, log: log, mux: http.NewServeMux()}
+	s.routes(gatherer)
+	routes := make([]string, len(s.patterns))
+	for i, p := range s.patterns {
+		routes[i] = routeLabel(p)
+	}
+	m, err := newMetrics(reg, routes)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
+	s.handler = http.HandlerFunc(s.serveHTTP)
+	return s, nil
+}
+
+// Handler returns the whole API: routing, JSON errors and request metrics.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Start listens on Config.Addr and serves in the background. It returns once
+// the listener is open, so Addr is valid and connections are accepted; ctx
+// bounds only the listen itself. Stop the server with Shutdown.
+func (s *Server) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.srv != nil { // an http.Server cannot serve again after Shutdown
+		return ErrStarted
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("web: listen on %s: %w", s.cfg.Addr, err)
+	}
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		ReadTimeout:       s.cfg.ReadTimeout,
+		WriteTimeout:      s.cfg.WriteTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
+		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	done := make(chan struct{})
+	s.srv, s.ln, s.done = srv, ln, done
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("http server stopped", "addr", ln.Addr().String(), "err", err)
+		}
+	}()
+	s.log.Info("http server listening", "addr", ln.Addr().String())
+	return nil
+}
+
+// Addr is the address the server listens on, nil before Start.
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// Shutdown stops accepting connections and waits for in-flight requests
+// until ctx is done; then it closes the remaining connections and returns
+// ctx's error. It returns only after the serving goroutine has exited.
+// Calling it before Start or a second time is a no-op.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.srv == nil || s.stopped {
+		s.mu.Unlock()
+		return nil
+	}
+	s.stopped = true
+	srv, done := s.srv, s.done
+	s.mu.Unlock()
+	err := srv.Shutdown(ctx)
+	if err != nil {
+		// Draining ran out of time: cut the stragglers so that nothing
+		// outlives the caller's deadline.
+		_ = srv.Close()
+		err = fmt.Errorf("web: shutdown: %w", err)
+	}
+	<-done
+	return err
+}

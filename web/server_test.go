@@ -1,0 +1,199 @@
+package web
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func TestNewRejectsBadArguments(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	r := newMemReader()
+	cases := map[string]func() error{
+		"nil reader": func() error { _, err := New(Config{}, nil, nil, reg, nil, nil, nil); return err },
+		"bad config": func() error { _, err := New(Config{Addr: "nope"}, r, nil, reg, nil, nil, nil); return err },
+		"nil check": func() error {
+			_, err := New(Config{}, r, nil, reg, map[string]Check{"store": nil}, nil, nil)
+			return err
+		},
+		"no gatherer": func() error {
+			_, err := New(Config{}, r, nil, nil, nil, prometheus.WrapRegistererWith(prometheus.Labels{"x": "y"}, prometheus.NewRegistry()), nil)
+			return err
+		},
+	}
+	for name, fn := range cases {
+		if err := fn(); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: err = %v, want ErrInvalid", name, err)
+		}
+	}
+	// The same registry twice: the second registration conflicts.
+	if _, err := New(Config{}, r, nil, reg, nil, reg, nil); err != nil {
+		t.Fatalf("first New: %v", err)
+	}
+	if _, err := New(Config{}, r, nil, reg, nil, reg, nil); err == nil {
+		t.Error("second New on the same registry: want a registration error")
+	}
+	// A nil gatherer falls back to a registerer that can gather.
+	if _, err := New(Config{}, r, nil, nil, nil, prometheus.NewRegistry(), nil); err != nil {
+		t.Errorf("nil gatherer with a *Registry: %v", err)
+	}
+}
+
+func startFixture(t *testing.T, o fixtureOpts) *fixture {
+	t.Helper()
+	if o.cfg.Addr == "" {
+		o.cfg.Addr = "127.0.0.1:0"
+	}
+	f := newFixture(t, o)
+	if err := f.srv.Start(t.Context()); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	return f
+}
+
+func TestStartServeShutdown(t *testing.T) {
+	f := newFixture(t, fixtureOpts{cfg: Config{Addr: "127.0.0.1:0"}})
+	if f.srv.Addr() != nil {
+		t.Fatal("Addr before Start is not nil")
+	}
+	if err := f.srv.Shutdown(t.Context()); err != nil {
+		t.Fatalf("Shutdown before Start: %v", err)
+	}
+	if err := f.srv.Start(t.Context()); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	if err := f.srv.Start(t.Context()); !errors.Is(err, ErrStarted) {
+		t.Errorf("second Start: %v, want ErrStarted", err)
+	}
+	raw := simpleMessage(7)
+	m := f.reader.deliver("s@example.org", []string{"a@example.com"}, raw, baseTime)
+	base := "http://" + f.srv.Addr().String()
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+
+	// Start returned, so the listener accepts right away.
+	resp, err := client.Get(base + "/healthz")
+	if err != nil {
+		t.Fatalf("GET /healthz: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "{\"status\":\"ok\"}\n" {
+		t.Fatalf("healthz: %d %q", resp.StatusCode, body)
+	}
+
+	// HEAD on a GET route: headers, no body (net/http drops it).
+	resp, err = client.Head(base + "/api/v1/messages/" + m.ID + "/raw")
+	if err != nil {
+		t.Fatalf("HEAD raw: %v", err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || len(body) != 0 || resp.Header.Get("Content-Length") != strconv.Itoa(len(raw)) {
+		t.Errorf("HEAD raw: %d, body %d bytes, Content-Length %q", resp.StatusCode, len(body), resp.Header.Get("Content-Length"))
+	}
+
+	if err := f.srv.Shutdown(t.Context()); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if err := f.srv.Shutdown(t.Context()); err != nil {
+		t.Errorf("second Shutdown: %v", err)
+	}
+	if _, err := client.Get(base + "/healthz"); err == nil {
+		t.Error("server still answers after Shutdown")
+	}
+	if err := f.srv.Start(t.Context()); !errors.Is(err, ErrStarted) {
+		t.Errorf("Start after Shutdown: %v, want ErrStarted", err)
+	}
+}
+
+func TestStartFailsOnBusyAddress(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	f := newFixture(t, fixtureOpts{cfg: Config{Addr: ln.Addr().String()}})
+	if err := f.srv.Start(t.Context()); err == nil {
+		f.srv.Shutdown(t.Context())
+		t.Fatal("Start on a busy address succeeded")
+	}
+	if f.srv.Addr() != nil {
+		t.Error("Addr after a failed Start is not nil")
+	}
+}
+
+// Shutdown waits for in-flight requests, and when its ctx runs out it cuts
+// them and still returns only after the server goroutine has exited.
+func TestShutdownDrainsThenCuts(t *testing.T) {
+	entered := make(chan struct{}, 2)
+	release := make(chan struct{})
+	q := queueFunc(func(ctx context.Context) (any, error) {
+		entered <- struct{}{}
+		select {
+		case <-release:
+			return map[string]int{"messages": 1}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	})
+
+	t.Run("drain", func(t *testing.T) {
+		f := startFixture(t, fixtureOpts{queue: q})
+		client := &http.Client{Transport: &http.Transport{}}
+		defer client.CloseIdleConnections()
+		got := make(chan int, 1)
+		go func() {
+			resp, err := client.Get("http://" + f.srv.Addr().String() + "/api/v1/queue")
+			if err != nil {
+				got <- -1
+				return
+			}
+			resp.Body.Close()
+			got <- resp.StatusCode
+		}()
+		<-entered
+		shut := make(chan error, 1)
+		go func() { shut <- f.srv.Shutdown(context.Background()) }()
+		select {
+		case err := <-shut:
+			t.Fatalf("Shutdown returned (%v) while a request was in flight", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		release <- struct{}{}
+		if code := <-got; code != http.StatusOK {
+			t.Errorf("in-flight request: %d, want 200", code)
+		}
+		if err := <-shut; err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	})
+
+	t.Run("deadline", func(t *testing.T) {
+		f := startFixture(t, fixtureOpts{queue: q})
+		client := &http.Client{Transport: &http.Transport{}}
+		defer client.CloseIdleConnections()
+		got := make(chan error, 1)
+		go func() {
+			resp, err := client.Get("http://" + f.srv.Addr().String() + "/api/v1/queue")
+			if err == nil {
+				resp.Body.Close()
+			}
+			got <- err
+		}()
+		<-entered
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+		defer cancel()
+		if err := f.srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Shutdown: %v, want DeadlineExceeded", err)
+		}
+		<-got // the cut request ends one way or another
+	})
+}

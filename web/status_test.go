@@ -1,0 +1,170 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// queueFunc adapts a function to QueueStatus.
+type queueFunc func(ctx context.Context) (any, error)
+
+func (f queueFunc) Status(ctx context.Context) (any, error) { return f(ctx) }
+
+type sampleStatus struct {
+	Stream    string  `json:"stream"`
+	Messages  uint64  `json:"messages"`
+	FillRatio float64 `json:"fill_ratio"`
+}
+
+func TestQueueStatus(t *testing.T) {
+	want := sampleStatus{Stream: "LEVEE", Messages: 42, FillRatio: 0.25}
+	f := newFixture(t, fixtureOpts{queue: queueFunc(func(context.Context) (any, error) { return want, nil })})
+	var got sampleStatus
+	decode(t, f.get(t, "/api/v1/queue"), http.StatusOK, &got)
+	if got != want {
+		t.Fatalf("status = %+v, want %+v", got, want)
+	}
+}
+
+func TestQueueStatusUnavailable(t *testing.T) {
+	t.Run("error", func(t *testing.T) {
+		f := newFixture(t, fixtureOpts{queue: queueFunc(func(context.Context) (any, error) {
+			return nil, errors.New("nats: connection refused to nats://internal-host:4222")
+		})})
+		rec := f.get(t, "/api/v1/queue")
+		wantError(t, rec, http.StatusServiceUnavailable, "queue status unavailable")
+		if !strings.Contains(f.logs.String(), "internal-host") {
+			t.Errorf("the cause is not logged:\n%s", f.logs)
+		}
+	})
+	t.Run("hangs past the timeout", func(t *testing.T) {
+		f := newFixture(t, fixtureOpts{
+			cfg: Config{QueueStatusTimeout: 20 * time.Millisecond},
+			queue: queueFunc(func(ctx context.Context) (any, error) {
+				<-ctx.Done()
+				return nil, ctx.Err()
+			}),
+		})
+		wantError(t, f.get(t, "/api/v1/queue"), http.StatusServiceUnavailable, "queue status unavailable")
+	})
+	t.Run("no queue", func(t *testing.T) {
+		f := newFixture(t, fixtureOpts{})
+		wantError(t, f.get(t, "/api/v1/queue"), http.StatusServiceUnavailable, "queue status not available")
+	})
+	t.Run("status that cannot be encoded", func(t *testing.T) {
+		f := newFixture(t, fixtureOpts{queue: queueFunc(func(context.Context) (any, error) {
+			return map[string]any{"bad": make(chan int)}, nil
+		})})
+		wantError(t, f.get(t, "/api/v1/queue"), http.StatusInternalServerError, "internal server error")
+	})
+}
+
+func TestHandlerPanicIs500(t *testing.T) {
+	f := newFixture(t, fixtureOpts{queue: queueFunc(func(context.Context) (any, error) { panic("boom in status") })})
+	wantError(t, f.get(t, "/api/v1/queue"), http.StatusInternalServerError, "internal server error")
+	if !strings.Contains(f.logs.String(), "boom in status") {
+		t.Errorf("panic not logged:\n%s", f.logs)
+	}
+	// The server keeps answering.
+	wantStatus(t, f.get(t, "/healthz"), http.StatusOK)
+}
+
+func wantStatus(t *testing.T, rec interface{ Result() *http.Response }, code int) {
+	t.Helper()
+	if got := rec.Result().StatusCode; got != code {
+		t.Fatalf("status = %d, want %d", got, code)
+	}
+}
+
+func TestHealthz(t *testing.T) {
+	// Liveness ignores dependencies: a failing readiness check does not matter.
+	f := newFixture(t, fixtureOpts{ready: map[string]Check{"store": func(context.Context) error { return errors.New("down") }}})
+	rec := f.get(t, "/healthz")
+	var body map[string]string
+	decode(t, rec, http.StatusOK, &body)
+	if body["status"] != "ok" || len(body) != 1 {
+		t.Fatalf("body = %s", rec.Body)
+	}
+}
+
+func TestReadyz(t *testing.T) {
+	ok := func(context.Context) error { return nil }
+	failing := func(context.Context) error { return errors.New("dial tcp 10.0.0.7:5432: connection refused") }
+	hanging := func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
+	panicking := func(context.Context) error { panic("check exploded") }
+
+	for _, tc := range []struct {
+		name      string
+		checks    map[string]Check
+		wantCode  int
+		wantErr   string
+		wantCheck map[string]string
+	}{
+		{"no checks", nil, http.StatusOK, "", map[string]string{}},
+		{"all pass", map[string]Check{"store": ok, "queue": ok}, http.StatusOK, "",
+			map[string]string{"store": "ok", "queue": "ok"}},
+		{"one fails", map[string]Check{"store": failing, "queue": ok}, http.StatusServiceUnavailable, "not ready: store",
+			map[string]string{"store": "failed", "queue": "ok"}},
+		{"fail, hang and panic", map[string]Check{"store": failing, "queue": hanging, "cache": panicking, "disk": ok},
+			http.StatusServiceUnavailable, "not ready: cache, queue, store",
+			map[string]string{"store": "failed", "queue": "timeout", "cache": "failed", "disk": "ok"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, fixtureOpts{cfg: Config{ReadyTimeout: 50 * time.Millisecond}, ready: tc.checks})
+			rec := f.get(t, "/readyz")
+			var body struct {
+				Status string
+				Error  string
+				Checks map[string]string
+			}
+			decode(t, rec, tc.wantCode, &body)
+			if body.Error != tc.wantErr {
+				t.Errorf("error = %q, want %q", body.Error, tc.wantErr)
+			}
+			if len(body.Checks) != len(tc.wantCheck) {
+				t.Errorf("checks = %v, want %v", body.Checks, tc.wantCheck)
+			}
+			for k, v := range tc.wantCheck {
+				if body.Checks[k] != v {
+					t.Errorf("check %s = %q, want %q", k, body.Checks[k], v)
+				}
+			}
+			if strings.Contains(rec.Body.String(), "10.0.0.7") || strings.Contains(rec.Body.String(), "exploded") {
+				t.Errorf("readyz leaks check errors: %s", rec.Body)
+			}
+		})
+	}
+}
+
+// A check that ignores its ctx must not hold the probe past ReadyTimeout.
+func TestReadyzDoesNotWaitForStuckCheck(t *testing.T) {
+	release := make(chan struct{})
+	done := make(chan struct{})
+	stuck := func(context.Context) error { defer close(done); <-release; return nil }
+	f := newFixture(t, fixtureOpts{cfg: Config{ReadyTimeout: 20 * time.Millisecond}, ready: map[string]Check{"stuck": stuck}})
+	defer func() { close(release); <-done }() // let the check's goroutine end for goleak
+
+	rec := f.get(t, "/readyz")
+	var body struct{ Checks map[string]string }
+	decode(t, rec, http.StatusServiceUnavailable, &body)
+	if body.Checks["stuck"] != "timeout" {
+		t.Fatalf("checks = %v, want stuck: timeout", body.Checks)
+	}
+}
+
+func TestReadyzJSONShape(t *testing.T) {
+	f := newFixture(t, fixtureOpts{ready: map[string]Check{"store": func(context.Context) error { return nil }}})
+	var raw map[string]json.RawMessage
+	decode(t, f.get(t, "/readyz"), http.StatusOK, &raw)
+	if string(raw["status"]) != `"ready"` {
+		t.Errorf("status = %s", raw["status"])
+	}
+	if _, ok := raw["error"]; ok {
+		t.Errorf("ready response carries an error field: %v", raw)
+	}
+}
