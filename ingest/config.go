@@ -1,0 +1,194 @@
+package ingest
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/levee-mail/levee/mail"
+)
+
+// Defaults, chosen for an inbound MX that must not fall over under a surge.
+const (
+	DefaultAddr                = "127.0.0.1:2525"
+	DefaultMaxMessageBytes     = 10 << 20
+	DefaultMaxRecipients       = 100
+	DefaultMaxLineLength       = 2000
+	DefaultReadTimeout         = 2 * time.Minute
+	DefaultWriteTimeout        = time.Minute
+	DefaultPublishTimeout      = 30 * time.Second
+	DefaultMaxConnections      = 1000
+	DefaultMaxConnectionsPerIP = 100
+	DefaultHighWatermark       = 0.9
+	DefaultLowWatermark        = 0.8
+)
+
+// minLineLength is what RFC 5321 4.5.3.1.6 obliges every server to take
+// (1000 octets including CRLF); a smaller limit would refuse conforming mail.
+const minLineLength = 1000
+
+// Config is the SMTP receiver's configuration (YAML section "smtp"). Zero
+// values mean "default" except for Domains/AcceptAllDomains, which must be
+// set on purpose.
+type Config struct {
+	// Addr is the TCP address to listen on.
+	Addr string `yaml:"addr"`
+	// Hostname is this server's name in the greeting and in the "by" clause
+	// of the Received header. Default: os.Hostname(), else "levee".
+	Hostname string `yaml:"hostname"`
+	// Domains are the recipient domains accepted (exact match, case-insensitive).
+	Domains []string `yaml:"domains"`
+	// AcceptAllDomains accepts any recipient domain. It must be set
+	// explicitly: an empty Domains list is a config error, not "accept all".
+	AcceptAllDomains bool `yaml:"accept_all_domains"`
+	// MaxMessageBytes is the largest DATA accepted, advertised as SIZE (RFC
+	// 1870). go-smtp's reader needs one byte of headroom, so a body must be
+	// strictly smaller than this; the Received header is not counted.
+	MaxMessageBytes int64 `yaml:"max_message_bytes"`
+	// MaxRecipients caps RCPTs per transaction; more get 452 4.5.3.
+	MaxRecipients int `yaml:"max_recipients"`
+	// MaxLineLength caps any line, commands and DATA alike (at least 1000).
+	MaxLineLength int `yaml:"max_line_length"`
+	// ReadTimeout is an idle timeout: the longest wait for the next byte,
+	// renewed on every read, including inside DATA. A slow but live sender
+	// is never cut off; a silent one is, after this long.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// WriteTimeout bounds each reply write.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// PublishTimeout bounds one Publish call; past it the sender gets 451 4.3.0.
+	PublishTimeout time.Duration `yaml:"publish_timeout"`
+	// MaxConnections caps open SMTP connections; past it, 421 4.7.0.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerIP caps open connections from one client IP.
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
+	// HighWatermark is the queue fill ratio at which MAIL is refused with
+	// 452 4.3.1 until the fill drops below LowWatermark.
+	HighWatermark float64 `yaml:"high_watermark"`
+	// LowWatermark: see HighWatermark.
+	LowWatermark float64 `yaml:"low_watermark"`
+	// ParseLimits bound the validation parse of each message.
+	ParseLimits mail.ParseLimits `yaml:"parse_limits"`
+}
+
+// WithDefaults returns c with zero fields set to their defaults and the
+// domain list normalised (lower case, no trailing dot).
+func (c Config) WithDefaults() Config {
+	if c.Addr == "" {
+		c.Addr = DefaultAddr
+	}
+	if c.Hostname == "" {
+		c.Hostname = defaultHostname()
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if c.MaxRecipients == 0 {
+		c.MaxRecipients = DefaultMaxRecipients
+	}
+	if c.MaxLineLength == 0 {
+		c.MaxLineLength = DefaultMaxLineLength
+	}
+	if c.ReadTimeout == 0 {
+		c.ReadTimeout = DefaultReadTimeout
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.PublishTimeout == 0 {
+		c.PublishTimeout = DefaultPublishTimeout
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.MaxConnectionsPerIP == 0 {
+		c.MaxConnectionsPerIP = min(DefaultMaxConnectionsPerIP, c.MaxConnections)
+	}
+	if c.HighWatermark == 0 {
+		c.HighWatermark = DefaultHighWatermark
+	}
+	if c.LowWatermark == 0 {
+		c.LowWatermark = min(DefaultLowWatermark, c.HighWatermark*0.9)
+	}
+	if c.ParseLimits == (mail.ParseLimits{}) {
+		c.ParseLimits = mail.DefaultParseLimits
+	}
+	if c.Domains != nil {
+		ds := make([]string, len(c.Domains))
+		for i, d := range c.Domains {
+			ds[i] = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), ".")
+		}
+		c.Domains = ds
+	}
+	return c
+}
+
+func defaultHostname() string {
+	if h, err := os.Hostname(); err == nil && validDomain(h) {
+		return h
+	}
+	return "levee"
+}
+
+// Validate reports every problem at once, each naming its YAML key.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: smtp.%s: %s", ErrInvalidConfig, key, fmt.Sprintf(format, args...)))
+	}
+	if c.Addr == "" {
+		bad("addr", "must not be empty")
+	}
+	if c.Hostname == "" || !validDomain(c.Hostname) {
+		bad("hostname", "%q is not a valid host name", c.Hostname)
+	}
+	if len(c.Domains) == 0 && !c.AcceptAllDomains {
+		bad("domains", "must list at least one recipient domain (or set smtp.accept_all_domains: true)")
+	}
+	for _, d := range c.Domains {
+		if !validDomain(d) {
+			bad("domains", "%q is not a valid domain", d)
+		}
+	}
+	if c.MaxMessageBytes <= 0 {
+		bad("max_message_bytes", "must be > 0")
+	}
+	if c.MaxMessageBytes > 1<<32-1 {
+		// go-smtp parses SIZE= as a uint32.
+		bad("max_message_bytes", "must be < 4 GiB")
+	}
+	if c.MaxRecipients <= 0 {
+		bad("max_recipients", "must be > 0")
+	}
+	if c.MaxLineLength < minLineLength {
+		bad("max_line_length", "must be >= %d (RFC 5321 4.5.3.1.6)", minLineLength)
+	}
+	for _, t := range []struct {
+		key string
+		d   time.Duration
+	}{{"read_timeout", c.ReadTimeout}, {"write_timeout", c.WriteTimeout}, {"publish_timeout", c.PublishTimeout}} {
+		if t.d <= 0 {
+			bad(t.key, "must be > 0")
+		}
+	}
+	if c.MaxConnections <= 0 {
+		bad("max_connections", "must be > 0")
+	}
+	if c.MaxConnectionsPerIP <= 0 || c.MaxConnectionsPerIP > c.MaxConnections {
+		bad("max_connections_per_ip", "must be > 0 and <= smtp.max_connections")
+	}
+	if c.HighWatermark <= 0 {
+		bad("high_watermark", "must be > 0")
+	}
+	if c.LowWatermark <= 0 || c.LowWatermark >= c.HighWatermark {
+		bad("low_watermark", "must be > 0 and < smtp.high_watermark")
+	}
+	if c.ParseLimits.MaxParts < 0 {
+		bad("parse_limits.max_parts", "must be >= 0")
+	}
+	if c.ParseLimits.MaxDepth < 0 {
+		bad("parse_limits.max_depth", "must be >= 0")
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,346 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// refuseWriteTimeout bounds the one-line reply to a connection refused at
+// accept time, so a refused client can never stall the accept loop.
+const refuseWriteTimeout = time.Second
+
+// aLongTimeAgo is a read deadline in the past: it wakes a blocked Read.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// listener admits connections for go-smtp. go-smtp creates a session only at
+// HELO, so connection limits and the shutdown refusal live here, where the
+// 421 can be the greeting itself.
+type listener struct {
+	net.Listener
+	srv *Server
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	for {
+		nc, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if c := l.srv.admit(nc); c != nil {
+			return c, nil
+		}
+	}
+}
+
+// Close is idempotent: both Shutdown and go-smtp close the listener.
+func (l *listener) Close() error {
+	l.closeOnce.Do(func() { l.closeErr = l.Listener.Close() })
+	return l.closeErr
+}
+
+// admit returns the tracked connection, or nil after refusing nc.
+func (s *Server) admit(nc net.Conn) net.Conn {
+	if s.draining.Load() {
+		s.metrics.sessions.WithLabelValues(sessionRejectedShutdown).Inc()
+		refuseConn(nc, replyShuttingDown)
+		return nil
+	}
+	c := &trackedConn{
+		Conn:         nc,
+		srv:          s,
+		ip:           remoteIP(nc.RemoteAddr()),
+		idle:         s.cfg.ReadTimeout,
+		writeTimeout: s.cfg.WriteTimeout,
+	}
+	if !s.conns.add(c) {
+		s.metrics.sessions.WithLabelValues(sessionRejectedLimit).Inc()
+		s.log.Warn("smtp connection refused: limit reached", "remote_ip", c.ip)
+		refuseConn(nc, replyTooManyConnections)
+		return nil
+	}
+	s.metrics.sessions.WithLabelValues(sessionAccepted).Inc()
+	return c
+}
+
+func refuseConn(nc net.Conn, r reply) {
+	_ = nc.SetWriteDeadline(time.Now().Add(refuseWriteTimeout))
+	_, _ = io.WriteString(nc, r.line())
+	_ = nc.Close()
+}
+
+func remoteIP(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	if host, _, err := net.SplitHostPort(a.String()); err == nil {
+		return host
+	}
+	return a.String()
+}
+
+// trackedConn is the net.Conn go-smtp sees. It owns three things go-smtp
+// does not do:
+//
+//   - the read deadline, as an idle timeout renewed before every Read, also
+//     while DATA streams in (go-smtp sets its ReadTimeout once per command
+//     line and never renews it inside DATA: go-smtp #196, so Levee sets
+//     go-smtp's ReadTimeout to 0 and SetReadDeadline here is a no-op);
+//   - closing the connection right after a reply that must end it;
+//   - being found and closed by Shutdown (go-smtp's Shutdown leaves open
+//     connections open).
+type trackedConn struct {
+	net.Conn
+	srv          *Server
+	ip           string
+	idle         time.Duration
+	writeTimeout time.Duration
+
+	// busy is true while a transaction is open: from an accepted MAIL until
+	// the transaction is reset after its DATA reply. Shutdown lets busy
+	// connections finish and closes the others.
+	busy atomic.Bool
+	// closeAfterWrite makes the next reply the last one.
+	closeAfterWrite atomic.Bool
+
+	wmu    sync.Mutex // serialises writes with kick and close
+	closed bool       // guarded by wmu
+	lastCR bool       // guarded by wmu: the previous write ended in CR
+}
+
+// kickedError is what Read returns after the connection was closed with a
+// final reply. It matches net.ErrClosed, so go-smtp ends the session
+// quietly instead of writing a reply of its own to a closed connection.
+type kickedError struct{ reply reply }
+
+func (e *kickedError) Error() string        { return "ingest: connection closed: " + e.reply.text }
+func (e *kickedError) Is(target error) bool { return target == net.ErrClosed }
+
+func (c *trackedConn) Read(b []byte) (int, error) {
+	for {
+		deadline := time.Now().Add(c.idle)
+		// An error here means the connection is closed (or, for net.Pipe,
+		// that the peer closed it): the Read below then reports the real
+		// condition (EOF) rather than a deadline error.
+		_ = c.Conn.SetReadDeadline(deadline)
+		// Checked after setting the deadline: Shutdown sets draining before
+		// it interrupts reads, so either this sees draining or Shutdown's
+		// interrupt lands after the deadline above and wakes the Read below.
+		if c.srv.draining.Load() && !c.busy.Load() {
+			return 0, c.kick(replyShuttingDown)
+		}
+		n, err := c.Conn.Read(b)
+		if n == 0 && isTimeout(err) {
+			if time.Now().Before(deadline) {
+				continue // woken by Shutdown, not idle: look again
+			}
+			return 0, c.kick(replyIdleTimeout)
+		}
+		return n, err
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func (c *trackedConn) Write(b []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.closed {
+		return 0, net.ErrClosed
+	}
+	n, err := c.Conn.Write(c.cleanReply(b))
+	if c.closeAfterWrite.Load() {
+		c.closeLocked()
+	}
+	return n, err
+}
+
+// cleanReply makes sure every reply line is well formed. go-smtp echoes
+// client text into some replies ("Syntax errors, %v command unrecognized",
+// "I'll make sure <%v> gets this"), and a bare CR, bare LF or other control
+// byte in it would break the sender's reply parser. RFC 5321 reply text is
+// TAB and printable characters (plus UTF-8 under SMTPUTF8), so any other
+// control byte, and a CR or LF that is not part of a CRLF, becomes '?'. The
+// length is unchanged, so Write's count stays true. Called with wmu held.
+func (c *trackedConn) cleanReply(b []byte) []byte {
+	var out []byte
+	set := func(i int, v byte) {
+		if out == nil {
+			out = append([]byte(nil), b...)
+		}
+		out[i] = v
+	}
+	for i, ch := range b {
+		switch {
+		case ch == '\r':
+			// A CR at the very end is taken to start the CRLF of a reply
+			// split across writes (only for replies longer than go-smtp's
+			// 4 KiB write buffer).
+			if i+1 < len(b) && b[i+1] != '\n' {
+				set(i, '?')
+			}
+		case ch == '\n':
+			prevCR := c.lastCR
+			if i > 0 {
+				prevCR = b[i-1] == '\r'
+			}
+			if !prevCR {
+				set(i, '?')
+			}
+		case ch < 0x20 && ch != '\t', ch == 0x7f:
+			set(i, '?')
+		}
+	}
+	c.lastCR = len(b) > 0 && b[len(b)-1] == '\r'
+	if out == nil {
+		return b
+	}
+	return out
+}
+
+// SetReadDeadline is a no-op: the idle deadline is owned by Read.
+func (c *trackedConn) SetReadDeadline(time.Time) error { return nil }
+
+// SetDeadline sets only the write deadline, for the same reason.
+func (c *trackedConn) SetDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(t) }
+
+func (c *trackedConn) Close() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.closeLocked()
+}
+
+func (c *trackedConn) closeLocked() error {
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	err := c.Conn.Close()
+	c.srv.conns.remove(c)
+	return err
+}
+
+// kick writes r as the last reply and closes the connection. It runs on the
+// session's own goroutine (from Read), so it never races a go-smtp reply.
+func (c *trackedConn) kick(r reply) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if !c.closed {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+		_, _ = io.WriteString(c.Conn, r.line())
+		c.closeLocked()
+	}
+	return &kickedError{reply: r}
+}
+
+// interrupt wakes a Read blocked at the command prompt so it can see that
+// the server is draining.
+func (c *trackedConn) interrupt() { _ = c.Conn.SetReadDeadline(aLongTimeAgo) }
+
+// forceClose closes the socket without taking wmu (a write may be blocked
+// holding it); the session's goroutine then fails and calls Close.
+func (c *trackedConn) forceClose() { _ = c.Conn.Close() }
+
+func (c *trackedConn) setBusy(b bool) {
+	if c != nil {
+		c.busy.Store(b)
+	}
+}
+
+func (c *trackedConn) closeAfterReply() {
+	if c != nil {
+		c.closeAfterWrite.Store(true)
+	}
+}
+
+// connRegistry tracks open connections for the limits, the active-sessions
+// gauge and Shutdown.
+type connRegistry struct {
+	max, maxPerIP int
+	onChange      func(n int)
+
+	mu      sync.Mutex
+	conns   map[*trackedConn]struct{}
+	perIP   map[string]int
+	changed chan struct{} // closed and replaced on every remove
+}
+
+func newConnRegistry(max, maxPerIP int, onChange func(int)) *connRegistry {
+	return &connRegistry{
+		max: max, maxPerIP: maxPerIP, onChange: onChange,
+		conns: map[*trackedConn]struct{}{}, perIP: map[string]int{}, changed: make(chan struct{}),
+	}
+}
+
+func (r *connRegistry) add(c *trackedConn) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.conns) >= r.max || r.perIP[c.ip] >= r.maxPerIP {
+		return false
+	}
+	r.conns[c] = struct{}{}
+	r.perIP[c.ip]++
+	r.onChange(len(r.conns))
+	return true
+}
+
+func (r *connRegistry) remove(c *trackedConn) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.conns[c]; !ok {
+		return
+	}
+	delete(r.conns, c)
+	if r.perIP[c.ip]--; r.perIP[c.ip] <= 0 {
+		delete(r.perIP, c.ip)
+	}
+	r.onChange(len(r.conns))
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+func (r *connRegistry) snapshot() []*trackedConn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*trackedConn, 0, len(r.conns))
+	for c := range r.conns {
+		out = append(out, c)
+	}
+	return out
+}
+
+func (r *connRegistry) len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.conns)
+}
+
+// waitEmpty returns nil once no connection is open, or ctx's error.
+func (r *connRegistry) waitEmpty(ctx context.Context) error {
+	for {
+		r.mu.Lock()
+		n, ch := len(r.conns), r.changed
+		r.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

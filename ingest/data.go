@@ -1,0 +1,213 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime/debug"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"github.com/levee-mail/levee/mail"
+)
+
+// Publisher makes a message durable. The caller adapts the queue to it.
+// duplicate reports that the queue already held a message with this ID (an
+// MTA retransmitting after a lost 250); it is answered 250 like a new one.
+// Errors are classified with errors.Is against ErrQueueFull, ErrTooLarge and
+// ErrUnavailable; any other error, and a panic, is temporary (451 4.3.0).
+type Publisher interface {
+	Publish(ctx context.Context, m *mail.Message) (duplicate bool, err error)
+}
+
+// PublisherFunc adapts a function to Publisher.
+type PublisherFunc func(ctx context.Context, m *mail.Message) (duplicate bool, err error)
+
+// Publish calls f.
+func (f PublisherFunc) Publish(ctx context.Context, m *mail.Message) (bool, error) { return f(ctx, m) }
+
+// receivedHeadroom is space reserved in front of the body while it is read,
+// so the Received header can be put in front without copying the message.
+// A longer header (very long HELO and recipient) falls back to a copy.
+const receivedHeadroom = 1024
+
+// maxPrealloc caps the buffer sized from the client's SIZE= claim: the claim
+// is only a hint and costs nothing to make.
+const maxPrealloc = 1 << 20
+
+var (
+	errBodyTooBig   = errors.New("ingest: message body over smtp.max_message_bytes")
+	errPublishPanic = errors.New("ingest: publisher panicked")
+)
+
+// Data reads the message, publishes it and decides the reply. It never
+// returns a plain error (go-smtp would turn it into 554 5.0.0, a permanent
+// bounce): every outcome, including a panic anywhere below, is a reply from
+// codes.go.
+func (s *session) Data(r io.Reader) (err error) {
+	start := time.Now()
+	rep, result := replyUnavailable, resultDeferred
+	defer func() {
+		if p := recover(); p != nil {
+			s.srv.log.Error("panic in DATA", "panic", p, "stack", string(debug.Stack()))
+			rep, result = replyUnavailable, resultDeferred
+		}
+		s.srv.metrics.dataSeconds.Observe(time.Since(start).Seconds())
+		if result != "" {
+			s.srv.metrics.outcome(result, rep)
+		}
+		err = rep.err()
+	}()
+	rep, result = s.data(r)
+	return err
+}
+
+func (s *session) data(r io.Reader) (reply, string) {
+	tx := s.snapshot()
+	if !tx.active || len(tx.rcpts) == 0 {
+		_, _ = io.Copy(io.Discard, r)
+		return replyBadSequence, resultRejected
+	}
+	limit := s.srv.cfg.MaxMessageBytes
+	buf, err := readBody(r, tx.size, limit)
+	if err != nil {
+		return s.readFailed(err)
+	}
+	body := buf[receivedHeadroom:]
+	receivedAt := time.Now()
+
+	// The id is computed on the body exactly as the client sent it (dot
+	// stuffing undone, nothing else), before Levee adds anything: a
+	// retransmission of the same message gets the same id.
+	id := mail.ID(tx.from, tx.rcpts, body)
+	s.srv.validate(id, body)
+
+	forRcpt := ""
+	if len(tx.rcpts) == 1 {
+		forRcpt = tx.rcpts[0]
+	}
+	hdr := receivedHeader(receivedInfo{
+		helo: tx.helo, remote: s.remote, hostname: s.srv.cfg.Hostname,
+		id: id, rcpt: forRcpt, utf8: tx.utf8, at: receivedAt,
+	})
+	raw := prependHeader(buf, hdr)
+	msg := &mail.Message{
+		ID: id,
+		Envelope: mail.Envelope{
+			From:       tx.from,
+			To:         tx.rcpts,
+			RemoteAddr: s.remote,
+			Helo:       tx.helo,
+			ReceivedAt: receivedAt,
+		},
+		Raw:  raw,
+		Size: int64(len(raw)),
+	}
+
+	ctx, cancel := context.WithTimeout(s.srv.ctx, s.srv.cfg.PublishTimeout)
+	defer cancel()
+	dup, err := s.srv.publish(ctx, msg)
+	rep, result := publishReply(id, dup, err)
+	switch result {
+	case resultAccepted, resultDuplicate:
+		s.srv.metrics.size.Observe(float64(msg.Size))
+		s.srv.log.Debug("smtp message queued", "id", id, "size", msg.Size, "duplicate", dup)
+	default:
+		s.srv.log.Warn("smtp publish failed", "id", id, "code", rep.code, "err", err)
+	}
+	return rep, result
+}
+
+// readBody reads DATA into a buffer that starts with receivedHeadroom spare
+// bytes. go-smtp's reader enforces the size limit already (smtp.ErrDataTooLarge);
+// the LimitReader is a second fence in case that ever changes.
+func readBody(r io.Reader, sizeHint, limit int64) ([]byte, error) {
+	prealloc := min(max(sizeHint, 0), limit, maxPrealloc) + bytes.MinRead
+	b := bytes.NewBuffer(make([]byte, receivedHeadroom, receivedHeadroom+prealloc))
+	n, err := b.ReadFrom(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if n > limit {
+		_, _ = io.Copy(io.Discard, r)
+		return nil, errBodyTooBig
+	}
+	return b.Bytes(), nil
+}
+
+// readFailed decides the reply when DATA could not be read completely.
+func (s *session) readFailed(err error) (reply, string) {
+	var kicked *kickedError
+	switch {
+	case errors.Is(err, smtp.ErrDataTooLarge), errors.Is(err, errBodyTooBig):
+		return replyTooBig, resultRejected
+	case errors.Is(err, smtp.ErrTooLongLine):
+		// go-smtp cannot resynchronise after an overlong line: make this
+		// reply the last one instead of letting go-smtp add its own 500.
+		s.conn.closeAfterReply()
+		return replyLineTooLong, resultRejected
+	case errors.As(err, &kicked):
+		// Idle timeout or shutdown: the reply was written and the
+		// connection closed already; this one only feeds the metrics.
+		return kicked.reply, kicked.reply.result()
+	case errors.Is(err, smtp.ErrDataReset):
+		// BDAT aborted by RSET, or by go-smtp after its own 552: nobody
+		// reads this reply, and the outcome was counted where it was decided.
+		return replyUnavailable, ""
+	default:
+		// The client went away mid-message (or the read failed otherwise).
+		s.srv.log.Debug("smtp DATA read failed", "remote", s.remote, "err", err)
+		return replyUnavailable, resultDeferred
+	}
+}
+
+// publish calls the Publisher, turning a panic into an error.
+func (srv *Server) publish(ctx context.Context, m *mail.Message) (dup bool, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			srv.log.Error("panic in Publisher", "panic", p, "stack", string(debug.Stack()))
+			dup, err = false, fmt.Errorf("%w: %v", errPublishPanic, p)
+		}
+	}()
+	return srv.pub.Publish(ctx, m)
+}
+
+// publishReply maps Publish's outcome to a reply. 250 only for a nil error.
+func publishReply(id string, dup bool, err error) (reply, string) {
+	switch {
+	case err == nil && dup:
+		return replyQueued(id), resultDuplicate
+	case err == nil:
+		return replyQueued(id), resultAccepted
+	case errors.Is(err, ErrQueueFull):
+		return replyQueueFull, resultDeferred
+	case errors.Is(err, ErrTooLarge):
+		return replyTooBig, resultRejected
+	default:
+		// ErrUnavailable, the publish timeout, the lifetime context ending,
+		// a panic, and anything unexpected: temporary.
+		return replyUnavailable, resultDeferred
+	}
+}
+
+// validate parses the message only to observe it: Levee never refuses
+// messy mail, and even a header block that cannot be read is accepted.
+func (srv *Server) validate(id string, body []byte) {
+	p, err := mail.Parse(body, srv.cfg.ParseLimits)
+	switch {
+	case err != nil || p == nil || len(p.Headers) == 0:
+		srv.metrics.parse.WithLabelValues(parseUnreadable).Inc()
+		var warnings []string
+		if p != nil {
+			warnings = p.Warnings
+		}
+		srv.log.Info("smtp message headers unreadable; accepted anyway", "id", id, "err", err, "warnings", warnings)
+	case len(p.Warnings) > 0:
+		srv.metrics.parse.WithLabelValues(parseWarnings).Inc()
+		srv.log.Debug("smtp message is messy; accepted", "id", id, "warnings", p.Warnings)
+	default:
+		srv.metrics.parse.WithLabelValues(parseOK).Inc()
+	}
+}

@@ -1,0 +1,85 @@
+package ingest
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Label values. No addresses, hosts or message ids ever become labels.
+const (
+	resultAccepted  = "accepted"
+	resultDuplicate = "duplicate"
+	resultRejected  = "rejected"
+	resultDeferred  = "deferred"
+
+	sessionAccepted         = "accepted"
+	sessionRejectedLimit    = "rejected_limit"
+	sessionRejectedShutdown = "rejected_shutdown"
+
+	parseOK         = "ok"
+	parseWarnings   = "warnings"
+	parseUnreadable = "unreadable"
+)
+
+type metrics struct {
+	sessions    *prometheus.CounterVec
+	active      prometheus.Gauge
+	messages    *prometheus.CounterVec
+	size        prometheus.Histogram
+	dataSeconds prometheus.Histogram
+	watermark   prometheus.Gauge
+	parse       *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "levee_smtp_sessions_total",
+			Help: "SMTP connections by admission result: accepted, rejected_limit (over smtp.max_connections or smtp.max_connections_per_ip), rejected_shutdown.",
+		}, []string{"result"}),
+		active: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "levee_smtp_active_sessions",
+			Help: "SMTP connections currently open (admitted ones only).",
+		}),
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "levee_smtp_messages_total",
+			Help: "Transaction outcomes Levee decided, by result (accepted, duplicate, rejected = 5xx, deferred = 4xx) and SMTP reply code: one per end of DATA, plus one per MAIL or RCPT that Levee refused.",
+		}, []string{"result", "code"}),
+		size: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "levee_smtp_message_size_bytes",
+			Help:    "Size of accepted messages as queued (including the Received header), in bytes.",
+			Buckets: prometheus.ExponentialBuckets(1024, 4, 10), // 1 KiB .. 256 MiB
+		}),
+		dataSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "levee_smtp_data_duration_seconds",
+			Help:    "Time from the start of DATA to its reply being decided (reading, parsing and publishing), in seconds.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10), // 1 ms .. ~4 min
+		}),
+		watermark: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "levee_smtp_watermark_engaged",
+			Help: "1 while MAIL is refused with 452 4.3.1 because the queue fill crossed smtp.high_watermark (until it drops below smtp.low_watermark), else 0.",
+		}),
+		parse: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "levee_smtp_parse_total",
+			Help: "Validation parse of received messages by result: ok, warnings (messy but readable), unreadable (header block unreadable). All are accepted.",
+		}, []string{"result"}),
+	}
+	for _, c := range []prometheus.Collector{m.sessions, m.active, m.messages, m.size, m.dataSeconds, m.watermark, m.parse} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("ingest: register metrics: %w", err)
+		}
+	}
+	// Pre-create the label values a dashboard expects to see at zero.
+	for _, r := range []string{sessionAccepted, sessionRejectedLimit, sessionRejectedShutdown} {
+		m.sessions.WithLabelValues(r)
+	}
+	for _, r := range []string{parseOK, parseWarnings, parseUnreadable} {
+		m.parse.WithLabelValues(r)
+	}
+	return m, nil
+}
+
+func (m *metrics) outcome(result string, r reply) {
+	m.messages.WithLabelValues(result, r.codeLabel()).Inc()
+}

@@ -1,0 +1,272 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// shutdownGrace bounds how long Shutdown waits for go-smtp's connection
+// goroutines after it closed every connection. It only matters if a
+// Publisher ignores its context.
+const shutdownGrace = 5 * time.Second
+
+// Server is Levee's SMTP receiver.
+type Server struct {
+	cfg     Config
+	pub     Publisher
+	log     *slog.Logger
+	metrics *metrics
+	wm      *watermark
+	domains map[string]struct{}
+	smtp    *smtp.Server
+	conns   *connRegistry
+
+	// ctx is the server's lifetime context. go-smtp gives sessions no
+	// context, so every Publish derives its context from this one (bounded
+	// by PublishTimeout). Shutdown cancels it when its own ctx expires,
+	// aborting publishes in flight: they answer 451 4.3.0 and the sender
+	// retries.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// draining is set when Shutdown begins: no new connection or
+	// transaction is taken from then on.
+	draining atomic.Bool
+
+	mu        sync.Mutex
+	shut      bool
+	ln        *listener
+	serveDone chan struct{} // closed when Start's Serve goroutine returns
+}
+
+// New builds a Server from cfg (defaults applied, then validated). pub is
+// required. fill may be nil (no watermark). reg may be nil (metrics are then
+// kept in a private registry); log may be nil (slog.Default()).
+func New(cfg Config, pub Publisher, fill FillGauge, reg prometheus.Registerer, log *slog.Logger) (*Server, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if pub == nil {
+		return nil, errors.New("ingest: New: nil Publisher")
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:     cfg,
+		pub:     pub,
+		log:     log,
+		metrics: m,
+		wm:      &watermark{fill: fill, high: cfg.HighWatermark, low: cfg.LowWatermark, gauge: m.watermark},
+		domains: map[string]struct{}{},
+	}
+	for _, d := range cfg.Domains {
+		s.domains[d] = struct{}{}
+	}
+	s.conns = newConnRegistry(cfg.MaxConnections, cfg.MaxConnectionsPerIP, func(n int) { m.active.Set(float64(n)) })
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+
+	ss := smtp.NewServer(backend{s})
+	ss.Domain = cfg.Hostname
+	// Advertised as SIZE and checked against MAIL SIZE= and BDAT by go-smtp,
+	// and enforced on DATA by its reader (552 5.3.4, as replyTooBig).
+	ss.MaxMessageBytes = cfg.MaxMessageBytes
+	ss.MaxLineLength = cfg.MaxLineLength
+	// 0: Levee counts recipients itself, so the 452 4.5.3 is decided in
+	// codes.go (the price: no LIMITS RCPTMAX= in the EHLO reply).
+	ss.MaxRecipients = 0
+	// 0: trackedConn owns the read deadline as a renewing idle timeout.
+	ss.ReadTimeout = 0
+	ss.WriteTimeout = cfg.WriteTimeout
+	ss.EnableSMTPUTF8 = true
+	ss.ErrorLog = smtpLogger{log}
+	s.smtp = ss
+	return s, nil
+}
+
+// Config returns the effective configuration (defaults applied).
+func (s *Server) Config() Config { return s.cfg }
+
+// Start listens on the configured address and serves in the background. It
+// returns once the listener is open, so Addr is valid afterwards; ctx bounds
+// only the listen itself.
+func (s *Server) Start(ctx context.Context) error {
+	var lc net.ListenConfig
+	l, err := lc.Listen(ctx, "tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("ingest: listen on %s (smtp.addr): %w", s.cfg.Addr, err)
+	}
+	done := make(chan struct{})
+	ln, err := s.register(l, done)
+	if err != nil {
+		_ = l.Close()
+		return err
+	}
+	go func() {
+		defer close(done)
+		if err := s.serve(ln); err != nil {
+			s.log.Error("smtp server stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// Serve accepts connections on l until Shutdown, then returns nil.
+func (s *Server) Serve(l net.Listener) error {
+	ln, err := s.register(l, nil)
+	if err != nil {
+		return err
+	}
+	return s.serve(ln)
+}
+
+func (s *Server) register(l net.Listener, serveDone chan struct{}) (*listener, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shut {
+		return nil, ErrServerClosed
+	}
+	if s.ln != nil {
+		return nil, errors.New("ingest: already serving")
+	}
+	s.ln = &listener{Listener: l, srv: s}
+	s.serveDone = serveDone
+	return s.ln, nil
+}
+
+func (s *Server) serve(ln *listener) error {
+	err := s.smtp.Serve(ln)
+	s.mu.Lock()
+	shut := s.shut
+	s.mu.Unlock()
+	if shut {
+		return nil
+	}
+	return fmt.Errorf("ingest: serve: %w", err)
+}
+
+// Addr is the listening address, or nil before Serve or Start.
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// Shutdown stops the server in two steps.
+//
+// First it stops taking work: a new connection is greeted with 421 4.3.2 and
+// closed, a session idle at a command prompt gets 421 4.3.2 and is closed, a
+// new MAIL gets 421 4.3.2; sessions inside a transaction finish it (their
+// DATA is published and answered) and are closed at their next command.
+//
+// When every connection is closed, Shutdown returns nil. If ctx ends first,
+// it cancels the lifetime context (pending publishes answer 451 4.3.0),
+// closes the remaining connections and returns an error wrapping ctx.Err().
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.shut {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.shut = true
+	ln, serveDone := s.ln, s.serveDone
+	s.mu.Unlock()
+
+	s.draining.Store(true)
+	for _, c := range s.conns.snapshot() {
+		if !c.busy.Load() {
+			c.interrupt()
+		}
+	}
+	var result error
+	if err := s.conns.waitEmpty(ctx); err != nil {
+		left := s.conns.snapshot()
+		result = fmt.Errorf("ingest: shutdown: closed %d connections at the deadline: %w", len(left), err)
+		s.log.Warn("smtp shutdown deadline: closing connections", "connections", len(left))
+		s.cancel()
+		for _, c := range left {
+			c.forceClose()
+		}
+	}
+	s.cancel()
+
+	// Only now stop listening: until here new connections got a 421
+	// instead of a refused TCP connect.
+	if ln != nil {
+		_ = ln.Close()
+	}
+	grace, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := s.smtp.Shutdown(grace); err != nil && result == nil && !errors.Is(err, net.ErrClosed) {
+		result = fmt.Errorf("ingest: shutdown: %w", err)
+	}
+	// A connection accepted in the instant before the listener closed is
+	// told 421 at its first read; wait for it too.
+	if err := s.conns.waitEmpty(grace); err != nil && result == nil {
+		result = fmt.Errorf("ingest: shutdown: %w", err)
+	}
+	if serveDone != nil {
+		select {
+		case <-serveDone:
+		case <-grace.Done():
+		}
+	}
+	return result
+}
+
+func (s *Server) acceptsDomain(d string) bool {
+	if s.cfg.AcceptAllDomains {
+		return true
+	}
+	_, ok := s.domains[strings.ToLower(d)]
+	return ok
+}
+
+// backend is go-smtp's Backend: one session per connection, made at HELO.
+type backend struct{ srv *Server }
+
+func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	tc, _ := c.Conn().(*trackedConn)
+	remote := ""
+	if a := c.Conn().RemoteAddr(); a != nil {
+		remote = a.String()
+	}
+	return &session{srv: b.srv, conn: tc, smtpConn: c, remote: remote}, nil
+}
+
+// smtpLogger routes go-smtp's internal log lines to slog: panics (which
+// Levee recovers itself first, so they are bugs) at error level, connection
+// errors at debug level.
+type smtpLogger struct{ log *slog.Logger }
+
+func (l smtpLogger) Printf(format string, v ...any) { l.emit(fmt.Sprintf(format, v...)) }
+func (l smtpLogger) Println(v ...any)               { l.emit(strings.TrimSuffix(fmt.Sprintln(v...), "\n")) }
+
+func (l smtpLogger) emit(msg string) {
+	if strings.Contains(msg, "panic") {
+		l.log.Error("smtp: "+msg, "component", "go-smtp")
+		return
+	}
+	l.log.Debug("smtp: "+msg, "component", "go-smtp")
+}
