@@ -1,0 +1,18 @@
+// Package queue owns everything JetStream in Levee: the embedded nats-server
+// (default) or the connection to an external cluster, the mail stream with
+// its limits, the workers' durable pull consumer, the dead-letter stream,
+// the group-committing publisher the SMTP receiver waits on, and the status
+// figures operators watch.
+//
+// The stream is the levee: it holds a surge of accepted mail so that storage
+// drains it at its own pace. Its limits refuse new mail (DiscardNew) rather
+// than drop queued mail, so a full queue shows up as a 4xx to senders, who
+// retry. A message is published with its content-derived ID as Nats-Msg-Id,
+// which makes an MTA's retransmission within the duplicate window a
+// duplicate instead of a second copy.
+//
+// Publish returns only after the PubAck. With SyncAlways the server fsyncs
+// before acknowledging; concurrent publishes share one fsync through atomic
+// batches (group commit), and fall back to single publishes whenever a
+// batch fails, so that every caller gets the answer about its own message.
+package queue

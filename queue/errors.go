@@ -1,0 +1,83 @@
+package queue
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Publish outcomes other than success. Publish wraps exactly one of
+// ErrQueueFull, ErrTooLarge, ErrUnavailable (or ErrInvalidMessage for a
+// caller's bug), so the receiver can pick its SMTP reply with errors.Is.
+var (
+	// ErrQueueFull: the stream is at one of its limits (messages, bytes,
+	// storage). Temporary: the sender should retry later (452 4.3.1).
+	ErrQueueFull = errors.New("queue: full")
+	// ErrTooLarge: the message exceeds the stream's (or the connection's)
+	// maximum message size. Permanent for this message.
+	ErrTooLarge = errors.New("queue: message too large")
+	// ErrUnavailable: JetStream did not answer in time, is not reachable, or
+	// the queue is closing. Temporary (451 4.3.0). The message may still have
+	// been stored; a retry of the same message is then a duplicate, which
+	// Publish reports as success.
+	ErrUnavailable = errors.New("queue: unavailable")
+	// ErrInvalidMessage: the message cannot be published as given (no ID,
+	// no recipient). A programming error in the caller, not a queue state.
+	ErrInvalidMessage = errors.New("queue: invalid message")
+	// ErrMalformed: a consumed message lacks Levee's headers (Decode).
+	ErrMalformed = errors.New("queue: malformed message")
+)
+
+// JetStream API error codes Levee acts on (nats-server errors.json).
+const (
+	codeAccountResources  jetstream.ErrorCode = 10002 // account resource limits exceeded
+	codeInsufficientRes   jetstream.ErrorCode = 10023 // server JetStream limits exceeded
+	codeMemoryResources   jetstream.ErrorCode = 10028 // insufficient memory resources
+	codeStorageResources  jetstream.ErrorCode = 10047 // insufficient storage resources
+	codeMsgTooLarge       jetstream.ErrorCode = 10054 // message size exceeds maximum allowed
+	codeStoreFailed       jetstream.ErrorCode = 10077 // store failed: maximum messages/bytes (also per subject) exceeded
+	codeBatchDuplicate    jetstream.ErrorCode = 10201 // atomic batch contains a duplicate message id
+	codeBatchIncomplete   jetstream.ErrorCode = 10176 // atomic batch incomplete
+	codeAtomicPubDisabled jetstream.ErrorCode = 10174 // stream does not allow atomic publish
+
+	codeClusterIncomplete jetstream.ErrorCode = 10004 // incomplete results
+	codeClusterNoPeers    jetstream.ErrorCode = 10005 // no suitable peers (placement, quorum)
+	codeClusterNotAvail   jetstream.ErrorCode = 10008 // JetStream system temporarily unavailable
+	codeClusterNotLeader  jetstream.ErrorCode = 10009 // cluster can not handle request
+)
+
+// classify maps a publish error onto one sentinel, by JetStream error code,
+// never by message text. Anything not known to be final is ErrUnavailable:
+// a 4xx costs a retry, a wrong 5xx loses mail.
+func classify(err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case codeStoreFailed, codeStorageResources, codeAccountResources, codeInsufficientRes, codeMemoryResources:
+			return ErrQueueFull
+		case codeMsgTooLarge:
+			return ErrTooLarge
+		}
+		return ErrUnavailable
+	}
+	if errors.Is(err, nats.ErrMaxPayload) {
+		return ErrTooLarge
+	}
+	return ErrUnavailable
+}
+
+// publishError wraps err with its class, keeping the cause for errors.Is.
+func publishError(err error) error {
+	class := classify(err)
+	return fmt.Errorf("queue: publish: %w: %w", class, err)
+}
+
+func apiCode(err error) jetstream.ErrorCode {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode
+	}
+	return 0
+}

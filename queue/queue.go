@@ -1,0 +1,313 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	neturl "net/url"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// maxSingles caps how many single publishes one flush sends at once when
+// batching is off.
+const maxSingles = 64
+
+// Queue is Levee's JetStream: the stream mail is published to, its durable
+// pull consumer, the dead-letter stream, and (by default) the embedded
+// server they live on.
+type Queue struct {
+	cfg     Config
+	log     *slog.Logger
+	srv     *Server // nil with an external URL
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	metrics *metrics
+	// batching: publishes are grouped into atomic batches. Off with
+	// MaxBatch 1, on the embedded server without SyncAlways (see Open),
+	// and when the server does not keep AllowAtomicPublish (older than
+	// 2.12): every publish is then a single one.
+	batching bool
+	// minBatch is the smallest group worth an atomic batch (see MinBatch).
+	minBatch int
+	// gather caps the requests one flush takes: MaxBatch, or maxSingles
+	// when batching is off.
+	gather int
+
+	// Publisher. Publish holds mu (read) while it enqueues, so that Close,
+	// holding it for writing, knows no send is in progress when it closes
+	// pubCh.
+	mu          sync.RWMutex
+	closed      bool
+	closing     chan struct{}
+	pubCh       chan *pubReq
+	flushCtx    context.Context // cancelled to abort in-flight batches on a hard close
+	flushCancel context.CancelFunc
+	flushWG     sync.WaitGroup
+
+	// Monitor.
+	monCancel context.CancelFunc
+	monWG     sync.WaitGroup
+	kick      chan struct{}
+	fill      atomicFloat
+
+	// connCtx lives as long as the current connection to the server: it
+	// is cancelled on disconnect, so that publishes waiting for a reply
+	// that can no longer come fail at once instead of at their deadline.
+	connMu     sync.Mutex
+	connCtx    context.Context
+	connCancel context.CancelFunc
+
+	ncClosed  chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open connects to JetStream (starting the embedded server when cfg.URL is
+// empty), creates or updates the streams and the consumer, and starts the
+// publisher and the status monitor. reg may be nil.
+func Open(ctx context.Context, cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Queue, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	q := &Queue{
+		cfg:      cfg,
+		log:      log,
+		closing:  make(chan struct{}),
+		kick:     make(chan struct{}, 1),
+		ncClosed: make(chan struct{}),
+		// On one node with file storage every atomic batch costs a staging
+		// store of its own, created, fsynced and deleted (~7ms here): worth
+		// it only to share the fsyncs that SyncAlways demands. Without
+		// them a single publish costs far less (see BenchmarkPublish).
+		batching: cfg.MaxBatch > 1 && (cfg.URL != "" || cfg.SyncAlways),
+		minBatch: max(2, cfg.MinBatch),
+	}
+	q.connCtx, q.connCancel = context.WithCancel(context.Background())
+	q.gather = maxSingles
+	if q.batching {
+		q.gather = cfg.MaxBatch
+	}
+	q.pubCh = make(chan *pubReq, q.gather)
+	ok := false
+	defer func() {
+		if !ok {
+			q.abandon()
+		}
+	}()
+
+	url := cfg.URL
+	if url == "" {
+		if !cfg.SyncAlways {
+			log.Warn("queue: queue.sync_always is false: the embedded server syncs to disk every 2m, so a power failure can lose mail already answered 250")
+		}
+		srv, err := StartServer(ServerConfig{
+			DataDir:    cfg.DataDir,
+			Host:       cfg.Host,
+			Port:       cfg.Port,
+			SyncAlways: cfg.SyncAlways,
+			MaxPayload: cfg.MaxMsgSize + headerRoom,
+			ServerName: "levee",
+			Log:        log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		q.srv = srv
+		url = srv.ClientURL()
+	}
+	if err := q.connect(url); err != nil {
+		return nil, err
+	}
+	if mp := q.nc.MaxPayload(); mp < int64(cfg.MaxMsgSize) {
+		return nil, fmt.Errorf("queue.max_msg_size: %d exceeds the server's max_payload (%d); raise max_payload on the NATS servers or lower queue.max_msg_size", cfg.MaxMsgSize, mp)
+	}
+	js, err := jetstream.New(q.nc)
+	if err != nil {
+		return nil, fmt.Errorf("queue: jetstream: %w", err)
+	}
+	q.js = js
+	if err := q.ensure(ctx); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	q.metrics = m
+
+	q.flushCtx, q.flushCancel = context.WithCancel(context.Background())
+	// One flusher: the server applies a stream's batches one at a time, so
+	// a second commit in flight would only split the waiting publishes into
+	// smaller batches, each paying the fixed cost of a batch.
+	q.flushWG.Add(1)
+	go q.flusher()
+	monCtx, monCancel := context.WithCancel(context.Background())
+	q.monCancel = monCancel
+	q.monWG.Add(1)
+	go q.monitor(monCtx)
+	ok = true
+	log.Info("queue: open", "url", q.nc.ConnectedUrlRedacted(), "embedded", q.srv != nil, "stream", cfg.Stream,
+		"sync_always", cfg.SyncAlways, "max_batch", cfg.MaxBatch, "atomic_batches", q.batching)
+	return q, nil
+}
+
+func (q *Queue) connect(url string) error {
+	nc, err := nats.Connect(url,
+		nats.Name("levee"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, time.Second),
+		// No reconnect buffer: while disconnected a publish fails at once
+		// (ErrUnavailable, 451) instead of waiting for PublishTimeout, and
+		// no half-sent batch is replayed behind the caller's back.
+		nats.ReconnectBufSize(-1),
+		nats.Timeout(5*time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			q.connMu.Lock()
+			q.connCancel()
+			q.connMu.Unlock()
+			if err != nil { // nil: our own Close
+				q.log.Warn("queue: disconnected from NATS", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			q.connMu.Lock()
+			q.connCancel()
+			q.connCtx, q.connCancel = context.WithCancel(context.Background())
+			q.connMu.Unlock()
+			q.log.Info("queue: reconnected to NATS", "url", c.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			q.log.Warn("queue: NATS async error", "err", err)
+		}),
+		nats.ClosedHandler(func(*nats.Conn) { close(q.ncClosed) }),
+	)
+	if err != nil {
+		return fmt.Errorf("queue: connect %s: %w", redactURL(url), err)
+	}
+	q.nc = nc
+	return nil
+}
+
+// connDone is closed when the current connection is lost.
+func (q *Queue) connDone() context.Context {
+	q.connMu.Lock()
+	defer q.connMu.Unlock()
+	return q.connCtx
+}
+
+// Conn is the NATS connection (shared with the workers' consumer).
+func (q *Queue) Conn() *nats.Conn { return q.nc }
+
+// JetStream is the JetStream context on Conn.
+func (q *Queue) JetStream() jetstream.JetStream { return q.js }
+
+// Config is the configuration in effect (defaults applied).
+func (q *Queue) Config() Config { return q.cfg }
+
+// Server is the embedded server, nil with an external URL.
+func (q *Queue) Server() *Server { return q.srv }
+
+// Consumer returns the workers' durable pull consumer.
+func (q *Queue) Consumer(ctx context.Context) (jetstream.Consumer, error) {
+	c, err := q.js.Consumer(ctx, q.cfg.Stream, q.cfg.Durable)
+	if err != nil {
+		return nil, fmt.Errorf("queue: consumer %s: %w", q.cfg.Durable, err)
+	}
+	return c, nil
+}
+
+// Close stops the publisher (queued publishes fail with ErrUnavailable, a
+// batch in flight finishes), drains the connection and stops an embedded
+// server. When ctx ends first, in-flight work is aborted and the connection
+// closed at once.
+func (q *Queue) Close(ctx context.Context) error {
+	q.closeOnce.Do(func() { q.closeErr = q.close(ctx) })
+	return q.closeErr
+}
+
+func (q *Queue) close(ctx context.Context) error {
+	q.mu.Lock()
+	q.closed = true
+	close(q.closing)
+	close(q.pubCh) // no sender holds mu.RLock now, so none is mid-send
+	q.mu.Unlock()
+
+	var errs []error
+	if !waitGroup(ctx, &q.flushWG) {
+		q.flushCancel()
+		q.flushWG.Wait() // everything in flight now ends promptly
+		errs = append(errs, fmt.Errorf("queue: close: publisher aborted: %w", ctx.Err()))
+	}
+	q.flushCancel()
+	q.monCancel()
+	defer func() {
+		q.connMu.Lock()
+		q.connCancel()
+		q.connMu.Unlock()
+	}()
+	q.monWG.Wait()
+
+	if err := q.nc.Drain(); err != nil {
+		q.nc.Close()
+	}
+	select {
+	case <-q.ncClosed:
+	case <-ctx.Done():
+		q.nc.Close()
+		<-q.ncClosed
+	}
+	if q.srv != nil {
+		q.srv.Shutdown()
+	}
+	q.log.Info("queue: closed")
+	return errors.Join(errs...)
+}
+
+// abandon releases what a failed Open had acquired.
+func (q *Queue) abandon() {
+	defer q.connCancel()
+	if q.nc != nil {
+		q.nc.Close()
+	}
+	if q.srv != nil {
+		q.srv.Shutdown()
+	}
+}
+
+// waitGroup waits for wg or ctx, reporting whether wg finished.
+func waitGroup(ctx context.Context, wg *sync.WaitGroup) bool {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// redactURL hides a password in a URL for logs and errors.
+func redactURL(s string) string {
+	if u, err := neturl.Parse(s); err == nil {
+		return u.Redacted()
+	}
+	return "(unparsable URL)"
+}

@@ -1,0 +1,195 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// ServerConfig configures an embedded nats-server with JetStream. Tests use
+// it on its own to stop a server and start another on the same DataDir and
+// Port, or to build a small cluster.
+type ServerConfig struct {
+	// DataDir holds the JetStream file store.
+	DataDir string
+	// Host and Port to listen on; Port 0 or -1 picks a free port (nats-server
+	// itself would read 0 as its default 4222, which Levee never wants).
+	Host string
+	Port int
+	// SyncAlways fsyncs every JetStream write before it is acknowledged
+	// (the server's sync_interval: always). Off, the server syncs every 2m.
+	SyncAlways bool
+	// MaxPayload is the largest NATS message (headers and body); 0 keeps the
+	// server's 1 MB default.
+	MaxPayload int32
+	// ServerName names the node (distinct per node in a cluster).
+	ServerName string
+
+	// Clustering, all optional: a route listener and the other nodes'
+	// route URLs (nats-route://host:port). JetStream clustering needs
+	// ClusterName and a distinct ServerName per node.
+	ClusterName string
+	ClusterHost string
+	ClusterPort int
+	Routes      []string
+
+	// Log receives the server's warnings and errors (notices at debug);
+	// nil discards them.
+	Log *slog.Logger
+}
+
+// Server is a running embedded nats-server.
+type Server struct {
+	ns   *server.Server
+	once sync.Once
+}
+
+// StartServer starts a nats-server with JetStream and waits until it takes
+// connections.
+func StartServer(cfg ServerConfig) (*Server, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("queue: embedded server: data dir is required")
+	}
+	port := cfg.Port
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	host := cfg.Host
+	if host == "" {
+		host = DefaultHost
+	}
+	opts := &server.Options{
+		ServerName: cfg.ServerName,
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   cfg.DataDir,
+		SyncAlways: cfg.SyncAlways,
+		MaxPayload: cfg.MaxPayload,
+		NoSigs:     true,
+		// No monitoring port, no pid file: the embedding process has its own.
+	}
+	if cfg.ClusterName != "" || cfg.ClusterPort != 0 {
+		cport := cfg.ClusterPort
+		if cport == 0 {
+			cport = server.RANDOM_PORT
+		}
+		chost := cfg.ClusterHost
+		if chost == "" {
+			chost = host
+		}
+		opts.Cluster = server.ClusterOpts{Name: cfg.ClusterName, Host: chost, Port: cport}
+		if len(cfg.Routes) > 0 {
+			opts.Routes = server.RoutesFromStr(strings.Join(cfg.Routes, ","))
+		}
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("queue: embedded server: %w", err)
+	}
+	logger := &serverLog{log: cfg.Log}
+	ns.SetLoggerV2(logger, false, false, false)
+	ns.Start()
+	s := &Server{ns: ns}
+	// The server reports start-up failures (port in use, store unusable)
+	// through Fatalf and keeps running half-started, so check both.
+	ready := false
+	for deadline := time.Now().Add(10 * time.Second); !ready && logger.fatal() == "" && time.Now().Before(deadline); {
+		ready = ns.ReadyForConnections(100 * time.Millisecond)
+	}
+	if !ready {
+		s.Shutdown()
+		return nil, fmt.Errorf("queue: embedded server on %s did not start: %s", net.JoinHostPort(host, strconv.Itoa(cfg.Port)), logger.fatal())
+	}
+	if msg := logger.fatal(); msg != "" || !ns.JetStreamEnabled() {
+		s.Shutdown()
+		return nil, fmt.Errorf("queue: embedded server: JetStream did not start: %s", msg)
+	}
+	return s, nil
+}
+
+// ClientURL is the nats:// URL clients connect to.
+func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+
+// Port is the client port actually bound (useful after a random port); 0
+// once the server has stopped.
+func (s *Server) Port() int {
+	if a, ok := s.ns.Addr().(*net.TCPAddr); ok {
+		return a.Port
+	}
+	return 0
+}
+
+// ClusterURL is the nats-route:// URL other nodes route to ("" without clustering).
+func (s *Server) ClusterURL() string {
+	addr := s.ns.ClusterAddr()
+	if addr == nil {
+		return ""
+	}
+	return "nats-route://" + addr.String()
+}
+
+// NATS exposes the underlying server for tests and diagnostics.
+func (s *Server) NATS() *server.Server { return s.ns }
+
+// Shutdown stops the server and waits until it has stopped; safe to call twice.
+func (s *Server) Shutdown() {
+	s.once.Do(func() {
+		s.ns.Shutdown()
+		s.ns.WaitForShutdown()
+	})
+}
+
+// serverLog routes the server's log to slog: warnings and errors stay
+// visible, its start-up notices go to debug so an embedded queue is quiet.
+type serverLog struct {
+	log *slog.Logger
+	mu  sync.Mutex
+	// fatalMsg keeps the last Fatalf: the library would exit the process
+	// there; we report it from StartServer instead.
+	fatalMsg string
+}
+
+func (l *serverLog) emit(level slog.Level, format string, v []any) {
+	if l.log == nil {
+		return
+	}
+	l.log.Log(context.Background(), level, "nats-server: "+fmt.Sprintf(format, v...))
+}
+
+func (l *serverLog) fatal() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.fatalMsg
+}
+
+func (l *serverLog) Noticef(format string, v ...any) { l.emit(slog.LevelDebug, format, v) }
+
+func (l *serverLog) Warnf(format string, v ...any) {
+	// Levee raises max_payload above 8 MB on purpose (whole mail messages),
+	// so the server's generic advice against it is noise here.
+	if strings.HasPrefix(format, "Maximum payloads over") {
+		l.emit(slog.LevelDebug, format, v)
+		return
+	}
+	l.emit(slog.LevelWarn, format, v)
+}
+
+func (l *serverLog) Fatalf(format string, v ...any) {
+	l.mu.Lock()
+	l.fatalMsg = fmt.Sprintf(format, v...)
+	l.mu.Unlock()
+	l.emit(slog.LevelError, format, v)
+}
+
+func (l *serverLog) Errorf(format string, v ...any) { l.emit(slog.LevelError, format, v) }
+func (l *serverLog) Debugf(format string, v ...any) {}
+func (l *serverLog) Tracef(format string, v ...any) {}

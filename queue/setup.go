@@ -1,0 +1,165 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// streamConfig is the mail stream. Work-queue retention: a message leaves the
+// stream when a worker acks it (after the store's commit), so the limits
+// measure the backlog, not history. DiscardNew: at a limit the stream
+// refuses new mail, so the sender gets a 4xx and retries, instead of
+// JetStream silently deleting the oldest queued (already accepted) mail.
+// AllowAtomicPublish enables group commit.
+func (c Config) streamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:               c.Stream,
+		Description:        "Levee inbound mail, published after SMTP DATA and drained by the workers",
+		Subjects:           []string{c.SubjectPrefix + ".>"},
+		Retention:          jetstream.WorkQueuePolicy,
+		Storage:            jetstream.FileStorage,
+		Discard:            jetstream.DiscardNew,
+		MaxMsgs:            c.MaxMsgs,
+		MaxBytes:           c.MaxBytes,
+		MaxAge:             c.MaxAge,
+		MaxMsgSize:         c.MaxMsgSize,
+		MaxMsgsPerSubject:  -1,
+		MaxConsumers:       -1,
+		Duplicates:         c.DuplicateWindow,
+		Replicas:           c.Replicas,
+		AllowAtomicPublish: true,
+	}
+}
+
+// deadStreamConfig keeps dead-lettered mail for an operator to inspect or
+// replay, for DeadMaxAge. It refuses new copies when over its byte budget
+// rather than dropping old ones: a dead letter is accepted mail, and when
+// the copy cannot be made the worker leaves the message in the mail stream.
+func (c Config) deadStreamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:              c.DeadStream,
+		Description:       "Levee mail the workers gave up on, with the reason in Levee-Dead-Reason",
+		Subjects:          []string{c.DeadSubjectPrefix + ".>"},
+		Retention:         jetstream.LimitsPolicy,
+		Storage:           jetstream.FileStorage,
+		Discard:           jetstream.DiscardNew,
+		MaxMsgs:           -1,
+		MaxBytes:          c.MaxBytes,
+		MaxAge:            c.DeadMaxAge,
+		MaxMsgsPerSubject: -1,
+		MaxConsumers:      -1,
+		Duplicates:        min(c.DuplicateWindow, c.DeadMaxAge),
+		Replicas:          c.Replicas,
+	}
+}
+
+// consumerConfig is the workers' durable pull consumer.
+//
+// MaxDeliver is -1 (unlimited) on purpose. Were it cfg.MaxDeliver, the
+// server would stop delivering a message after the last attempt and leave it
+// in the stream, counted as pending by nobody and stored by no one: mail
+// lost in plain sight. Instead the worker counts deliveries itself and, at
+// cfg.MaxDeliver, dead-letters the message with a reason, then terminates
+// it, so every message ends up either stored or in the dead stream.
+//
+// JetStream's BackOff replaces AckWait: entry i is the ack wait of delivery
+// i+1. Levee's Backoff is the delay after AckWait ran out, so each entry
+// given to the server is AckWait + Backoff[i]; the worker keeps its full
+// AckWait to process a message.
+func (c Config) consumerConfig() jetstream.ConsumerConfig {
+	cc := jetstream.ConsumerConfig{
+		Durable:       c.Durable,
+		Description:   "Levee workers",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       c.AckWait,
+		MaxDeliver:    -1,
+		FilterSubject: c.SubjectPrefix + ".>",
+		ReplayPolicy:  jetstream.ReplayInstantPolicy,
+		MaxAckPending: c.MaxAckPending,
+		Replicas:      c.Replicas,
+	}
+	if len(c.Backoff) > 0 {
+		cc.BackOff = make([]time.Duration, len(c.Backoff))
+		for i, b := range c.Backoff {
+			cc.BackOff[i] = c.AckWait + b
+		}
+		cc.AckWait = cc.BackOff[0]
+	}
+	return cc
+}
+
+// ensure creates or updates the streams and the consumer: Open is
+// idempotent, and a changed config (limits) takes effect on the next Open.
+func (q *Queue) ensure(ctx context.Context) error {
+	var info *jetstream.StreamInfo
+	err := retryUnready(ctx, func(ctx context.Context) error {
+		s, err := q.js.CreateOrUpdateStream(ctx, q.cfg.streamConfig())
+		if err != nil {
+			return err
+		}
+		info = s.CachedInfo()
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("queue: stream %s: %w", q.cfg.Stream, err)
+	}
+	if q.batching && (info == nil || !info.Config.AllowAtomicPublish) {
+		q.batching = false
+		q.log.Warn("queue: the server does not support atomic batch publish (nats-server >= 2.12); publishing one message at a time")
+	}
+	if err := retryUnready(ctx, func(ctx context.Context) error {
+		_, err := q.js.CreateOrUpdateStream(ctx, q.cfg.deadStreamConfig())
+		return err
+	}); err != nil {
+		return fmt.Errorf("queue: dead stream %s: %w", q.cfg.DeadStream, err)
+	}
+	if err := retryUnready(ctx, func(ctx context.Context) error {
+		_, err := q.js.CreateOrUpdateConsumer(ctx, q.cfg.Stream, q.cfg.consumerConfig())
+		return err
+	}); err != nil {
+		return fmt.Errorf("queue: consumer %s: %w", q.cfg.Durable, err)
+	}
+	return nil
+}
+
+// retryUnready retries f while JetStream is not answering yet (a server just
+// started, a cluster electing its meta leader or without quorum), each
+// attempt bounded by a few seconds, until ctx ends (30s without a deadline).
+func retryUnready(ctx context.Context, f func(ctx context.Context) error) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+	}
+	for {
+		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err := f(actx)
+		cancel()
+		if err == nil || !unready(err) || ctx.Err() != nil {
+			if err != nil && ctx.Err() != nil {
+				return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
+			}
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func unready(err error) bool {
+	switch apiCode(err) {
+	case codeClusterNotAvail, codeClusterNotLeader, codeClusterIncomplete, codeClusterNoPeers:
+		return true
+	}
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
+		errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)
+}
