@@ -1,0 +1,82 @@
+package worker
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/levee-mail/levee/mail"
+)
+
+// Config tunes the delivery loops.
+type Config struct {
+	// Concurrency is the number of delivery loops; 0 pauses draining.
+	Concurrency int
+	// BatchSize is how many messages one loop fetches and stores per transaction.
+	BatchSize int
+	// FetchWait bounds how long one fetch waits for messages to arrive.
+	FetchWait time.Duration
+	// MaxDeliver is how many deliveries a message gets before it is dead-lettered.
+	MaxDeliver int
+	// RetryDelay is the first nak delay; it doubles with each delivery, up to MaxRetryDelay.
+	RetryDelay    time.Duration
+	MaxRetryDelay time.Duration
+	// ProgressEvery is how often a batch held through a store outage is
+	// reported in progress to JetStream; keep it well under the consumer's
+	// ack wait (a third of it is the usual choice).
+	ProgressEvery time.Duration
+	// StoreTimeout bounds one store write.
+	StoreTimeout time.Duration
+	// ParseLimits bound the MIME parser per message.
+	ParseLimits mail.ParseLimits
+}
+
+// WithDefaults fills in the zero fields other than Concurrency (whose zero
+// value means paused).
+func (c Config) WithDefaults() Config {
+	if c.BatchSize == 0 {
+		c.BatchSize = 32
+	}
+	if c.FetchWait == 0 {
+		c.FetchWait = time.Second
+	}
+	if c.MaxDeliver == 0 {
+		c.MaxDeliver = 8
+	}
+	if c.RetryDelay == 0 {
+		c.RetryDelay = time.Second
+	}
+	if c.MaxRetryDelay == 0 {
+		c.MaxRetryDelay = 2 * time.Minute
+	}
+	if c.ProgressEvery == 0 {
+		c.ProgressEvery = 10 * time.Second
+	}
+	if c.StoreTimeout == 0 {
+		c.StoreTimeout = 30 * time.Second
+	}
+	if c.ParseLimits == (mail.ParseLimits{}) {
+		c.ParseLimits = mail.DefaultParseLimits
+	}
+	return c
+}
+
+// Validate reports the first invalid field by its config key.
+func (c Config) Validate() error {
+	switch {
+	case c.Concurrency < 0:
+		return fmt.Errorf("worker.concurrency: must be >= 0, got %d", c.Concurrency)
+	case c.BatchSize < 1 || c.BatchSize > 1000:
+		return fmt.Errorf("worker.batch_size: must be between 1 and 1000, got %d", c.BatchSize)
+	case c.FetchWait < 10*time.Millisecond:
+		return fmt.Errorf("worker.fetch_wait: must be >= 10ms, got %s", c.FetchWait)
+	case c.MaxDeliver < 1:
+		return fmt.Errorf("worker.max_deliver: must be >= 1, got %d", c.MaxDeliver)
+	case c.RetryDelay <= 0 || c.MaxRetryDelay < c.RetryDelay:
+		return fmt.Errorf("worker.retry_delay: must be > 0 and <= worker.max_retry_delay")
+	case c.ProgressEvery <= 0:
+		return fmt.Errorf("worker.progress_every: must be > 0")
+	case c.StoreTimeout <= 0:
+		return fmt.Errorf("worker.store_timeout: must be > 0")
+	}
+	return nil
+}

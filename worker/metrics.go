@@ -1,0 +1,53 @@
+package worker
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	deliveries     *prometheus.CounterVec
+	storeWrite     *prometheus.HistogramVec
+	batchSize      prometheus.Histogram
+	endToEnd       prometheus.Histogram
+	concurrency    prometheus.Gauge
+	storeAvailable prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "levee_worker_deliveries_total",
+			Help: "Messages settled by workers, by result: stored, duplicate (already stored; acked), retry (nak'ed with a delay), dead_lettered.",
+		}, []string{"result"}),
+		storeWrite: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "levee_store_write_duration_seconds",
+			Help:    "Duration of one store transaction (a batch of messages), by result: ok, error.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"result"}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "levee_store_write_batch_size",
+			Help:    "Messages per committed store transaction.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
+		}),
+		endToEnd: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "levee_end_to_end_latency_seconds",
+			Help:    "Time from the SMTP 250 (message durable in the queue) to the message being stored.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 22),
+		}),
+		concurrency: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "levee_worker_concurrency",
+			Help: "Delivery loops currently running.",
+		}),
+		storeAvailable: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "levee_worker_store_available",
+			Help: "1 while the store accepts writes, 0 while workers back off from a store outage.",
+		}),
+	}
+	m.storeAvailable.Set(1)
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.deliveries, m.storeWrite, m.batchSize, m.endToEnd, m.concurrency, m.storeAvailable} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
