@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// BenchmarkSMTPAccept measures accepted messages per second over real SMTP:
+// 4 KiB messages on 20 concurrent connections, each message answered 250
+// only after JetStream's acknowledgement, with the embedded server's
+// SyncAlways on and off. Workers are paused so that the figure is the
+// receiver's and the queue's alone; BenchmarkDrain measures the other side.
+func BenchmarkSMTPAccept(b *testing.B) {
+	for _, syncAlways := range []bool{true, false} {
+		for _, batch := range []int{50, 1} {
+			b.Run(fmt.Sprintf("sync_always=%t/max_batch=%d", syncAlways, batch), func(b *testing.B) {
+				cfg := benchConfig(b)
+				cfg.Queue.SyncAlways = syncAlways
+				cfg.Queue.MaxBatch = batch
+				cfg.Worker.Concurrency = 0
+				l := startBenchLevee(b, cfg)
+				body := testMessage(0, 4096)
+				b.SetBytes(int64(len(body)))
+				b.ResetTimer()
+				start := time.Now()
+				sendConcurrently(b, l.SMTP.Addr().String(), 20, b.N, body)
+				b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+				b.ReportMetric(rssMiB(), "RSS_MiB")
+			})
+		}
+	}
+}
+
+// BenchmarkDrain measures how fast workers move a backlog of 4 KiB messages
+// from the queue into SQLite.
+func BenchmarkDrain(b *testing.B) {
+	for _, batch := range []int{32, 1} {
+		b.Run(fmt.Sprintf("worker_batch=%d", batch), func(b *testing.B) {
+			cfg := benchConfig(b)
+			cfg.Worker.Concurrency = 0
+			cfg.Worker.BatchSize = batch
+			cfg.Queue.SyncAlways = false // filling the queue is not what is measured
+			l := startBenchLevee(b, cfg)
+			body := testMessage(0, 4096)
+			sendConcurrently(b, l.SMTP.Addr().String(), 20, b.N, body)
+			b.ResetTimer()
+			start := time.Now()
+			l.Worker.SetConcurrency(4)
+			for {
+				st, err := l.Queue.Status(context.Background())
+				if err == nil && st.Messages == 0 && st.Consumer.NumAckPending == 0 {
+					break
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+			b.ReportMetric(rssMiB(), "RSS_MiB")
+		})
+	}
+}
+
+func benchConfig(b *testing.B) Config {
+	cfg := defaultConfig()
+	cfg.DataDir = b.TempDir()
+	cfg.SMTP.Addr = "127.0.0.1:0"
+	cfg.SMTP.Domains = []string{"example.test"}
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	cfg.LogLevel = "error"
+	return cfg
+}
+
+func startBenchLevee(b *testing.B, cfg Config) *Levee {
+	b.Helper()
+	l, err := Start(context.Background(), cfg, newLogger(os.Stderr, "error"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = l.Shutdown(ctx)
+	})
+	return l
+}
+
+// sendConcurrently sends n messages over conns persistent SMTP sessions,
+// each message with a distinct envelope so that none is a duplicate.
+func sendConcurrently(b *testing.B, addr string, conns, n int, body []byte) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := smtp.Dial(addr)
+			if err != nil {
+				failed.Store(err)
+				return
+			}
+			defer c.Close()
+			if err := c.Hello("bench.test"); err != nil {
+				failed.Store(err)
+				return
+			}
+			for {
+				i := next.Add(1)
+				if i > int64(n) {
+					_ = c.Quit()
+					return
+				}
+				from := "s" + strconv.FormatInt(i, 10) + "@bench.test"
+				if err := sendOn(c, from, []string{"rcpt@example.test"}, body); err != nil {
+					failed.Store(fmt.Errorf("message %d: %s", i, replyCode(err)))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err, _ := failed.Load().(error); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// rssMiB reads this process's resident set size from /proc (Linux).
+func rssMiB() float64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			f := strings.Fields(line)
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}

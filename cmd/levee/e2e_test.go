@@ -1,0 +1,318 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/levee-mail/levee/queue"
+)
+
+// checkStoredAsSent asserts that raw is exactly sent with one Received
+// header (possibly folded) prepended by Levee.
+func checkStoredAsSent(t *testing.T, raw, sent []byte) {
+	t.Helper()
+	if !bytes.HasSuffix(raw, sent) {
+		t.Fatalf("stored bytes do not end with the sent bytes:\nstored %d bytes, sent %d bytes", len(raw), len(sent))
+	}
+	prefix := string(raw[:len(raw)-len(sent)])
+	if !strings.HasPrefix(prefix, "Received: from ") || !strings.HasSuffix(prefix, "\r\n") {
+		t.Fatalf("prepended bytes are not one Received header: %q", prefix)
+	}
+	for i, line := range strings.Split(strings.TrimSuffix(prefix, "\r\n"), "\r\n") {
+		if i > 0 && !strings.HasPrefix(line, " ") && !strings.HasPrefix(line, "\t") {
+			t.Fatalf("prepended bytes hold more than the Received header: line %q", line)
+		}
+	}
+}
+
+func TestEndToEnd200MessagesStoredExactlyOnce(t *testing.T) {
+	l := startLevee(t, testConfig(t))
+	const conns, perConn = 10, 20
+	sent := make(map[string][]byte) // subject -> body
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	errs := make(chan error, conns)
+	for c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client, err := smtp.Dial(l.smtpAddr)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer client.Close()
+			if err := client.Hello("client.levee.test"); err != nil {
+				errs <- err
+				return
+			}
+			for i := range perConn {
+				n := c*perConn + i
+				body := testMessage(n, 2000+n*37)
+				if err := sendOn(client, "sender@client.test", []string{"rcpt@example.test"}, body); err != nil {
+					errs <- fmt.Errorf("message %d: %s", n, replyCode(err))
+					return
+				}
+				mu.Lock()
+				sent[fmt.Sprintf("test message %d", n)] = body
+				mu.Unlock()
+			}
+			errs <- client.Quit()
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(sent) != conns*perConn {
+		t.Fatalf("sent %d messages, want %d", len(sent), conns*perConn)
+	}
+
+	var got []summary
+	waitFor(t, 60*time.Second, "all messages stored", func() bool {
+		got = l.mailbox("rcpt@example.test")
+		return len(got) >= len(sent)
+	})
+	// Let any straggling duplicate land before counting.
+	time.Sleep(300 * time.Millisecond)
+	got = l.mailbox("rcpt@example.test")
+	if len(got) != len(sent) {
+		t.Fatalf("mailbox holds %d messages, want exactly %d", len(got), len(sent))
+	}
+	seen := map[string]bool{}
+	for _, s := range got {
+		if seen[s.Subject] {
+			t.Fatalf("message %q stored twice", s.Subject)
+		}
+		seen[s.Subject] = true
+		body, ok := sent[s.Subject]
+		if !ok {
+			t.Fatalf("stored message %q was never sent", s.Subject)
+		}
+		checkStoredAsSent(t, l.getRaw(s.ID), body)
+		var full struct {
+			ID       string `json:"id"`
+			Envelope struct {
+				From string   `json:"from"`
+				To   []string `json:"to"`
+			} `json:"envelope"`
+			Parsed struct {
+				Subject string `json:"subject"`
+			} `json:"parsed"`
+		}
+		if code := l.getJSON("/api/v1/messages/"+s.ID, &full); code != 200 {
+			t.Fatalf("GET message %s: %d", s.ID, code)
+		}
+		if full.Parsed.Subject != s.Subject || full.Envelope.From != "sender@client.test" || len(full.Envelope.To) != 1 {
+			t.Fatalf("message %s: unexpected JSON %+v", s.ID, full)
+		}
+	}
+}
+
+func TestSameMessageTwiceIsStoredOnce(t *testing.T) {
+	l := startLevee(t, testConfig(t))
+	body := testMessage(1, 1000)
+	for i := range 2 {
+		if err := send(l.smtpAddr, "a@client.test", []string{"rcpt@example.test", "second@other.test"}, body); err != nil {
+			t.Fatalf("send %d: %s", i, replyCode(err))
+		}
+	}
+	// A different envelope with the same body is a different message.
+	if err := send(l.smtpAddr, "b@client.test", []string{"rcpt@example.test"}, body); err != nil {
+		t.Fatalf("send other envelope: %s", replyCode(err))
+	}
+	waitFor(t, 30*time.Second, "two messages stored", func() bool { return len(l.mailbox("rcpt@example.test")) >= 2 })
+	time.Sleep(500 * time.Millisecond)
+	if n := len(l.mailbox("rcpt@example.test")); n != 2 {
+		t.Fatalf("rcpt@example.test holds %d messages, want 2 (the repeat is a duplicate)", n)
+	}
+	if n := len(l.mailbox("second@other.test")); n != 1 {
+		t.Fatalf("second@other.test holds %d messages, want 1", n)
+	}
+}
+
+func TestQueueAtLimitsDefersThenAcceptsAfterDrain(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		watermark float64 // 0: default
+	}{
+		{"jetstream limit at DATA", 2}, // watermark out of reach: the PubAck error decides
+		{"high watermark at MAIL FROM", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.Queue.MaxMsgs = 5
+			cfg.Worker.Concurrency = 0
+			if tc.watermark != 0 {
+				cfg.SMTP.HighWatermark, cfg.SMTP.LowWatermark = tc.watermark, tc.watermark-0.1
+			}
+			l := startLevee(t, cfg)
+			var deferred []byte
+			for i := range 20 {
+				body := testMessage(i, 500)
+				err := send(l.smtpAddr, "s@client.test", []string{"rcpt@example.test"}, body)
+				if err == nil {
+					continue
+				}
+				if got := replyCode(err); got != "452 4.3.1" {
+					t.Fatalf("message %d: reply %q, want 452 4.3.1", i, got)
+				}
+				deferred = body
+				break
+			}
+			if deferred == nil {
+				t.Fatal("20 messages into a queue of 5 with stopped workers: never deferred")
+			}
+			l.Worker.SetConcurrency(2)
+			waitFor(t, 30*time.Second, "queue drained", func() bool {
+				st, err := l.Queue.Status(context.Background())
+				return err == nil && st.Messages == 0
+			})
+			// Let the watermark monitor see the empty queue.
+			waitFor(t, 10*time.Second, "retry accepted", func() bool {
+				return send(l.smtpAddr, "s@client.test", []string{"rcpt@example.test"}, deferred) == nil
+			})
+			waitFor(t, 30*time.Second, "retried message stored", func() bool {
+				for _, s := range l.mailbox("rcpt@example.test") {
+					if raw := l.getRaw(s.ID); bytes.HasSuffix(raw, deferred) {
+						return true
+					}
+				}
+				return false
+			})
+		})
+	}
+}
+
+func TestJetStreamStoppedMidRun(t *testing.T) {
+	dir := t.TempDir()
+	srvCfg := queue.ServerConfig{DataDir: filepath.Join(dir, "js"), Host: "127.0.0.1", Port: freePort(t), SyncAlways: true,
+		MaxPayload: queue.DefaultMaxMsgSize + 64<<10}
+	srv, err := queue.StartServer(srvCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv.Shutdown() }()
+	cfg := testConfig(t)
+	cfg.Queue.URL = srv.ClientURL()
+	cfg.SMTP.PublishTimeout = 2 * time.Second
+	l := startLevee(t, cfg)
+
+	accepted := map[int][]byte{}
+	for i := range 10 {
+		body := testMessage(i, 800)
+		if err := send(l.smtpAddr, "s@client.test", []string{"rcpt@example.test"}, body); err != nil {
+			t.Fatalf("before outage, message %d: %s", i, replyCode(err))
+		}
+		accepted[i] = body
+	}
+
+	srv.Shutdown()
+	for i := 10; i < 15; i++ {
+		body := testMessage(i, 800)
+		err := send(l.smtpAddr, "s@client.test", []string{"rcpt@example.test"}, body)
+		code := replyCode(err)
+		if err == nil {
+			accepted[i] = body // it raced the shutdown and was acknowledged: it must be stored
+			continue
+		}
+		if code != "451 4.3.0" {
+			t.Fatalf("during outage, message %d: reply %q, want 451 4.3.0", i, code)
+		}
+	}
+
+	if srv, err = queue.StartServer(srvCfg); err != nil {
+		t.Fatalf("restart JetStream: %v", err)
+	}
+	waitFor(t, 30*time.Second, "accepting again", func() bool {
+		body := testMessage(100, 800)
+		if send(l.smtpAddr, "s@client.test", []string{"rcpt@example.test"}, body) == nil {
+			accepted[100] = body
+			return true
+		}
+		return false
+	})
+	waitFor(t, 60*time.Second, "every accepted message stored", func() bool {
+		return len(l.mailbox("rcpt@example.test")) >= len(accepted)
+	})
+	time.Sleep(300 * time.Millisecond)
+	got := l.mailbox("rcpt@example.test")
+	if len(got) != len(accepted) {
+		t.Fatalf("stored %d messages, accepted %d", len(got), len(accepted))
+	}
+	for _, s := range got {
+		var n int
+		if _, err := fmt.Sscanf(s.Subject, "test message %d", &n); err != nil {
+			t.Fatalf("unexpected subject %q", s.Subject)
+		}
+		checkStoredAsSent(t, l.getRaw(s.ID), accepted[n])
+	}
+}
+
+// TestMalformedFixturesThroughPipeline sends enmime's own malformed test
+// messages, read from the module cache, through SMTP: every one is accepted,
+// stored, and its raw bytes kept.
+func TestMalformedFixturesThroughPipeline(t *testing.T) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/jhillyerd/enmime/v2").Output()
+	if err != nil {
+		t.Fatalf("locate enmime in the module cache: %v", err)
+	}
+	dir := filepath.Join(strings.TrimSpace(string(out)), "testdata", "low-quality")
+	files, err := filepath.Glob(filepath.Join(dir, "*.raw"))
+	if err != nil || len(files) < 5 {
+		t.Fatalf("enmime malformed fixtures: found %d in %s (%v)", len(files), dir, err)
+	}
+	l := startLevee(t, testConfig(t))
+	sent := map[string][]byte{}
+	for _, f := range files {
+		body, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// SMTP carries lines ending in CRLF; the fixtures use LF.
+		body = bytes.ReplaceAll(bytes.ReplaceAll(body, []byte("\r\n"), []byte("\n")), []byte("\n"), []byte("\r\n"))
+		if !bytes.HasSuffix(body, []byte("\r\n")) {
+			body = append(body, "\r\n"...)
+		}
+		if err := send(l.smtpAddr, "s@client.test", []string{"rcpt@example.test"}, body); err != nil {
+			t.Fatalf("%s: %s, want 250", filepath.Base(f), replyCode(err))
+		}
+		sent[filepath.Base(f)] = body
+	}
+	waitFor(t, 30*time.Second, "all fixtures stored", func() bool { return len(l.mailbox("rcpt@example.test")) >= len(sent) })
+	got := l.mailbox("rcpt@example.test")
+	if len(got) != len(sent) {
+		t.Fatalf("stored %d, sent %d", len(got), len(sent))
+	}
+	matched := 0
+	for _, s := range got {
+		raw := l.getRaw(s.ID)
+		// Some fixtures differ only by a leading space: match the longest.
+		var best []byte
+		for _, body := range sent {
+			if bytes.HasSuffix(raw, body) && len(body) > len(best) {
+				best = body
+			}
+		}
+		if best != nil {
+			checkStoredAsSent(t, raw, best)
+			matched++
+		}
+	}
+	if matched != len(sent) {
+		t.Fatalf("%d of %d fixtures stored with their raw bytes intact", matched, len(sent))
+	}
+}

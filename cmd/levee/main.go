@@ -1,0 +1,91 @@
+// Command levee runs the Levee inbound-mail pipeline and its tools.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `Levee: inbound mail -> SMTP -> JetStream queue with limits -> workers -> mailbox storage.
+
+Usage:
+  levee serve [flags]   run every role in one process (embedded JetStream and SQLite by default)
+  levee help            show this help and every serve flag
+
+Run 'levee serve --help' for the flags, their defaults and environment variables.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
+}
+
+func run(args, environ []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serve(args[1:], environ, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		fmt.Fprintln(stdout, "\nFlags of 'levee serve' (each also a LEVEE_* environment variable and a YAML key):")
+		fs := newServeFlags(stdout)
+		_, _ = loadConfig(fs, serveOptions(), nil, nil)
+		fs.PrintDefaults()
+		return 0
+	default:
+		fmt.Fprintf(stderr, "levee: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+}
+
+func newServeFlags(out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("levee serve", flag.ContinueOnError)
+	fs.SetOutput(out)
+	return fs
+}
+
+func serve(args, environ []string, stderr io.Writer) int {
+	fs := newServeFlags(stderr)
+	cfg, err := loadConfig(fs, serveOptions(), args, environ)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "levee serve: %v\n", err)
+		return 2
+	}
+	log := newLogger(stderr, cfg.LogLevel)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	l, err := Start(ctx, cfg, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "levee serve: %v\n", err)
+		return 1
+	}
+	<-ctx.Done()
+	stop() // a second signal kills the process the usual way
+	log.Info("shutting down: no new mail accepted, draining", "deadline", cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := l.Shutdown(sctx); err != nil {
+		log.Error("shutdown incomplete", "err", err)
+		return 1
+	}
+	log.Info("stopped")
+	return 0
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
