@@ -31,6 +31,8 @@ type Store interface {
 	// Raw returns the stored bytes of a message exactly. Unknown ids give ErrNotFound.
 	Raw(ctx context.Context, id string) ([]byte, error)
 
+	Finder
+
 	// Ping checks that the backend answers (for /readyz).
 	Ping(ctx context.Context) error
 	// Close releases the backend's resources.
@@ -78,3 +80,16 @@ type Summary struct {
 
 // MaxPageLimit bounds one page so that a reader cannot ask for a whole mailbox at once.
 const MaxPageLimit = 200
+
+// MaxLookup bounds the Message-ID values one FindByMessageID call takes.
+const MaxLookup = 1000
+
+// Finder looks messages up by their Message-ID header, for audits (the load
+// tester checks that every message it sent is stored exactly once).
+type Finder interface {
+	// FindByMessageID returns, for each given Message-ID (without angle
+	// brackets, compared exactly), the summaries of every stored message
+	// carrying it. Values with no stored message are absent from the map.
+	// More than MaxLookup values give ErrInvalid.
+	FindByMessageID(ctx context.Context, messageIDs []string) (map[string][]Summary, error)
+}

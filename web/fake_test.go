@@ -187,3 +187,24 @@ func (m *memReader) Raw(ctx context.Context, id string) ([]byte, error) {
 	}
 	return slices.Clone(msg.Raw), nil
 }
+
+func (m *memReader) FindByMessageID(ctx context.Context, ids []string) (map[string][]store.Summary, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return nil, m.fail
+	}
+	if len(ids) > store.MaxLookup {
+		return nil, fmt.Errorf("%d ids: %w", len(ids), store.ErrInvalid)
+	}
+	out := map[string][]store.Summary{}
+	for _, want := range ids {
+		for _, msg := range m.msgs {
+			if msg.Parsed.MessageID == want {
+				out[want] = append(out[want], store.Summary{ID: msg.ID, MessageID: want, Subject: msg.Parsed.Subject,
+					Size: msg.Size, ReceivedAt: msg.Envelope.ReceivedAt, StoredAt: msg.StoredAt})
+			}
+		}
+	}
+	return out, nil
+}

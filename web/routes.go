@@ -14,6 +14,8 @@ func (s *Server) routes(gatherer prometheus.Gatherer) {
 	s.handle("GET /{$}", s.index)
 	s.handle("GET /api/v1/mailboxes", s.listMailboxes)
 	s.handle("GET /api/v1/mailboxes/{address}/messages", s.listMessages)
+	s.handle("GET /api/v1/messages", s.findMessages)
+	s.handle("POST /api/v1/messages/lookup", s.lookupMessages)
 	s.handle("GET /api/v1/messages/{id}", s.getMessage)
 	s.handle("GET /api/v1/messages/{id}/raw", s.getRaw)
 	s.handle("GET /api/v1/queue", s.queueStatus)

@@ -21,6 +21,8 @@ type MailReader interface {
 	Messages(ctx context.Context, address string, page store.Page) (store.MessagePage, error)
 	Message(ctx context.Context, id string) (*mail.Message, error)
 	Raw(ctx context.Context, id string) ([]byte, error)
+	// FindByMessageID serves the audit look-up (store.Finder).
+	FindByMessageID(ctx context.Context, messageIDs []string) (map[string][]store.Summary, error)
 }
 
 // QueueStatus reports the queue's figures as a JSON-marshalable value.

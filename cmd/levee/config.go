@@ -34,9 +34,9 @@ func defaultConfig() Config {
 		ShutdownTimeout: 30 * time.Second,
 		// example.com and localhost let a newcomer deliver test mail at once;
 		// a deployment names its own domains.
-		SMTP:            ingest.Config{Addr: "127.0.0.1:2525", Domains: []string{"example.com", "localhost"}},
-		HTTP:            web.Config{Addr: "127.0.0.1:8025"},
-		Worker:          worker.Config{Concurrency: 4},
+		SMTP:   ingest.Config{Addr: "127.0.0.1:2525", Domains: []string{"example.com", "localhost"}},
+		HTTP:   web.Config{Addr: "127.0.0.1:8025"},
+		Worker: worker.Config{Concurrency: 4},
 	}
 	c.Queue = queue.DefaultConfig() // SyncAlways on
 	c.SMTP = c.SMTP.WithDefaults()

@@ -30,6 +30,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Messages/ArrivalsWhilePaging", testArrivalsWhilePaging},
 		{"Messages/InvalidCursor", testInvalidCursor},
 		{"NotFound", testNotFound},
+		{"FindByMessageID", testFindByMessageID},
 		{"Ping", testPing},
 		{"CanceledContext", testCanceledContext},
 	}
