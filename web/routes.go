@@ -12,12 +12,14 @@ import (
 // method on a known path gets 405 with an Allow header.
 func (s *Server) routes(gatherer prometheus.Gatherer) {
 	s.handle("GET /{$}", s.index)
-	s.handle("GET /api/v1/mailboxes", s.listMailboxes)
-	s.handle("GET /api/v1/mailboxes/{address}/messages", s.listMessages)
-	s.handle("GET /api/v1/messages", s.findMessages)
-	s.handle("POST /api/v1/messages/lookup", s.lookupMessages)
-	s.handle("GET /api/v1/messages/{id}", s.getMessage)
-	s.handle("GET /api/v1/messages/{id}/raw", s.getRaw)
+	if s.reader != nil {
+		s.handle("GET /api/v1/mailboxes", s.listMailboxes)
+		s.handle("GET /api/v1/mailboxes/{address}/messages", s.listMessages)
+		s.handle("GET /api/v1/messages", s.findMessages)
+		s.handle("POST /api/v1/messages/lookup", s.lookupMessages)
+		s.handle("GET /api/v1/messages/{id}", s.getMessage)
+		s.handle("GET /api/v1/messages/{id}/raw", s.getRaw)
+	}
 	s.handle("GET /api/v1/queue", s.queueStatus)
 	s.handle("GET /healthz", s.healthz)
 	s.handle("GET /readyz", s.readyz)

@@ -62,7 +62,9 @@ type Server struct {
 	stopped bool
 }
 
-// New builds the server. reader is required. queue may be nil (the queue
+// New builds the server. reader may be nil for a process that serves no
+// mailboxes (`levee smtpd`, `levee worker`): the mailbox routes are then not
+// registered, and only the ops endpoints answer. queue may be nil (the queue
 // endpoint then answers 503). gatherer serves /metrics; when nil, reg is used
 // if it is also a Gatherer (a *prometheus.Registry). reg may be nil to leave
 // the HTTP metrics unregistered. log nil means slog.Default().
@@ -71,9 +73,6 @@ func New(cfg Config, reader MailReader, queue QueueStatus, gatherer prometheus.G
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
-	}
-	if reader == nil {
-		return nil, fmt.Errorf("%w: nil MailReader", ErrInvalid)
 	}
 	if gatherer == nil {
 		g, ok := reg.(prometheus.Gatherer)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"testing"
 	"time"
@@ -13,11 +14,27 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// A process without mailboxes (levee smtpd, levee worker) serves only the
+// ops endpoints.
+func TestNilReaderServesOpsOnly(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	srv, err := New(Config{}, nil, nil, reg, nil, reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]int{"/healthz": 200, "/metrics": 200, "/readyz": 200, "/api/v1/mailboxes": 404, "/api/v1/messages/x": 404} {
+		rec := httptest.NewRecorder()
+		srv.Handler().ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		if rec.Code != want {
+			t.Errorf("GET %s: %d, want %d", path, rec.Code, want)
+		}
+	}
+}
+
 func TestNewRejectsBadArguments(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	r := newMemReader()
 	cases := map[string]func() error{
-		"nil reader": func() error { _, err := New(Config{}, nil, nil, reg, nil, nil, nil); return err },
 		"bad config": func() error { _, err := New(Config{Addr: "nope"}, r, nil, reg, nil, nil, nil); return err },
 		"nil check": func() error {
 			_, err := New(Config{}, r, nil, reg, map[string]Check{"store": nil}, nil, nil)

@@ -80,7 +80,7 @@ func benchConfig(b *testing.B) Config {
 
 func startBenchLevee(b *testing.B, cfg Config) *Levee {
 	b.Helper()
-	l, err := Start(context.Background(), cfg, newLogger(os.Stderr, "error"))
+	l, err := Start(context.Background(), cfg, RoleAll, newLogger(os.Stderr, "error"))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 
 func load(t *testing.T, args []string, env []string) (Config, error) {
 	t.Helper()
-	cfg, err := loadConfig(newServeFlags(io.Discard), serveOptions(), args, env)
+	cfg, err := loadConfig(newServeFlags("test", io.Discard), serveOptions(), args, env)
 	if err == nil {
 		err = cfg.finish()
 	}

@@ -43,7 +43,7 @@ func startLevee(t *testing.T, cfg Config) *testLevee {
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	l, err := Start(ctx, cfg, log)
+	l, err := Start(ctx, cfg, RoleAll, log)
 	if err != nil {
 		t.Fatalf("start levee: %v", err)
 	}

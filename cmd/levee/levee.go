@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -13,35 +13,69 @@ import (
 	"github.com/levee-mail/levee/ingest"
 	"github.com/levee-mail/levee/mail"
 	"github.com/levee-mail/levee/queue"
+	"github.com/levee-mail/levee/store"
 	"github.com/levee-mail/levee/store/sqlite"
 	"github.com/levee-mail/levee/web"
 	"github.com/levee-mail/levee/worker"
 )
 
-// Levee is every role in one process: the SMTP receiver, the queue (with
-// the embedded JetStream server unless an external one is configured), the
-// workers, the store and the HTTP server.
+// Role is one part of Levee that a process can run.
+type Role int
+
+const (
+	// RoleSMTP receives mail and publishes it to the queue.
+	RoleSMTP Role = 1 << iota
+	// RoleWorker drains the queue into the store.
+	RoleWorker
+	// RoleWeb serves the mailbox API (every process serves /metrics and health).
+	RoleWeb
+
+	// RoleAll is `levee serve`.
+	RoleAll = RoleSMTP | RoleWorker | RoleWeb
+)
+
+func (r Role) String() string {
+	var parts []string
+	for _, p := range []struct {
+		role Role
+		name string
+	}{{RoleSMTP, "smtpd"}, {RoleWorker, "worker"}, {RoleWeb, "web"}} {
+		if r&p.role != 0 {
+			parts = append(parts, p.name)
+		}
+	}
+	return strings.Join(parts, "+")
+}
+
+// Levee is one process: every role for `levee serve`, one role each for
+// `levee smtpd`, `levee worker` and `levee web`. Every process serves
+// /metrics, /healthz and /readyz on the HTTP address.
 type Levee struct {
 	cfg      Config
+	roles    Role
 	log      *slog.Logger
 	Registry *prometheus.Registry
 
 	Queue  *queue.Queue
-	Store  *sqlite.Store
-	SMTP   *ingest.Server
-	Worker *worker.Worker
+	Store  store.Store   // nil for smtpd
+	SMTP   *ingest.Server // nil unless RoleSMTP
+	Worker *worker.Worker // nil unless RoleWorker
 	HTTP   *web.Server
 }
 
-// Start opens every component and starts listening. On error, whatever was
-// opened is closed again.
-func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Levee, error) {
+// Start opens what the roles need and starts listening. On error, whatever
+// was opened is closed again.
+func Start(ctx context.Context, cfg Config, roles Role, log *slog.Logger) (*Levee, error) {
 	if err := cfg.finish(); err != nil {
 		return nil, err
 	}
+	if roles != RoleAll && cfg.Queue.URL == "" {
+		// An embedded server per role process would be a queue per process.
+		return nil, fmt.Errorf("queue.nats_url: `levee %s` needs an external JetStream (--nats-url); `levee serve` embeds one", roles)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	l := &Levee{cfg: cfg, log: log, Registry: reg}
+	l := &Levee{cfg: cfg, roles: roles, log: log, Registry: reg}
 	if err := l.start(ctx); err != nil {
 		_ = l.close(context.Background())
 		return nil, err
@@ -51,47 +85,78 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Levee, error) {
 
 func (l *Levee) start(ctx context.Context) (err error) {
 	cfg, log, reg := l.cfg, l.log, l.Registry
-	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		return fmt.Errorf("data_dir: %w", err)
-	}
-	if l.Store, err = sqlite.Open(ctx, sqlite.Config{Path: cfg.Store}); err != nil {
-		return fmt.Errorf("store: %w", err)
+	if l.roles&(RoleWorker|RoleWeb) != 0 {
+		if l.Store, err = openStore(ctx, cfg); err != nil {
+			return fmt.Errorf("store: %w", err)
+		}
 	}
 	if l.Queue, err = queue.Open(ctx, cfg.Queue, reg, log); err != nil {
 		return fmt.Errorf("queue: %w", err)
 	}
-	consumer, err := l.Queue.Consumer(ctx)
-	if err != nil {
-		return fmt.Errorf("queue: %w", err)
+	if l.roles&RoleWorker != 0 {
+		consumer, err := l.Queue.Consumer(ctx)
+		if err != nil {
+			return fmt.Errorf("queue: %w", err)
+		}
+		if l.Worker, err = worker.New(cfg.Worker, consumer, l.Store, l.Queue, reg, log); err != nil {
+			return err
+		}
 	}
-	if l.Worker, err = worker.New(cfg.Worker, consumer, l.Store, l.Queue, reg, log); err != nil {
-		return err
+	if l.roles&RoleSMTP != 0 {
+		if l.SMTP, err = ingest.New(cfg.SMTP, queuePublisher{l.Queue}, l.Queue, reg, log); err != nil {
+			return err
+		}
 	}
-	if l.SMTP, err = ingest.New(cfg.SMTP, queuePublisher{l.Queue}, l.Queue, reg, log); err != nil {
-		return err
+	ready := map[string]web.Check{"queue": func(context.Context) error {
+		if !l.Queue.Conn().IsConnected() {
+			return errors.New("not connected to JetStream")
+		}
+		return nil
+	}}
+	var reader web.MailReader
+	if l.Store != nil {
+		ready["store"] = l.Store.Ping
+		if l.roles&RoleWeb != 0 {
+			reader = l.Store
+		}
 	}
-	ready := map[string]web.Check{
-		"store": l.Store.Ping,
-		"queue": func(context.Context) error {
-			if !l.Queue.Conn().IsConnected() {
-				return errors.New("not connected to JetStream")
-			}
-			return nil
-		},
-	}
-	if l.HTTP, err = web.New(cfg.HTTP, l.Store, queueStatus{l.Queue}, reg, ready, reg, log); err != nil {
+	if l.HTTP, err = web.New(cfg.HTTP, reader, queueStatus{l.Queue}, reg, ready, reg, log); err != nil {
 		return err
 	}
 	if err := l.HTTP.Start(ctx); err != nil {
 		return fmt.Errorf("http: %w", err)
 	}
-	if err := l.SMTP.Start(ctx); err != nil {
-		return fmt.Errorf("smtp: %w", err)
+	attrs := []any{"roles", l.roles.String(), "http", l.HTTP.Addr().String(), "data_dir", cfg.DataDir}
+	if l.SMTP != nil {
+		if err := l.SMTP.Start(ctx); err != nil {
+			return fmt.Errorf("smtp: %w", err)
+		}
+		attrs = append([]any{"smtp", l.SMTP.Addr().String()}, attrs...)
 	}
-	l.Worker.Start()
-	log.Info("levee started", "smtp", l.SMTP.Addr().String(), "http", l.HTTP.Addr().String(),
-		"data_dir", cfg.DataDir, "store", cfg.Store, "workers", cfg.Worker.Concurrency)
+	if l.Worker != nil {
+		l.Worker.Start()
+		attrs = append(attrs, "store", redactURL(cfg.Store), "workers", cfg.Worker.Concurrency)
+	}
+	log.Info("levee started", attrs...)
 	return nil
+}
+
+// openStore picks the backend from the store setting: a postgres:// URL or
+// a SQLite file path.
+func openStore(ctx context.Context, cfg Config) (store.Store, error) {
+	return sqlite.Open(ctx, sqlite.Config{Path: cfg.Store})
+}
+
+// redactURL hides a password in a store URL for logging.
+func redactURL(s string) string {
+	if i := strings.Index(s, "://"); i >= 0 {
+		if at := strings.LastIndex(s, "@"); at > i {
+			if colon := strings.Index(s[i+3:at], ":"); colon >= 0 {
+				return s[:i+3+colon] + ":***" + s[at:]
+			}
+		}
+	}
+	return s
 }
 
 // Shutdown stops in the order of the flow: SMTP stops taking mail and
@@ -143,3 +208,4 @@ func (p queuePublisher) Publish(ctx context.Context, m *mail.Message) (bool, err
 type queueStatus struct{ q *queue.Queue }
 
 func (s queueStatus) Status(ctx context.Context) (any, error) { return s.q.Status(ctx) }
+

@@ -16,10 +16,15 @@ import (
 const usage = `Levee: inbound mail -> SMTP -> JetStream queue with limits -> workers -> mailbox storage.
 
 Usage:
-  levee serve [flags]   run every role in one process (embedded JetStream and SQLite by default)
-  levee help            show this help and every serve flag
+  levee serve [flags]    run every role in one process (embedded JetStream and SQLite by default)
+  levee smtpd [flags]    run only the SMTP receiver, against an external JetStream (--nats-url)
+  levee worker [flags]   run only the workers, draining an external JetStream into the store
+  levee web [flags]      run only the mailbox API, reading the store
+  levee help             show this help and every flag
 
-Run 'levee serve --help' for the flags, their defaults and environment variables.
+Every command takes the same flags (one configuration for every role); run
+'levee serve --help' for them, their defaults and environment variables.
+Every process serves /metrics, /healthz and /readyz on --http-addr.
 `
 
 func main() {
@@ -33,11 +38,17 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "serve":
-		return serve(args[1:], environ, stderr)
+		return serve(RoleAll, args[1:], environ, stderr)
+	case "smtpd":
+		return serve(RoleSMTP, args[1:], environ, stderr)
+	case "worker":
+		return serve(RoleWorker, args[1:], environ, stderr)
+	case "web":
+		return serve(RoleWeb, args[1:], environ, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
-		fmt.Fprintln(stdout, "\nFlags of 'levee serve' (each also a LEVEE_* environment variable and a YAML key):")
-		fs := newServeFlags(stdout)
+		fmt.Fprintln(stdout, "\nFlags (each also a LEVEE_* environment variable and a YAML key):")
+		fs := newServeFlags("levee serve", stdout)
 		_, _ = loadConfig(fs, serveOptions(), nil, nil)
 		fs.PrintDefaults()
 		return 0
@@ -47,28 +58,33 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	}
 }
 
-func newServeFlags(out io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("levee serve", flag.ContinueOnError)
+func newServeFlags(name string, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(out)
 	return fs
 }
 
-func serve(args, environ []string, stderr io.Writer) int {
-	fs := newServeFlags(stderr)
+// serve runs the given roles until SIGINT or SIGTERM, then drains.
+func serve(roles Role, args, environ []string, stderr io.Writer) int {
+	name := "levee " + roles.String()
+	if roles == RoleAll {
+		name = "levee serve"
+	}
+	fs := newServeFlags(name, stderr)
 	cfg, err := loadConfig(fs, serveOptions(), args, environ)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "levee serve: %v\n", err)
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 		return 2
 	}
 	log := newLogger(stderr, cfg.LogLevel)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	l, err := Start(ctx, cfg, log)
+	l, err := Start(ctx, cfg, roles, log)
 	if err != nil {
-		fmt.Fprintf(stderr, "levee serve: %v\n", err)
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 		return 1
 	}
 	<-ctx.Done()

@@ -40,7 +40,7 @@ func TestServeBinaryDeliversAndStopsOnSIGTERM(t *testing.T) {
 		}
 		close(lines)
 	}()
-	started := regexp.MustCompile(`levee started" smtp=(\S+) http=(\S+)`)
+	started := regexp.MustCompile(`levee started" smtp=(\S+) roles=\S+ http=(\S+)`)
 	var smtpAddr, httpAddr string
 	var logged []string
 	for smtpAddr == "" {
