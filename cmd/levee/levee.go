@@ -57,7 +57,7 @@ type Levee struct {
 	Registry *prometheus.Registry
 
 	Queue  *queue.Queue
-	Store  store.Store   // nil for smtpd
+	Store  store.Store    // nil for smtpd
 	SMTP   *ingest.Server // nil unless RoleSMTP
 	Worker *worker.Worker // nil unless RoleWorker
 	HTTP   *web.Server
@@ -208,4 +208,3 @@ func (p queuePublisher) Publish(ctx context.Context, m *mail.Message) (bool, err
 type queueStatus struct{ q *queue.Queue }
 
 func (s queueStatus) Status(ctx context.Context) (any, error) { return s.q.Status(ctx) }
-
