@@ -28,6 +28,12 @@ type Config struct {
 	StoreTimeout time.Duration
 	// ParseLimits bound the MIME parser per message.
 	ParseLimits mail.ParseLimits
+	// MaxWritesPerSecond caps the messages all loops together take for
+	// store writes per second, whatever the concurrency; 0 means no cap.
+	MaxWritesPerSecond float64
+	// Autoscale moves Concurrency with the backlog and the store's latency
+	// (see Autoscaler).
+	Autoscale AutoscaleConfig
 }
 
 // WithDefaults fills in the zero fields other than Concurrency (whose zero
@@ -57,6 +63,7 @@ func (c Config) WithDefaults() Config {
 	if c.ParseLimits == (mail.ParseLimits{}) {
 		c.ParseLimits = mail.DefaultParseLimits
 	}
+	c.Autoscale = c.Autoscale.WithDefaults()
 	return c
 }
 
@@ -77,6 +84,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("worker.progress_every: must be > 0")
 	case c.StoreTimeout <= 0:
 		return fmt.Errorf("worker.store_timeout: must be > 0")
+	case !(c.MaxWritesPerSecond >= 0):
+		return fmt.Errorf("worker.max_writes_per_second: must be >= 0 (0: no cap), got %g", c.MaxWritesPerSecond)
+	}
+	if c.Autoscale.Enabled {
+		return c.Autoscale.Validate()
 	}
 	return nil
 }

@@ -11,5 +11,11 @@
 // worker crashed on it) is dead-lettered before it is tried again.
 //
 // Concurrency is live: SetConcurrency starts or stops delivery loops, and 0
-// pauses draining altogether.
+// pauses draining altogether. The Autoscaler sets it from the backlog (enough
+// loops to drain it within a target time at the throughput one loop was
+// measured to reach) and caps it by the store's write latency (an adaptive
+// limit, additive increase and multiplicative decrease around a p95 budget),
+// because a surge of mail must become a longer queue, not a slower
+// database. An optional ceiling on messages written per second holds
+// whatever the concurrency.
 package worker

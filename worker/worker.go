@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -19,6 +18,7 @@ import (
 // Source is where deliveries come from: the durable pull consumer.
 type Source interface {
 	Fetch(batch int, opts ...jetstream.FetchOpt) (jetstream.MessageBatch, error)
+	FetchNoWait(batch int) (jetstream.MessageBatch, error)
 }
 
 // DeadLetterer moves a message that cannot be delivered aside, with the reason.
@@ -49,6 +49,11 @@ type Worker struct {
 	backoffMu    sync.Mutex
 	backoffUntil time.Time
 	failures     int
+
+	// stats is what the loops report for the autoscaler; writes is the
+	// worker.max_writes_per_second ceiling (nil: none).
+	stats  loopStats
+	writes *tokenBucket
 }
 
 // New returns a worker with no loops running; call SetConcurrency (or Start) to drain.
@@ -65,7 +70,11 @@ func New(cfg Config, src Source, st store.Store, dead DeadLetterer, reg promethe
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Worker{cfg: cfg, src: src, st: st, dead: dead, metrics: m, log: log, workCtx: ctx, cancelWork: cancel}, nil
+	w := &Worker{cfg: cfg, src: src, st: st, dead: dead, metrics: m, log: log, workCtx: ctx, cancelWork: cancel}
+	if cfg.MaxWritesPerSecond > 0 {
+		w.writes = newTokenBucket(cfg.MaxWritesPerSecond, cfg.BatchSize, nil)
+	}
+	return w, nil
 }
 
 // Start runs the configured number of loops.
@@ -143,8 +152,13 @@ func (w *Worker) loop(stop <-chan struct{}) {
 			}
 			continue
 		}
-		batch, err := w.src.Fetch(w.cfg.BatchSize, jetstream.FetchMaxWait(w.cfg.FetchWait))
+		if !w.waitForWrites(stop) {
+			return
+		}
+		fetchStart := time.Now()
+		msgs, waited, err := w.fetch()
 		if err != nil {
+			w.refundWrites(w.cfg.BatchSize)
 			// JetStream unreachable: the messages are safe in the stream; wait and retry.
 			w.log.Warn("worker: fetch failed", "err", err)
 			select {
@@ -154,16 +168,74 @@ func (w *Worker) loop(stop <-chan struct{}) {
 			}
 			continue
 		}
-		var msgs []jetstream.Msg
-		for m := range batch.Messages() {
-			msgs = append(msgs, m)
+		w.refundWrites(w.cfg.BatchSize - len(msgs))
+		if len(msgs) == 0 {
+			continue
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			w.log.Debug("worker: fetch ended with error", "err", err, "received", len(msgs))
+		// A fetch that found mail waiting is part of the work; one that
+		// waited for mail to arrive is idle time.
+		full := len(msgs) == w.cfg.BatchSize
+		busyFrom := fetchStart
+		if waited {
+			busyFrom = time.Now()
 		}
-		if len(msgs) > 0 {
-			w.deliver(stop, msgs)
+		if w.deliver(stop, msgs) {
+			w.stats.recordBatch(len(msgs), time.Since(busyFrom), full)
 		}
+	}
+}
+
+// fetch takes what is queued right now, up to a batch; only when nothing is
+// does it wait, up to FetchWait, for the first message to arrive. A lone
+// message is therefore stored at once instead of waiting for a batch to
+// fill, and a backlog is still taken in full batches.
+func (w *Worker) fetch() (msgs []jetstream.Msg, waited bool, err error) {
+	batch, err := w.src.FetchNoWait(w.cfg.BatchSize)
+	if err != nil {
+		return nil, false, err
+	}
+	if msgs = collect(batch); len(msgs) > 0 {
+		return msgs, false, nil
+	}
+	batch, err = w.src.Fetch(1, jetstream.FetchMaxWait(w.cfg.FetchWait))
+	if err != nil {
+		return nil, true, err
+	}
+	return collect(batch), true, nil
+}
+
+func collect(batch jetstream.MessageBatch) []jetstream.Msg {
+	var msgs []jetstream.Msg
+	for m := range batch.Messages() {
+		msgs = append(msgs, m)
+	}
+	return msgs
+}
+
+// waitForWrites reserves a full batch under the write ceiling before the
+// fetch; it returns false if the loop was told to stop meanwhile.
+func (w *Worker) waitForWrites(stop <-chan struct{}) bool {
+	if w.writes == nil {
+		return true
+	}
+	wait := w.writes.reserve(w.cfg.BatchSize)
+	if wait <= 0 {
+		return true
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-stop:
+		w.writes.refund(w.cfg.BatchSize)
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (w *Worker) refundWrites(n int) {
+	if w.writes != nil {
+		w.writes.refund(n)
 	}
 }
 
@@ -175,8 +247,10 @@ type pending struct {
 }
 
 // deliver stores a fetched batch and settles every message in it: ack after
-// commit, nak with a delay, or dead-letter.
-func (w *Worker) deliver(stop <-chan struct{}, msgs []jetstream.Msg) {
+// commit, nak with a delay, or dead-letter. It returns false if the batch
+// met a store outage or a shutdown, whose time says nothing about how fast
+// a loop works.
+func (w *Worker) deliver(stop <-chan struct{}, msgs []jetstream.Msg) bool {
 	batch := make([]pending, 0, len(msgs))
 	for _, m := range msgs {
 		var delivered uint64 = 1
@@ -200,18 +274,19 @@ func (w *Worker) deliver(stop <-chan struct{}, msgs []jetstream.Msg) {
 		batch = append(batch, pending{jsm: m, msg: qm, delivered: delivered})
 	}
 	if len(batch) == 0 {
-		return
+		return true
 	}
+	clean := true
 	for {
 		err := w.store(batch)
 		if err == nil {
 			w.clearBackoff()
-			return
+			return clean
 		}
 		if w.workCtx.Err() != nil {
 			// Shutdown deadline: hand the messages back at once.
 			w.nakAll(batch, 0, "shutdown")
-			return
+			return false
 		}
 		pingCtx, cancel := context.WithTimeout(w.workCtx, 5*time.Second)
 		pingErr := w.st.Ping(pingCtx)
@@ -220,11 +295,12 @@ func (w *Worker) deliver(stop <-chan struct{}, msgs []jetstream.Msg) {
 			// A store outage is nobody's fault but the store's: keep the
 			// batch (and its ack deadlines) rather than nak it, so that the
 			// outage burns none of the messages' delivery attempts.
+			clean = false
 			delay := w.storeDown()
 			w.log.Warn("worker: store unavailable, holding the batch and retrying", "err", err, "ping", pingErr, "retry_in", delay, "messages", len(batch))
 			if !w.hold(stop, batch, delay) {
 				w.nakAll(batch, 0, "stopped during a store outage")
-				return
+				return false
 			}
 			continue
 		}
@@ -235,10 +311,10 @@ func (w *Worker) deliver(stop <-chan struct{}, msgs []jetstream.Msg) {
 					w.failed(p, err)
 				}
 			}
-			return
+			return clean
 		}
 		w.failed(batch[0], err)
-		return
+		return clean
 	}
 }
 
@@ -276,7 +352,9 @@ func (w *Worker) store(batch []pending) error {
 	defer cancel()
 	start := time.Now()
 	results, err := w.st.Deliver(ctx, msgs)
-	w.metrics.storeWrite.WithLabelValues(resultLabel(err)).Observe(time.Since(start).Seconds())
+	took := time.Since(start)
+	w.metrics.storeWrite.WithLabelValues(resultLabel(err)).Observe(took.Seconds())
+	w.stats.recordWrite(took, len(msgs), err)
 	if err != nil {
 		return err
 	}

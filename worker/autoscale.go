@@ -1,0 +1,405 @@
+package worker
+
+import (
+	"context"
+	"log/slog"
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Backlog reports the mail waiting for the workers: messages not yet
+// acknowledged (pending plus delivered-but-unacked) and the age of the oldest.
+type Backlog interface {
+	Backlog(ctx context.Context) (messages uint64, oldest time.Duration, err error)
+}
+
+// Clock is the autoscaler's time; tests pass a fake one.
+type Clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// pool is what the autoscaler scales; *Worker is one.
+type pool interface {
+	Concurrency() int
+	SetConcurrency(n int)
+}
+
+// Decision is one autoscaler step, for logs and tests.
+type Decision struct {
+	At      time.Time
+	Current int // loops running before the step
+	// Wanted is what the backlog asks for, within [Min, Max], after the
+	// scale-down delay.
+	Wanted int
+	// Limit is what the store's latency allows.
+	Limit int
+	// Next is min(Wanted, Limit) within [Min, Max]: the loops after the step.
+	Next    int
+	Backlog uint64
+	Oldest  time.Duration
+	// Arrival is messages per second joining the backlog (median of the
+	// last intervals); PerLoop is messages per second one loop handles
+	// while it has mail (smoothed; 0 until measured).
+	Arrival, PerLoop float64
+	// P95 is the store write p95 of the evidence the limit was judged on:
+	// writes since the last concurrency change, within the latency window.
+	// Samples is how many writes that is.
+	P95     time.Duration
+	Samples int
+	Reason  string
+}
+
+const (
+	// tolerance ignores a wanted level within 10% of the current one.
+	tolerance = 0.1
+	// perLoopAlpha smooths the per-loop throughput across intervals.
+	perLoopAlpha = 0.3
+	// arrivalSamples intervals give the arrival rate by their median, so
+	// that a burst landing in one interval counts once (as backlog), not
+	// again as a lasting rate.
+	arrivalSamples = 5
+)
+
+// Autoscaler sets a worker's concurrency each Interval. The backlog asks for
+// enough loops to take the arriving mail plus drain what waits within
+// TargetDrain, at the throughput one loop was measured to reach; the store's
+// write latency caps that (see limiter), so that draining a backlog never
+// pushes the database past its latency budget. An optional ceiling on
+// writes per second (worker.max_writes_per_second) is enforced by the
+// worker itself; the autoscaler only avoids starting loops that would wait
+// on it.
+//
+// The drain target is judged afresh each interval (as the backlog shrinks,
+// fewer loops are asked for), and loops stop only after ScaleDownDelay, so
+// a backlog drains in about TargetDrain rather than exactly in it.
+//
+// While it runs it owns the worker's concurrency.
+type Autoscaler struct {
+	cfg     AutoscaleConfig
+	pool    pool
+	stats   *loopStats
+	batch   int
+	ceiling float64
+	backlog Backlog
+	clock   Clock
+	metrics *autoscaleMetrics
+	log     *slog.Logger
+
+	mu           sync.Mutex
+	started      bool
+	lastStep     time.Time
+	prevBacklog  uint64
+	havePrev     bool
+	window       []interval // oldest first, within LatencyWindow
+	evidenceFrom time.Time  // intervals starting before this predate the current concurrency
+	perLoop      float64
+	arrivals     []float64
+	recent       []wantedAt // within ScaleDownDelay, wanted decreasing
+	lim          limiter
+	backlogDown  bool // the last Backlog call failed
+	last         Decision
+}
+
+type interval struct {
+	start, end time.Time
+	samples    sampleSet
+}
+
+type wantedAt struct {
+	at     time.Time
+	wanted int
+}
+
+// NewAutoscaler returns an autoscaler for w; call Run. backlog is usually
+// QueueBacklog(q); clock nil means the real one; reg may be nil.
+func NewAutoscaler(cfg AutoscaleConfig, w *Worker, backlog Backlog, clock Clock, reg prometheus.Registerer, log *slog.Logger) (*Autoscaler, error) {
+	return newAutoscaler(cfg, w, &w.stats, w.cfg.BatchSize, w.cfg.MaxWritesPerSecond, backlog, clock, reg, log)
+}
+
+func newAutoscaler(cfg AutoscaleConfig, p pool, stats *loopStats, batch int, ceiling float64, backlog Backlog, clock Clock, reg prometheus.Registerer, log *slog.Logger) (*Autoscaler, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if clock == nil {
+		clock = realClock{}
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	m, err := newAutoscaleMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	return &Autoscaler{cfg: cfg, pool: p, stats: stats, batch: max(batch, 1), ceiling: ceiling, backlog: backlog, clock: clock, metrics: m, log: log}, nil
+}
+
+// Run steps every Interval until ctx ends.
+func (a *Autoscaler) Run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.clock.After(a.cfg.Interval):
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		a.Step(ctx)
+	}
+}
+
+// Last is the latest decision (zero before the first step), for status pages.
+func (a *Autoscaler) Last() Decision {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.last
+}
+
+// Step takes the loops' samples since the last step, reads the backlog,
+// decides, and applies the decision.
+func (a *Autoscaler) Step(ctx context.Context) Decision {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.clock.Now()
+	cur := a.pool.Concurrency()
+	if !a.started {
+		a.started = true
+		a.lastStep, a.evidenceFrom = now, now
+		a.lim = newLimiter(a.cfg, cur)
+		// Loops already running count as recently wanted, so that they are
+		// not stopped before ScaleDownDelay.
+		a.recent = append(a.recent, wantedAt{now, cur})
+	}
+	s := a.stats.take()
+	dt := now.Sub(a.lastStep).Seconds()
+	a.remember(now, s)
+	if v := a.perLoopSample(s); v > 0 {
+		if a.perLoop == 0 {
+			a.perLoop = v
+		} else {
+			a.perLoop += perLoopAlpha * (v - a.perLoop)
+		}
+	}
+
+	bctx, cancel := context.WithTimeout(ctx, max(a.cfg.Interval, time.Second))
+	b, oldest, berr := a.backlog.Backlog(bctx)
+	cancel()
+	if berr == nil && a.havePrev && dt > 0 {
+		// What left the backlog was stored; the rest of the change arrived.
+		rate := (float64(b) - float64(a.prevBacklog) + float64(s.stored)) / dt
+		a.arrivals = append(a.arrivals, max(rate, 0))
+		if len(a.arrivals) > arrivalSamples {
+			a.arrivals = a.arrivals[1:]
+		}
+	}
+
+	d := Decision{At: now, Current: cur, Backlog: b, Oldest: oldest, Arrival: median(a.arrivals), PerLoop: a.perLoop}
+	var why []string
+	d.Wanted = a.want(now, cur, b, oldest, berr, d.Arrival, &why)
+
+	ev := a.evidence()
+	d.P95, d.Samples = ev.p95, ev.writes
+	oldLimit := a.lim.limit
+	if r := a.lim.update(now, cur, ev); r != "" {
+		why = append(why, r)
+	}
+	d.Limit = a.lim.limit
+	d.Next = min(max(min(d.Wanted, d.Limit), a.cfg.Min), a.cfg.Max)
+	d.Reason = strings.Join(why, "; ")
+
+	if d.Next != cur {
+		a.pool.SetConcurrency(d.Next)
+		if got := a.pool.Concurrency(); got != cur {
+			d.Next = got
+			a.changed(now, cur, got)
+		} else {
+			d.Next = cur // the worker is shutting down
+		}
+	}
+	// A breach at the floor changes nothing but is worth a line too.
+	if d.Next != cur || d.Limit != oldLimit || a.lim.lastDecrease.Equal(now) {
+		a.log.Debug("worker: autoscale",
+			"current", cur, "next", d.Next, "wanted", d.Wanted, "limit", d.Limit,
+			"backlog", b, "oldest", oldest, "arrival_per_s", round1(d.Arrival), "per_loop_per_s", round1(d.PerLoop),
+			"p95", d.P95, "samples", d.Samples, "budget", a.cfg.LatencyBudget, "reason", d.Reason)
+	}
+
+	a.metrics.wanted.Set(float64(d.Wanted))
+	a.metrics.limit.Set(float64(d.Limit))
+	a.metrics.p95.Set(a.windowP95().Seconds())
+	a.lastStep, a.last = now, d
+	// The arrival rate needs two readings one interval apart.
+	a.prevBacklog, a.havePrev = b, berr == nil
+	return d
+}
+
+// perLoopSample is the messages per second one loop handled while it had
+// mail, in this interval; 0 if unknown. Full batches measure it. Partial
+// batches alone would understate it (a loop that finds 3 messages does 3,
+// not a batch), and more loops mean smaller batches: measured that way,
+// adding loops would ask for still more. So partial batches count as if
+// full, which overstates what a loop can do; too few loops then fill their
+// batches, and full batches correct the figure.
+func (a *Autoscaler) perLoopSample(s sampleSet) float64 {
+	switch {
+	case s.fullMsgs > 0 && s.fullBusy > 0:
+		return float64(s.fullMsgs) / s.fullBusy.Seconds()
+	case s.partBatches > 0 && s.partBusy > 0:
+		return float64(s.partBatches*a.batch) / s.partBusy.Seconds()
+	}
+	return 0
+}
+
+// want is what the backlog asks for, within [Min, Max].
+func (a *Autoscaler) want(now time.Time, cur int, b uint64, oldest time.Duration, berr error, arrival float64, why *[]string) int {
+	lo, hi := a.cfg.Min, a.cfg.Max
+	clamp := func(n int) int { return min(max(n, lo), hi) }
+	if berr != nil {
+		// Fail closed: an unknown backlog is no reason to start loops (a
+		// missing consumer must not look like an infinite backlog).
+		if !a.backlogDown {
+			a.log.Warn("worker: autoscale: backlog unknown, holding concurrency until it can be read", "err", berr)
+		}
+		a.backlogDown = true
+		*why = append(*why, "backlog unknown: holding")
+		return clamp(cur)
+	}
+	if a.backlogDown {
+		a.log.Info("worker: autoscale: backlog readable again")
+		a.backlogDown = false
+	}
+	if b > 0 {
+		lo = max(lo, 1)
+	}
+	var wanted int
+	switch {
+	case b == 0 && (arrival == 0 || a.perLoop == 0):
+		wanted = lo
+	case a.perLoop == 0:
+		// Nothing measured yet: one more loop per interval until it is.
+		*why = append(*why, "no throughput measured yet: one more loop")
+		wanted = cur + 1
+	default:
+		raw := (arrival + float64(b)/a.cfg.TargetDrain.Seconds()) / a.perLoop
+		wanted = ceilTo(raw, hi)
+		if cur > 0 && math.Abs(raw-float64(cur)) <= tolerance*float64(cur) {
+			wanted = cur
+		}
+		if a.ceiling > 0 {
+			// Loops beyond what the write ceiling feeds would only wait on it.
+			wanted = min(wanted, ceilTo(a.ceiling/a.perLoop, hi))
+		}
+		if oldest > a.cfg.TargetDrain && b > uint64(cur*a.batch) && (!a.havePrev || b >= a.prevBacklog) {
+			// Mail is late and the backlog is not shrinking: the throughput
+			// estimate is wrong somewhere; add loops until it drains.
+			*why = append(*why, "messages older than target_drain and backlog not shrinking: one more loop")
+			wanted = max(wanted, cur+1)
+		}
+	}
+	wanted = clamp(wanted)
+
+	// Scale down only to the most any step asked for within ScaleDownDelay.
+	// recent keeps only the steps that can still be that most (each asked
+	// for more than every later one), so it holds at most Max+1 entries.
+	for len(a.recent) > 0 && a.recent[len(a.recent)-1].wanted <= wanted {
+		a.recent = a.recent[:len(a.recent)-1]
+	}
+	a.recent = append(a.recent, wantedAt{now, wanted})
+	for now.Sub(a.recent[0].at) > a.cfg.ScaleDownDelay {
+		a.recent = a.recent[1:]
+	}
+	if wanted < cur {
+		most := a.recent[0].wanted
+		if most > wanted {
+			*why = append(*why, "scale-down delayed")
+		}
+		wanted = clamp(min(most, cur))
+	}
+	return wanted
+}
+
+// remember adds the interval that ends now and forgets those older than the window.
+func (a *Autoscaler) remember(now time.Time, s sampleSet) {
+	a.window = append(a.window, interval{start: a.lastStep, end: now, samples: s})
+	from := now.Add(-a.cfg.LatencyWindow)
+	i := 0
+	for i < len(a.window)-1 && (a.window[i].end.Before(from) || len(a.window)-i > maxWindowIntervals) {
+		i++
+	}
+	a.window = slices.Delete(a.window, 0, i)
+}
+
+// evidence merges the writes made since concurrency last changed.
+func (a *Autoscaler) evidence() evidence {
+	var h latencyHist
+	var ev evidence
+	for i := range a.window {
+		iv := &a.window[i]
+		if iv.start.Before(a.evidenceFrom) {
+			continue
+		}
+		h.add(&iv.samples.lat)
+		ev.writes += iv.samples.writes
+		ev.failed += iv.samples.failed
+	}
+	ev.p95 = h.quantile(0.95)
+	return ev
+}
+
+func (a *Autoscaler) windowP95() time.Duration {
+	var h latencyHist
+	for i := range a.window {
+		h.add(&a.window[i].samples.lat)
+	}
+	return h.quantile(0.95)
+}
+
+// changed records a concurrency change. Writes made before it no longer
+// describe the store at the new level; after a decrease the next interval
+// is left out as well, because the stopped loops finish their batches in it.
+func (a *Autoscaler) changed(now time.Time, from, to int) {
+	a.evidenceFrom = now
+	dir := "up"
+	if to < from {
+		dir = "down"
+		a.evidenceFrom = now.Add(time.Nanosecond)
+	}
+	a.metrics.changes.WithLabelValues(dir).Inc()
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// ceilTo is ceil(x) as an int, at most hi (x may be huge when a loop
+// measured very slow).
+func ceilTo(x float64, hi int) int {
+	x = math.Ceil(x - 1e-9)
+	if !(x < float64(hi)) {
+		return hi
+	}
+	return int(x)
+}
+
+func round1(f float64) float64 { return math.Round(f*10) / 10 }

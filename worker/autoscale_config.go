@@ -1,0 +1,108 @@
+package worker
+
+import (
+	"fmt"
+	"time"
+)
+
+// AutoscaleConfig tunes the autoscaler (YAML keys worker.autoscale.*). Zero
+// fields take the defaults listed; Min's zero value is a real setting.
+type AutoscaleConfig struct {
+	// Enabled hands concurrency to the autoscaler; worker.concurrency is
+	// then only where it starts.
+	Enabled bool
+	// Min and Max bound concurrency. Min 0 stops every loop while there is
+	// no backlog (the first mail then waits up to one Interval). Min is kept
+	// even when the store is over its latency budget at Min. Max: default 16.
+	Min, Max int
+	// Interval is the decision period. Default 1s.
+	Interval time.Duration
+	// TargetDrain is the time to drain a backlog in; messages older than
+	// this push concurrency up. Default 1m.
+	TargetDrain time.Duration
+	// LatencyBudget is the store write p95 that concurrency must keep under.
+	// Default 100ms.
+	LatencyBudget time.Duration
+	// LatencyWindow is how far back the p95 looks. Default 10s.
+	LatencyWindow time.Duration
+	// Decrease multiplies the limit when the p95 is over budget, in (0, 1).
+	// Default 0.7.
+	Decrease float64
+	// Increase is added to the limit per healthy interval while it is the
+	// binding constraint (after the first breach; before it, the limit
+	// doubles). Default 1.
+	Increase int
+	// Cooldown is the least time after a decrease before the limit climbs
+	// again. A climb back to the level that breached waits longer, doubling
+	// with each repeated breach there (up to 16 Cooldowns), so that a store
+	// at its budget sees rare probes instead of a sawtooth. Default 5s.
+	Cooldown time.Duration
+	// ScaleDownDelay is how long the backlog must ask for fewer loops before
+	// they are stopped (the most asked for in that time wins), so that a
+	// lull in a stream of mail does not flap loops. Default 30s.
+	ScaleDownDelay time.Duration
+}
+
+// WithDefaults fills the zero fields other than Enabled and Min.
+func (c AutoscaleConfig) WithDefaults() AutoscaleConfig {
+	if c.Max == 0 {
+		c.Max = 16
+	}
+	if c.Interval == 0 {
+		c.Interval = time.Second
+	}
+	if c.TargetDrain == 0 {
+		c.TargetDrain = time.Minute
+	}
+	if c.LatencyBudget == 0 {
+		c.LatencyBudget = 100 * time.Millisecond
+	}
+	if c.LatencyWindow == 0 {
+		c.LatencyWindow = 10 * time.Second
+	}
+	if c.Decrease == 0 {
+		c.Decrease = 0.7
+	}
+	if c.Increase == 0 {
+		c.Increase = 1
+	}
+	if c.Cooldown == 0 {
+		c.Cooldown = 5 * time.Second
+	}
+	if c.ScaleDownDelay == 0 {
+		c.ScaleDownDelay = 30 * time.Second
+	}
+	return c
+}
+
+// maxWindowIntervals bounds the per-interval summaries kept for the window
+// (each is about 800 bytes).
+const maxWindowIntervals = 1000
+
+// Validate reports the first invalid field by its config key.
+func (c AutoscaleConfig) Validate() error {
+	switch {
+	case c.Min < 0:
+		return fmt.Errorf("worker.autoscale.min: must be >= 0, got %d", c.Min)
+	case c.Max < 1 || c.Max < c.Min:
+		return fmt.Errorf("worker.autoscale.max: must be >= 1 and >= worker.autoscale.min (%d), got %d", c.Min, c.Max)
+	case c.Interval < 10*time.Millisecond:
+		return fmt.Errorf("worker.autoscale.interval: must be >= 10ms, got %s", c.Interval)
+	case c.TargetDrain < c.Interval:
+		return fmt.Errorf("worker.autoscale.target_drain: must be >= worker.autoscale.interval (%s), got %s", c.Interval, c.TargetDrain)
+	case c.LatencyBudget <= 0:
+		return fmt.Errorf("worker.autoscale.latency_budget: must be > 0, got %s", c.LatencyBudget)
+	case c.LatencyWindow < c.Interval || c.LatencyWindow > maxWindowIntervals*c.Interval:
+		return fmt.Errorf("worker.autoscale.latency_window: must be between worker.autoscale.interval and %d intervals (%s .. %s), got %s",
+			maxWindowIntervals, c.Interval, maxWindowIntervals*c.Interval, c.LatencyWindow)
+	case !(c.Decrease > 0 && c.Decrease < 1):
+		return fmt.Errorf("worker.autoscale.decrease: must be between 0 and 1 (exclusive), got %g", c.Decrease)
+	case c.Increase < 1:
+		return fmt.Errorf("worker.autoscale.increase: must be >= 1, got %d", c.Increase)
+	case c.Cooldown < 0:
+		return fmt.Errorf("worker.autoscale.cooldown: must be >= 0, got %s", c.Cooldown)
+	case c.ScaleDownDelay < 0:
+		return fmt.Errorf("worker.autoscale.scale_down_delay: must be >= 0, got %s", c.ScaleDownDelay)
+	}
+	return nil
+}
