@@ -15,8 +15,9 @@ build: ## build bin/levee
 run: build ## run Levee on its embedded defaults (SMTP 127.0.0.1:2525, HTTP 127.0.0.1:8025, data in ./levee-data)
 	./$(BIN) serve $(RUNFLAGS)
 
-test: lint ## vet and format checks, then every test with the race detector
+test: lint ## vet and format checks, then every test with the race detector (and the deploy/ manifests' checks)
 	$(GO) test -race -count=1 -timeout 20m ./...
+	cd deploy && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 10m ./...
 
 lint: vet ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -28,8 +29,11 @@ vet:
 fmt: ## format the code
 	gofmt -w $$(git ls-files '*.go')
 
-bench: ## benchmarks: publish (group commit on/off, sync on/off), store writes, end-to-end SMTP
-	$(GO) test -run '^$$' -bench . -benchtime 2s -count $(BENCH_COUNT) ./queue/ ./store/... ./cmd/levee/
+bench: ## benchmarks: SMTP accept rate (sync and group commit on/off), drain rate, reader p99 during a drain, store writes
+	$(GO) test -run '^$$' -bench 'SMTPAccept|Drain$$' -benchtime 3000x -count $(BENCH_COUNT) ./cmd/levee/
+	$(GO) test -run '^$$' -bench ReaderDuringDrain -benchtime 1x -count $(BENCH_COUNT) ./cmd/levee/
+	$(GO) test -run '^$$' -bench Deliver -benchtime 2s -count $(BENCH_COUNT) ./store/...
+	$(GO) test -run '^$$' -bench Publish -benchtime 2s -count $(BENCH_COUNT) ./queue/
 
 fuzz: ## run the SMTP session fuzzer for a minute
 	$(GO) test -run '^$$' -fuzz FuzzSession -fuzztime 60s ./ingest/
