@@ -111,9 +111,7 @@ func (c Config) WithDefaults() Config {
 	if c.LowWatermark == 0 {
 		c.LowWatermark = min(DefaultLowWatermark, c.HighWatermark*0.9)
 	}
-	if c.ParseLimits == (mail.ParseLimits{}) {
-		c.ParseLimits = mail.DefaultParseLimits
-	}
+	c.ParseLimits = c.ParseLimits.WithDefaults()
 	if c.Domains != nil {
 		ds := make([]string, len(c.Domains))
 		for i, d := range c.Domains {

@@ -18,10 +18,27 @@ type ParseLimits struct {
 	MaxParts int
 	// MaxDepth caps multipart nesting (counted as multipart Content-Types, an upper bound).
 	MaxDepth int
+	// DetectCharset makes enmime guess each text part's charset from its
+	// bytes and prefer the guess over the declared one. It costs about
+	// 3 ms of CPU per 4 KiB text part (measured: BenchmarkParse), which made
+	// parsing the bottleneck of the whole pipeline, so it is off by default
+	// and the declared charset (us-ascii when none is declared) is used.
+	DetectCharset bool
 }
 
 // DefaultParseLimits are generous for real mail and small for a hostile one.
 var DefaultParseLimits = ParseLimits{MaxParts: 1000, MaxDepth: 30}
+
+// WithDefaults fills the zero limits from DefaultParseLimits.
+func (l ParseLimits) WithDefaults() ParseLimits {
+	if l.MaxParts == 0 {
+		l.MaxParts = DefaultParseLimits.MaxParts
+	}
+	if l.MaxDepth == 0 {
+		l.MaxDepth = DefaultParseLimits.MaxDepth
+	}
+	return l
+}
 
 // Parse reads raw into its content. It never rejects messy mail: what enmime
 // tolerates becomes a warning, a message over the limits or one that makes
@@ -31,7 +48,7 @@ func Parse(raw []byte, limits ParseLimits) (p *Parsed, err error) {
 	if reason := overLimits(raw, limits); reason != "" {
 		return headersOnly(raw, reason)
 	}
-	env, perr := parseWithRecover(raw)
+	env, perr := parseWithRecover(raw, limits.DetectCharset)
 	if perr != nil {
 		return headersOnly(raw, perr.Error())
 	}
@@ -64,13 +81,22 @@ func Parse(raw []byte, limits ParseLimits) (p *Parsed, err error) {
 	return p, nil
 }
 
-func parseWithRecover(raw []byte) (env *enmime.Envelope, err error) {
+var (
+	fastParser   = enmime.NewParser(enmime.DisableCharacterDetection(true))
+	detectParser = enmime.NewParser()
+)
+
+func parseWithRecover(raw []byte, detectCharset bool) (env *enmime.Envelope, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			env, err = nil, fmt.Errorf("mime parser panicked: %v", r)
 		}
 	}()
-	env, err = enmime.ReadEnvelope(bytes.NewReader(raw))
+	p := fastParser
+	if detectCharset {
+		p = detectParser
+	}
+	env, err = p.ReadEnvelope(bytes.NewReader(raw))
 	if err != nil {
 		return nil, fmt.Errorf("mime parse: %w", err)
 	}

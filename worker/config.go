@@ -60,9 +60,7 @@ func (c Config) WithDefaults() Config {
 	if c.StoreTimeout == 0 {
 		c.StoreTimeout = 30 * time.Second
 	}
-	if c.ParseLimits == (mail.ParseLimits{}) {
-		c.ParseLimits = mail.DefaultParseLimits
-	}
+	c.ParseLimits = c.ParseLimits.WithDefaults()
 	c.Autoscale = c.Autoscale.WithDefaults()
 	return c
 }
