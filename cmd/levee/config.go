@@ -56,9 +56,6 @@ func (c *Config) finish() error {
 	if c.Store == "" {
 		c.Store = filepath.Join(c.DataDir, "levee.db")
 	}
-	if strings.HasPrefix(c.Store, "postgres://") || strings.HasPrefix(c.Store, "postgresql://") {
-		return fmt.Errorf("store: PostgreSQL is not supported by this build yet; give a SQLite file path")
-	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -145,7 +142,7 @@ func serveOptions() []option {
 		opt("data_dir", "directory for the embedded JetStream store and the SQLite database", func() (func(*Config) string, func(*Config, string) error) {
 			return str(func(c *Config) *string { return &c.DataDir })
 		}),
-		opt("store", "mailbox store: a SQLite file path (default <data_dir>/levee.db)", func() (func(*Config) string, func(*Config, string) error) {
+		opt("store", "mailbox store: a SQLite file path (default <data_dir>/levee.db) or a postgres:// URL", func() (func(*Config) string, func(*Config, string) error) {
 			return str(func(c *Config) *string { return &c.Store })
 		}),
 		opt("log_level", "log level: debug, info, warn, error", func() (func(*Config) string, func(*Config, string) error) {
@@ -244,6 +241,33 @@ func serveOptions() []option {
 		}),
 		opt("worker.batch_size", "messages fetched and stored per transaction", func() (func(*Config) string, func(*Config, string) error) {
 			return integer(func(c *Config) *int { return &c.Worker.BatchSize })
+		}),
+		opt("worker.detect_charset", "guess text parts' charsets from their bytes when storing (about 7x the parse CPU); off: trust the declared charset", func() (func(*Config) string, func(*Config, string) error) {
+			return boolean(func(c *Config) *bool { return &c.Worker.ParseLimits.DetectCharset })
+		}),
+		opt("worker.max_writes_per_second", "ceiling on messages stored per second by this process; 0: none", func() (func(*Config) string, func(*Config, string) error) {
+			return ratio(func(c *Config) *float64 { return &c.Worker.MaxWritesPerSecond })
+		}),
+		opt("worker.autoscale.enabled", "move concurrency with the backlog, capped by the store's write latency (worker.concurrency is the start)", func() (func(*Config) string, func(*Config, string) error) {
+			return boolean(func(c *Config) *bool { return &c.Worker.Autoscale.Enabled })
+		}),
+		opt("worker.autoscale.min", "fewest delivery loops the autoscaler keeps", func() (func(*Config) string, func(*Config, string) error) {
+			return integer(func(c *Config) *int { return &c.Worker.Autoscale.Min })
+		}),
+		opt("worker.autoscale.max", "most delivery loops the autoscaler runs", func() (func(*Config) string, func(*Config, string) error) {
+			return integer(func(c *Config) *int { return &c.Worker.Autoscale.Max })
+		}),
+		opt("worker.autoscale.target_drain", "drain a backlog within this time (if the store's budget allows)", func() (func(*Config) string, func(*Config, string) error) {
+			return dur(func(c *Config) *time.Duration { return &c.Worker.Autoscale.TargetDrain })
+		}),
+		opt("worker.autoscale.latency_budget", "store write p95 above which the concurrency limit drops multiplicatively", func() (func(*Config) string, func(*Config, string) error) {
+			return dur(func(c *Config) *time.Duration { return &c.Worker.Autoscale.LatencyBudget })
+		}),
+		opt("worker.autoscale.latency_window", "window of the store write p95", func() (func(*Config) string, func(*Config, string) error) {
+			return dur(func(c *Config) *time.Duration { return &c.Worker.Autoscale.LatencyWindow })
+		}),
+		opt("worker.autoscale.interval", "how often the autoscaler decides", func() (func(*Config) string, func(*Config, string) error) {
+			return dur(func(c *Config) *time.Duration { return &c.Worker.Autoscale.Interval })
 		}),
 	}
 	// The flags the README promises by their short names.

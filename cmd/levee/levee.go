@@ -14,6 +14,7 @@ import (
 	"github.com/levee-mail/levee/mail"
 	"github.com/levee-mail/levee/queue"
 	"github.com/levee-mail/levee/store"
+	"github.com/levee-mail/levee/store/postgres"
 	"github.com/levee-mail/levee/store/sqlite"
 	"github.com/levee-mail/levee/web"
 	"github.com/levee-mail/levee/worker"
@@ -61,6 +62,10 @@ type Levee struct {
 	SMTP   *ingest.Server // nil unless RoleSMTP
 	Worker *worker.Worker // nil unless RoleWorker
 	HTTP   *web.Server
+
+	// The autoscaler runs until stopAutoscale; autoscaleDone closes after.
+	stopAutoscale context.CancelFunc
+	autoscaleDone chan struct{}
 }
 
 // Start opens what the roles need and starts listening. On error, whatever
@@ -107,12 +112,17 @@ func (l *Levee) start(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	ready := map[string]web.Check{"queue": func(context.Context) error {
-		if !l.Queue.Conn().IsConnected() {
-			return errors.New("not connected to JetStream")
+	ready := map[string]web.Check{}
+	// A process that receives or drains mail is not ready without JetStream;
+	// the read API is, so that a queue outage does not take it down too.
+	if l.roles&(RoleSMTP|RoleWorker) != 0 {
+		ready["queue"] = func(context.Context) error {
+			if !l.Queue.Conn().IsConnected() {
+				return errors.New("not connected to JetStream")
+			}
+			return nil
 		}
-		return nil
-	}}
+	}
 	var reader web.MailReader
 	if l.Store != nil {
 		ready["store"] = l.Store.Ping
@@ -136,6 +146,18 @@ func (l *Levee) start(ctx context.Context) (err error) {
 	if l.Worker != nil {
 		l.Worker.Start()
 		attrs = append(attrs, "store", redactURL(cfg.Store), "workers", cfg.Worker.Concurrency)
+		// Concurrency 0 means paused: the autoscaler must not wake the loops.
+		if cfg.Worker.Autoscale.Enabled && cfg.Worker.Concurrency > 0 {
+			as, err := worker.NewAutoscaler(cfg.Worker.Autoscale, l.Worker, worker.QueueBacklog(l.Queue), nil, reg, log)
+			if err != nil {
+				return err
+			}
+			actx, cancel := context.WithCancel(context.Background())
+			l.stopAutoscale, l.autoscaleDone = cancel, make(chan struct{})
+			go func() { defer close(l.autoscaleDone); as.Run(actx) }()
+			attrs = append(attrs, "autoscale", fmt.Sprintf("%d..%d, p95 budget %s",
+				cfg.Worker.Autoscale.Min, cfg.Worker.Autoscale.Max, cfg.Worker.Autoscale.LatencyBudget))
+		}
 	}
 	log.Info("levee started", attrs...)
 	return nil
@@ -144,7 +166,14 @@ func (l *Levee) start(ctx context.Context) (err error) {
 // openStore picks the backend from the store setting: a postgres:// URL or
 // a SQLite file path.
 func openStore(ctx context.Context, cfg Config) (store.Store, error) {
+	if isPostgresURL(cfg.Store) {
+		return postgres.Open(ctx, postgres.Config{URL: cfg.Store})
+	}
 	return sqlite.Open(ctx, sqlite.Config{Path: cfg.Store})
+}
+
+func isPostgresURL(s string) bool {
+	return strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://")
 }
 
 // redactURL hides a password in a store URL for logging.
@@ -171,6 +200,11 @@ func (l *Levee) close(ctx context.Context) error {
 	var errs []error
 	if l.SMTP != nil {
 		errs = append(errs, l.SMTP.Shutdown(ctx))
+	}
+	if l.stopAutoscale != nil {
+		// Stop it first, or it would start loops the drain just stopped.
+		l.stopAutoscale()
+		<-l.autoscaleDone
 	}
 	if l.Worker != nil {
 		errs = append(errs, l.Worker.Shutdown(ctx))
