@@ -9,6 +9,7 @@ import (
 
 	"github.com/levee-mail/levee/ingest"
 	"github.com/levee-mail/levee/queue"
+	"github.com/levee-mail/levee/store/postgres"
 	"github.com/levee-mail/levee/web"
 	"github.com/levee-mail/levee/worker"
 )
@@ -55,6 +56,11 @@ func (c *Config) finish() error {
 	}
 	if c.Store == "" {
 		c.Store = filepath.Join(c.DataDir, "levee.db")
+	}
+	if postgres.IsURL(c.Store) {
+		if err := (postgres.Config{URL: c.Store}).WithDefaults().Validate(); err != nil {
+			return err
+		}
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -166,15 +166,12 @@ func (l *Levee) start(ctx context.Context) (err error) {
 // openStore picks the backend from the store setting: a postgres:// URL or
 // a SQLite file path.
 func openStore(ctx context.Context, cfg Config) (store.Store, error) {
-	if isPostgresURL(cfg.Store) {
+	if postgres.IsURL(cfg.Store) {
 		return postgres.Open(ctx, postgres.Config{URL: cfg.Store})
 	}
 	return sqlite.Open(ctx, sqlite.Config{Path: cfg.Store})
 }
 
-func isPostgresURL(s string) bool {
-	return strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://")
-}
 
 // redactURL hides a password in a store URL for logging.
 func redactURL(s string) string {

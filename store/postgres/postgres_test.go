@@ -19,34 +19,45 @@ func TestMain(m *testing.M) {
 // database would run): creating a database writes a copy of template0 to
 // the WAL, which takes a second or more on a busy machine, a schema a few
 // milliseconds.
+//
+// The two conformance runs, which take most of the time waiting on commits
+// in schemas of their own, run side by side once the other tests are done;
+// the others run one at a time, as some watch the whole database
+// (pg_stat_activity) or time their calls.
 func TestStore(t *testing.T) {
 	db := pgtest.NewDatabase(t)
 	for _, tc := range []struct {
-		name string
-		fn   func(t *testing.T, db string)
+		name     string
+		fn       func(t *testing.T, db string)
+		parallel bool
 	}{
-		{"Conformance", testConformance},
-		{"ConformanceSimpleProtocol", testConformanceSimpleProtocol},
-		{"Deliver/DuplicatesAcrossProcesses", testDuplicatesAcrossProcesses},
-		{"Deliver/StoredAtFollowsDeliveryOrder", testStoredAtFollowsDeliveryOrder},
-		{"Deliver/StoredAtAboveFloor", testStoredAtAboveFloor},
-		{"Deliver/CleanedText", testCleanedText},
-		{"Deliver/IDsThatCannotBeStored", testIDsThatCannotBeStored},
-		{"Deliver/HugeMessageIDHeader", testHugeMessageIDHeader},
-		{"Deliver/TimesOutOfRange", testTimesOutOfRange},
-		{"Deliver/CancelWhileWaitingStoresNothing", testCancelWhileWaitingStoresNothing},
-		{"Deliver/CommitIsDurable", testDeliverCommitIsDurable},
-		{"Messages/ListingUsesIndex", testListingUsesIndex},
-		{"FindByMessageID/Prefix", testFindByMessageIDPrefix},
-		{"CloseThenUse", testCloseThenUse},
-		{"Migrate/ReopenKeepsDataAndSchema", testReopenKeepsDataAndSchema},
-		{"Migrate/ConcurrentOpenOnEmptySchema", testConcurrentOpenOnEmptySchema},
-		{"Migrate/OpenRefusesNewerSchema", testOpenRefusesNewerSchema},
-		{"Migrate/OpenWithoutSchema", testOpenWithoutSchema},
-		{"Outage/ServerGoneAndBack", testServerGoneAndBack},
-		{"Outage/ServerStalls", testServerStalls},
+		{"Conformance", testConformance, true},
+		{"ConformanceSimpleProtocol", testConformanceSimpleProtocol, true},
+		{"Deliver/DuplicatesAcrossProcesses", testDuplicatesAcrossProcesses, false},
+		{"Deliver/StoredAtFollowsDeliveryOrder", testStoredAtFollowsDeliveryOrder, false},
+		{"Deliver/StoredAtAboveFloor", testStoredAtAboveFloor, false},
+		{"Deliver/CleanedText", testCleanedText, false},
+		{"Deliver/IDsThatCannotBeStored", testIDsThatCannotBeStored, false},
+		{"Deliver/HugeMessageIDHeader", testHugeMessageIDHeader, false},
+		{"Deliver/TimesOutOfRange", testTimesOutOfRange, false},
+		{"Deliver/CancelWhileWaitingStoresNothing", testCancelWhileWaitingStoresNothing, false},
+		{"Deliver/CommitIsDurable", testDeliverCommitIsDurable, false},
+		{"Messages/ListingUsesIndex", testListingUsesIndex, false},
+		{"FindByMessageID/Prefix", testFindByMessageIDPrefix, false},
+		{"CloseThenUse", testCloseThenUse, false},
+		{"Migrate/ReopenKeepsDataAndSchema", testReopenKeepsDataAndSchema, false},
+		{"Migrate/ConcurrentOpenOnEmptySchema", testConcurrentOpenOnEmptySchema, false},
+		{"Migrate/OpenRefusesNewerSchema", testOpenRefusesNewerSchema, false},
+		{"Migrate/OpenWithoutSchema", testOpenWithoutSchema, false},
+		{"Outage/ServerGoneAndBack", testServerGoneAndBack, false},
+		{"Outage/ServerStalls", testServerStalls, false},
 	} {
-		t.Run(tc.name, func(t *testing.T) { tc.fn(t, db) })
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.parallel {
+				t.Parallel()
+			}
+			tc.fn(t, db)
+		})
 	}
 }
 
