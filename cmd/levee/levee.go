@@ -172,7 +172,6 @@ func openStore(ctx context.Context, cfg Config) (store.Store, error) {
 	return sqlite.Open(ctx, sqlite.Config{Path: cfg.Store})
 }
 
-
 // redactURL hides a password in a store URL for logging.
 func redactURL(s string) string {
 	if i := strings.Index(s, "://"); i >= 0 {
