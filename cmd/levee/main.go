@@ -20,6 +20,7 @@ Usage:
   levee smtpd [flags]    run only the SMTP receiver, against an external JetStream (--nats-url)
   levee worker [flags]   run only the workers, draining an external JetStream into the store
   levee web [flags]      run only the mailbox API, reading the store
+  levee loadtest [flags] replay a traffic shape at an SMTP server and audit delivery (see docs/loadtesting.md)
   levee help             show this help and every flag
 
 Every command takes the same flags (one configuration for every role); run
@@ -45,6 +46,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return serve(RoleWorker, args[1:], environ, stderr)
 	case "web":
 		return serve(RoleWeb, args[1:], environ, stderr)
+	case "loadtest":
+		return loadtestCmd(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		fmt.Fprintln(stdout, "\nFlags (each also a LEVEE_* environment variable and a YAML key):")

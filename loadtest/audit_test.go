@@ -1,0 +1,206 @@
+package loadtest
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The audit finds what the server lost and what it stored twice: the fake
+// API "loses" message 3 and stores message 5 three times.
+func TestAuditFindsLostAndDuplicated(t *testing.T) {
+	sink := startSink(t, nil)
+	api := startAPI(t, sink)
+	api.copies = func(mid string, stored int) int {
+		switch {
+		case strings.HasPrefix(mid, "3."):
+			return 0
+		case strings.HasPrefix(mid, "5."):
+			return 3 * stored
+		}
+		return stored
+	}
+	cfg := quickConfig(t, sink.addr, mustConstant(t, 100, 200*time.Millisecond))
+	cfg.API = api.URL
+	cfg.Audit.Timeout = 500 * time.Millisecond
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := res.Audit
+	if a.Accepted != 20 || a.Stored != 19 || a.Lost != 1 || a.Duplicated != 1 || a.ExtraCopies != 2 || a.Complete {
+		t.Fatalf("audit = %+v", a)
+	}
+	if len(a.LostSample) != 1 || a.LostSample[0] != "3.test@loadtest.levee" ||
+		len(a.DuplicatedSample) != 1 || a.DuplicatedSample[0] != "5.test@loadtest.levee" {
+		t.Fatalf("samples: lost %v, duplicated %v", a.LostSample, a.DuplicatedSample)
+	}
+	th := NoThresholds
+	th.MaxLost, th.MaxDuplicates = 0, 0
+	if th.Check(res) || len(res.Checks) != 2 || res.Checks[0].OK || res.Checks[1].OK {
+		t.Fatalf("thresholds passed: %+v", res.Checks)
+	}
+	th.MaxLost, th.MaxDuplicates = 1, 1
+	if !th.Check(res) {
+		t.Fatalf("--max-lost 1 --max-duplicates 1 failed: %+v", res.Checks)
+	}
+}
+
+// Late messages: stored more than --late-after after their 250. The fake
+// API reports each copy as stored when the sink took it, so a zero-ish
+// bound makes every message late.
+func TestAuditLateAndStoredDespiteRefusal(t *testing.T) {
+	sink := startSink(t, func(s *sinkServer) {
+		s.data = func(mid string, attempt int) error {
+			if strings.HasPrefix(mid, "0.") {
+				return replyError(554, "5.0.0 refused after all")
+			}
+			return nil
+		}
+	})
+	api := startAPI(t, sink)
+	// Message 0 was refused, yet the API says it is stored.
+	api.copies = func(mid string, stored int) int {
+		if strings.HasPrefix(mid, "0.") {
+			sink.storedAt[mid] = time.Now()
+			return 1
+		}
+		return stored
+	}
+	cfg := quickConfig(t, sink.addr, mustConstant(t, 100, 100*time.Millisecond))
+	cfg.API = api.URL
+	cfg.Audit.LateAfter = time.Nanosecond
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := res.Audit
+	if a.Accepted != 9 || a.Lost != 0 || a.StoredDespiteRefusal != 1 {
+		t.Fatalf("audit = %+v", a)
+	}
+	// The sink records storedAt before the client reads the 250, so
+	// latencies are around zero: the bound of 1ns sees some as late,
+	// never more than were stored.
+	if a.Late > a.Stored {
+		t.Fatalf("late %d of %d stored", a.Late, a.Stored)
+	}
+}
+
+func TestThresholdsWithoutMeasurementsFail(t *testing.T) {
+	res := &Result{}
+	th := Thresholds{MaxLost: 0, MaxDuplicates: -1, MaxFailed: -1, MaxLate: -1, MaxReaderP99: time.Second}
+	if th.Check(res) {
+		t.Fatal("thresholds on an unmeasured run passed")
+	}
+	for _, c := range res.Checks {
+		if c.OK || c.Value != "not measured" {
+			t.Errorf("check %+v", c)
+		}
+	}
+	if !NoThresholds.Check(res) || len(res.Checks) != 0 {
+		t.Error("no thresholds should pass with no checks")
+	}
+}
+
+func TestReportAndJSON(t *testing.T) {
+	sink := startSink(t, nil)
+	api := startAPI(t, sink)
+	sched, err := Burst(BurstSpec{Baseline: 40, Surge: 120, SurgeFor: 400 * time.Millisecond}, ArrivalOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := quickConfig(t, sink.addr, sched)
+	cfg.API = api.URL
+	cfg.Readers = 1
+	cfg.ReaderThink = 20 * time.Millisecond
+	cfg.Interval = 100 * time.Millisecond
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	th := NoThresholds
+	th.MaxLost, th.MaxReaderP99 = 0, time.Minute
+	if !th.Check(res) {
+		t.Fatalf("checks = %+v", res.Checks)
+	}
+	dir := t.TempDir()
+	jsonPath, htmlPath := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.html")
+	if err := res.WriteJSON(jsonPath); err != nil {
+		t.Fatal(err)
+	}
+	if err := res.WriteReport(htmlPath); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Result
+	if err := json.Unmarshal(raw, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.Counts != res.Counts || back.Audit.Stored != res.Audit.Stored || len(back.Series.Offered) == 0 ||
+		len(back.Phases) != 4 || back.Phases[1].Name != PhaseDuring || back.Phases[1].Start != 400*time.Millisecond || !back.Pass {
+		t.Fatalf("JSON round trip: counts %+v, phases %+v, pass %v", back.Counts, back.Phases, back.Pass)
+	}
+	html, err := os.ReadFile(htmlPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := string(html)
+	if n := strings.Count(h, "<svg"); n < 6 {
+		t.Errorf("report has %d plots, want 6 or more (load, backlog, queue, workers, sender latency, readers, end-to-end)", n)
+	}
+	for _, want := range []string{"PASS", "Reader probe by phase", "End-to-end latency", "Queue depth", "Worker concurrency", res.RunID} {
+		if !strings.Contains(h, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	// Opens offline: nothing is fetched.
+	for _, bad := range []string{"<script", "<link", "src=", "@import", "url("} {
+		if strings.Contains(h, bad) {
+			t.Errorf("report contains %q: it must not fetch anything", bad)
+		}
+	}
+	var sum strings.Builder
+	if err := res.WriteSummary(&sum); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Did it keep up?", "What did senders see?", "Was anything lost or stored twice?", "lost", "PASS"} {
+		if !strings.Contains(sum.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, sum.String())
+		}
+	}
+}
+
+// An API without the look-up endpoint (not Levee, or an older one) stops
+// the audit at once instead of polling until the deadline, and the gate
+// fails.
+func TestAuditAgainstAPIWithoutLookup(t *testing.T) {
+	sink := startSink(t, nil)
+	api := startAPI(t, sink)
+	cfg := quickConfig(t, sink.addr, mustConstant(t, 50, 100*time.Millisecond))
+	cfg.API = api.URL + "/not-levee"
+	cfg.Audit.Timeout = time.Minute
+	start := time.Now()
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if time.Since(start) > 20*time.Second {
+		t.Fatalf("the audit kept polling an API that cannot answer (%s)", time.Since(start))
+	}
+	a := res.Audit
+	if a.Complete || a.Error == "" || a.Lost != a.Accepted {
+		t.Fatalf("audit = %+v", a)
+	}
+	th := NoThresholds
+	th.MaxLost = 0
+	if th.Check(res) {
+		t.Fatal("--max-lost 0 passed without an audit")
+	}
+}

@@ -1,0 +1,268 @@
+package loadtest
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// sinkServer is a real go-smtp server over TCP whose behaviour a test
+// scripts: it records every message it accepts and can refuse or delay
+// them. It stands in for "any SMTP server"; the tests against Levee itself
+// are in cmd/levee.
+type sinkServer struct {
+	t    *testing.T
+	addr string
+	srv  *smtp.Server
+
+	// data decides the reply to DATA for a message's n-th attempt (1-based);
+	// nil accepts everything.
+	data func(mid string, attempt int) error
+	// mail decides the reply to MAIL FROM (nil: accept).
+	mail func() error
+	// delay is slept in DATA: a deliberately slow server.
+	delay time.Duration
+
+	mu        sync.Mutex
+	attempts  map[string]int       // Message-ID -> DATA attempts
+	stored    map[string]int       // Message-ID -> times accepted
+	storedAt  map[string]time.Time // first acceptance
+	rcpts     map[string][]string
+	sessions  int
+	resets    int
+	bodies    map[string][]byte
+	overTLS   int // messages received over TLS
+	closeOnce sync.Once
+	// tls, when set, makes the server offer STARTTLS.
+	tls *tls.Config
+}
+
+func startSink(t *testing.T, configure func(*sinkServer)) *sinkServer {
+	t.Helper()
+	s := &sinkServer{t: t, attempts: map[string]int{}, stored: map[string]int{}, storedAt: map[string]time.Time{},
+		rcpts: map[string][]string{}, bodies: map[string][]byte{}}
+	if configure != nil {
+		configure(s)
+	}
+	s.srv = smtp.NewServer(s)
+	s.srv.Domain = "sink.test"
+	s.srv.MaxRecipients = 100
+	s.srv.MaxMessageBytes = 32 << 20
+	s.srv.AllowInsecureAuth = true
+	s.srv.TLSConfig = s.tls
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.addr = ln.Addr().String()
+	go func() { _ = s.srv.Serve(ln) }()
+	t.Cleanup(s.close)
+	return s
+}
+
+func (s *sinkServer) close() { s.closeOnce.Do(func() { _ = s.srv.Close() }) }
+
+func (s *sinkServer) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	s.mu.Lock()
+	s.sessions++
+	s.mu.Unlock()
+	return &sinkSession{s: s, conn: c}, nil
+}
+
+type sinkSession struct {
+	s     *sinkServer
+	conn  *smtp.Conn
+	rcpts []string
+}
+
+func (ss *sinkSession) Reset() {
+	ss.rcpts = nil
+	ss.s.mu.Lock()
+	ss.s.resets++
+	ss.s.mu.Unlock()
+}
+func (ss *sinkSession) Logout() error { return nil }
+func (ss *sinkSession) Mail(string, *smtp.MailOptions) error {
+	if ss.s.mail != nil {
+		return ss.s.mail()
+	}
+	return nil
+}
+func (ss *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if strings.HasSuffix(to, "@refused.test") {
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "not here"}
+	}
+	ss.rcpts = append(ss.rcpts, to)
+	return nil
+}
+
+func (ss *sinkSession) Data(r io.Reader) error {
+	body, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	if ss.s.delay > 0 {
+		time.Sleep(ss.s.delay)
+	}
+	mid := headerValue(body, "Message-ID")
+	ss.s.mu.Lock()
+	ss.s.attempts[mid]++
+	n := ss.s.attempts[mid]
+	ss.s.mu.Unlock()
+	if ss.s.data != nil {
+		if err := ss.s.data(mid, n); err != nil {
+			return err
+		}
+	}
+	ss.s.mu.Lock()
+	defer ss.s.mu.Unlock()
+	if _, ok := ss.conn.TLSConnectionState(); ok {
+		ss.s.overTLS++
+	}
+	if ss.s.stored[mid] == 0 {
+		ss.s.storedAt[mid] = time.Now()
+		ss.s.bodies[mid] = body
+	}
+	ss.s.stored[mid]++
+	ss.s.rcpts[mid] = append([]string(nil), ss.rcpts...)
+	return nil
+}
+
+// headerValue finds a header field in a raw message, without <>.
+func headerValue(raw []byte, name string) string {
+	for _, line := range bytes.Split(raw, []byte("\r\n")) {
+		if len(line) == 0 {
+			break
+		}
+		k, v, ok := bytes.Cut(line, []byte(":"))
+		if ok && strings.EqualFold(string(k), name) {
+			return strings.Trim(strings.TrimSpace(string(v)), "<>")
+		}
+	}
+	return ""
+}
+
+func (s *sinkServer) storedCount() (msgs, copies int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range s.stored {
+		msgs++
+		copies += n
+	}
+	return msgs, copies
+}
+
+// fakeAPI serves the parts of Levee's HTTP API that the load tester reads,
+// backed by what the sink accepted. Each test decides what it "loses" or
+// "duplicates" — the real API cannot be made to lose mail on demand; the
+// load tester against the real Levee is tested in cmd/levee.
+type fakeAPI struct {
+	*httptest.Server
+	sink *sinkServer
+	// copies overrides how many stored copies the look-up reports.
+	copies  func(mid string, stored int) int
+	mu      sync.Mutex
+	lookups int
+	reads   int
+}
+
+func startAPI(t *testing.T, sink *sinkServer) *fakeAPI {
+	a := &fakeAPI{sink: sink}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/v1/messages/lookup", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			MessageIDs []string `json:"message_ids"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || len(req.MessageIDs) > MaxLookup {
+			http.Error(w, `{"error":"bad request"}`, http.StatusBadRequest)
+			return
+		}
+		a.mu.Lock()
+		a.lookups++
+		a.mu.Unlock()
+		found := map[string][]storedSummary{}
+		sink.mu.Lock()
+		for _, mid := range req.MessageIDs {
+			n := sink.stored[mid]
+			if a.copies != nil {
+				n = a.copies(mid, n)
+			}
+			for i := range n {
+				at := sink.storedAt[mid].Add(time.Duration(i) * time.Millisecond)
+				found[mid] = append(found[mid], storedSummary{ID: fmt.Sprintf("%s-%d", mid, i), MessageID: mid, ReceivedAt: at.Add(-time.Millisecond), StoredAt: at})
+			}
+		}
+		sink.mu.Unlock()
+		_ = json.NewEncoder(w).Encode(map[string]any{"found": found})
+	})
+	mux.HandleFunc("GET /api/v1/queue", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, `{"messages": 7, "bytes": 7000, "fill": {"max": 0.07}, "consumer": {"num_pending": 5, "num_ack_pending": 2}}`)
+	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "# HELP levee_worker_concurrency x\n# TYPE levee_worker_concurrency gauge\nlevee_worker_concurrency 3\nlevee_smtp_active_sessions{x=\"y\"} 2\n")
+	})
+	mux.HandleFunc("GET /api/v1/mailboxes", func(w http.ResponseWriter, r *http.Request) {
+		a.read()
+		fmt.Fprint(w, `{"mailboxes": []}`)
+	})
+	mux.HandleFunc("GET /api/v1/mailboxes/{address}/messages", func(w http.ResponseWriter, r *http.Request) {
+		a.read()
+		fmt.Fprint(w, `{"messages": [{"id": "m1"}]}`)
+	})
+	mux.HandleFunc("GET /api/v1/messages/{id}", func(w http.ResponseWriter, r *http.Request) {
+		a.read()
+		fmt.Fprint(w, `{"id": "m1"}`)
+	})
+	a.Server = httptest.NewServer(mux)
+	t.Cleanup(a.Close)
+	return a
+}
+
+func (a *fakeAPI) read() {
+	a.mu.Lock()
+	a.reads++
+	a.mu.Unlock()
+}
+
+// quickConfig is a run that finishes in about a second.
+func quickConfig(t *testing.T, target string, sched Schedule) Config {
+	t.Helper()
+	return Config{
+		Target:         target,
+		Schedule:       sched,
+		To:             "rcpt{n}@example.test",
+		Mailboxes:      5,
+		Connections:    4,
+		Retry:          RetryPolicy{Initial: 20 * time.Millisecond, Max: 100 * time.Millisecond, GiveUpAfter: 10 * time.Second},
+		Audit:          AuditConfig{Timeout: 10 * time.Second, Poll: 20 * time.Millisecond, Settle: 20 * time.Millisecond},
+		Interval:       250 * time.Millisecond,
+		DrainTimeout:   10 * time.Second,
+		CommandTimeout: 10 * time.Second,
+		RunID:          "test",
+	}
+}
+
+func mustConstant(t *testing.T, rate float64, d time.Duration) Schedule {
+	t.Helper()
+	s, err := Constant(rate, d, ArrivalOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
