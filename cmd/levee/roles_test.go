@@ -214,9 +214,9 @@ func TestSIGTERMWorkerMidDrainOtherFinishesExactlyOnce(t *testing.T) {
 // keeps arriving over SMTP.
 func TestPostgresOutageDuringDrain(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
-	proxy := newCutProxy(t, "127.0.0.1:5432")
+	proxy := pgtest.NewProxy(t, "127.0.0.1:5432")
 	cfg := testConfig(t)
-	cfg.Store = strings.Replace(dsn, "127.0.0.1:5432", proxy.addr, 1)
+	cfg.Store = strings.Replace(dsn, "127.0.0.1:5432", proxy.Addr(), 1)
 	if cfg.Store == dsn {
 		t.Fatalf("test database URL %q does not name 127.0.0.1:5432", dsn)
 	}

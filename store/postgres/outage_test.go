@@ -14,14 +14,14 @@ import (
 )
 
 // viaProxy returns a URL to the database at dbURL that goes through a proxy.
-func viaProxy(t *testing.T, dbURL string) (*proxy, string) {
+func viaProxy(t *testing.T, dbURL string) (*pgtest.Proxy, string) {
 	t.Helper()
 	u, err := url.Parse(dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := newProxy(t, u.Host)
-	u.Host = p.addr
+	p := pgtest.NewProxy(t, u.Host)
+	u.Host = p.Addr()
 	return p, u.String()
 }
 
@@ -61,10 +61,10 @@ func TestOpenUnreachable(t *testing.T) {
 // A host that accepts connections but never answers fails Open within the
 // connect timeout, even when the caller's context has no deadline.
 func TestOpenBlackHole(t *testing.T) {
-	p := newProxy(t, "127.0.0.1:1")
+	p := pgtest.NewProxy(t, "127.0.0.1:1")
 	p.Stall()
 	start := time.Now()
-	s, err := Open(context.Background(), Config{URL: "postgres://levee@" + p.addr + "/levee?sslmode=disable", ConnectTimeout: 300 * time.Millisecond})
+	s, err := Open(context.Background(), Config{URL: "postgres://levee@" + p.Addr() + "/levee?sslmode=disable", ConnectTimeout: 300 * time.Millisecond})
 	if err == nil {
 		s.Close()
 		t.Fatal("Open of a black hole succeeded")

@@ -1,4 +1,4 @@
-package postgres
+package pgtest
 
 import (
 	"io"
@@ -7,13 +7,13 @@ import (
 	"testing"
 )
 
-// proxy forwards TCP connections to the test server and can fail the ways a
+// Proxy forwards TCP connections to a test server and can fail the ways a
 // database host does: Cut closes the listener and every connection (host
 // gone: calls fail at once), Stall keeps connections open but forwards
 // nothing more (a network black hole: calls wait), Restore goes back to
 // forwarding on the same address. It lets tests take PostgreSQL away from
-// one store without touching the shared server.
-type proxy struct {
+// one store (or one Levee process) without touching the shared server.
+type Proxy struct {
 	t       testing.TB
 	addr    string
 	backend string
@@ -25,9 +25,11 @@ type proxy struct {
 	wg      sync.WaitGroup
 }
 
-func newProxy(t testing.TB, backend string) *proxy {
+// NewProxy listens on a free loopback port and forwards to backend (host:port)
+// until the test ends.
+func NewProxy(t testing.TB, backend string) *Proxy {
 	t.Helper()
-	p := &proxy{t: t, backend: backend, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{t: t, backend: backend, conns: map[net.Conn]struct{}{}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +40,10 @@ func newProxy(t testing.TB, backend string) *proxy {
 	return p
 }
 
-func (p *proxy) serve(ln net.Listener) {
+// Addr is the proxy's host:port, to put in a URL instead of the backend's.
+func (p *Proxy) Addr() string { return p.addr }
+
+func (p *Proxy) serve(ln net.Listener) {
 	p.mu.Lock()
 	p.ln = ln
 	p.mu.Unlock()
@@ -71,7 +76,7 @@ func (p *proxy) serve(ln net.Listener) {
 	})
 }
 
-func (p *proxy) track(conns ...net.Conn) bool {
+func (p *Proxy) track(conns ...net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.ln == nil { // cut meanwhile
@@ -92,7 +97,7 @@ func (p *proxy) track(conns ...net.Conn) bool {
 
 // pipe copies src to dst until either closes; once stalled it reads and
 // drops what src sends, so that writers do not block but get no answer.
-func (p *proxy) pipe(dst, src net.Conn) {
+func (p *Proxy) pipe(dst, src net.Conn) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
@@ -114,13 +119,13 @@ func (p *proxy) pipe(dst, src net.Conn) {
 	dst.Close()
 }
 
-func (p *proxy) swallow(c net.Conn) {
+func (p *Proxy) swallow(c net.Conn) {
 	_, _ = io.Copy(io.Discard, c)
 	c.Close()
 }
 
 // Cut closes the listener and every connection.
-func (p *proxy) Cut() {
+func (p *Proxy) Cut() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.ln != nil {
@@ -134,14 +139,14 @@ func (p *proxy) Cut() {
 }
 
 // Stall stops forwarding on open and new connections alike.
-func (p *proxy) Stall() {
+func (p *Proxy) Stall() {
 	p.mu.Lock()
 	p.stalled = true
 	p.mu.Unlock()
 }
 
 // Restore forwards again, listening on the same address after a Cut.
-func (p *proxy) Restore() {
+func (p *Proxy) Restore() {
 	p.mu.Lock()
 	p.stalled = false
 	listening := p.ln != nil
