@@ -72,12 +72,16 @@ type Config struct {
 
 	// Stream limits. At any of them the stream refuses new mail (DiscardNew)
 	// and senders get a 4xx, instead of old mail being dropped silently.
-	MaxMsgs         int64
-	MaxBytes        int64
-	MaxAge          time.Duration
-	MaxMsgSize      int32
-	DuplicateWindow time.Duration
-	Replicas        int
+	MaxMsgs  int64
+	MaxBytes int64
+	// PerDomainMaxMsgs caps the queued messages of one recipient domain
+	// (one subject), so that one tenant's flood defers only its own mail
+	// (discard-new per subject); 0 means no per-domain cap.
+	PerDomainMaxMsgs int64
+	MaxAge           time.Duration
+	MaxMsgSize       int32
+	DuplicateWindow  time.Duration
+	Replicas         int
 
 	// Durable is the workers' pull consumer.
 	Durable string
@@ -199,6 +203,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("queue.subject_prefix: %q is not a valid subject prefix (tokens of letters, digits, '-', '_')", c.SubjectPrefix)
 	case c.MaxMsgs < 1:
 		return fmt.Errorf("queue.max_msgs: must be > 0, got %d", c.MaxMsgs)
+	case c.PerDomainMaxMsgs < 0:
+		return fmt.Errorf("queue.per_domain_max_msgs: must be >= 0 (0: no per-domain cap), got %d", c.PerDomainMaxMsgs)
 	case c.MaxBytes < 1:
 		return fmt.Errorf("queue.max_bytes: must be > 0, got %d", c.MaxBytes)
 	case c.MaxAge <= 0:

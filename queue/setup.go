@@ -18,22 +18,32 @@ import (
 // AllowAtomicPublish enables group commit.
 func (c Config) streamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name:               c.Stream,
-		Description:        "Levee inbound mail, published after SMTP DATA and drained by the workers",
-		Subjects:           []string{c.SubjectPrefix + ".>"},
-		Retention:          jetstream.WorkQueuePolicy,
-		Storage:            jetstream.FileStorage,
-		Discard:            jetstream.DiscardNew,
-		MaxMsgs:            c.MaxMsgs,
-		MaxBytes:           c.MaxBytes,
-		MaxAge:             c.MaxAge,
-		MaxMsgSize:         c.MaxMsgSize,
-		MaxMsgsPerSubject:  -1,
-		MaxConsumers:       -1,
-		Duplicates:         c.DuplicateWindow,
-		Replicas:           c.Replicas,
-		AllowAtomicPublish: true,
+		Name:                 c.Stream,
+		Description:          "Levee inbound mail, published after SMTP DATA and drained by the workers",
+		Subjects:             []string{c.SubjectPrefix + ".>"},
+		Retention:            jetstream.WorkQueuePolicy,
+		Storage:              jetstream.FileStorage,
+		Discard:              jetstream.DiscardNew,
+		MaxMsgs:              c.MaxMsgs,
+		MaxBytes:             c.MaxBytes,
+		MaxAge:               c.MaxAge,
+		MaxMsgSize:           c.MaxMsgSize,
+		MaxMsgsPerSubject:    c.perSubjectLimit(),
+		DiscardNewPerSubject: c.PerDomainMaxMsgs > 0,
+		MaxConsumers:         -1,
+		Duplicates:           c.DuplicateWindow,
+		Replicas:             c.Replicas,
+		AllowAtomicPublish:   true,
 	}
+}
+
+// perSubjectLimit is the per-domain cap in JetStream's terms: each recipient
+// domain is one subject, and -1 means unlimited.
+func (c Config) perSubjectLimit() int64 {
+	if c.PerDomainMaxMsgs > 0 {
+		return c.PerDomainMaxMsgs
+	}
+	return -1
 }
 
 // deadStreamConfig keeps dead-lettered mail for an operator to inspect or

@@ -217,6 +217,9 @@ func serveOptions() []option {
 		opt("queue.max_bytes", "stream limit: queued bytes (then 452 4.3.1)", func() (func(*Config) string, func(*Config, string) error) {
 			return size(func(c *Config) *int64 { return &c.Queue.MaxBytes })
 		}),
+		opt("queue.per_domain_max_msgs", "queued messages per recipient domain (of the first recipient), so one tenant's flood defers only its own mail; 0: no cap", func() (func(*Config) string, func(*Config, string) error) {
+			return integer(func(c *Config) *int64 { return &c.Queue.PerDomainMaxMsgs })
+		}),
 		opt("queue.max_age", "stream limit: age after which an undelivered message expires", func() (func(*Config) string, func(*Config, string) error) {
 			return dur(func(c *Config) *time.Duration { return &c.Queue.MaxAge })
 		}),

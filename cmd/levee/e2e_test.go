@@ -316,3 +316,31 @@ func TestMalformedFixturesThroughPipeline(t *testing.T) {
 		t.Fatalf("%d of %d fixtures stored with their raw bytes intact", matched, len(sent))
 	}
 }
+
+// TestOneDomainsFloodDefersOnlyThatDomain: with a per-domain cap, the
+// flooding domain's senders get 452 4.3.1 while another domain's mail is
+// still accepted and stored.
+func TestOneDomainsFloodDefersOnlyThatDomain(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Queue.PerDomainMaxMsgs = 3
+	cfg.Worker.Concurrency = 0
+	l := startLevee(t, cfg)
+	for i := range 6 {
+		err := send(l.smtpAddr, "s@client.test", []string{"rcpt@example.test"}, testMessage(i, 300))
+		switch code := replyCode(err); {
+		case i < 3 && err != nil:
+			t.Fatalf("flood message %d: %s, want 250 (under the cap)", i, code)
+		case i >= 3 && code != "452 4.3.1":
+			t.Fatalf("flood message %d: %q, want 452 4.3.1", i, code)
+		}
+	}
+	for i := range 3 {
+		if err := send(l.smtpAddr, "s@client.test", []string{"user@other.test"}, testMessage(100+i, 300)); err != nil {
+			t.Fatalf("other.test message %d: %s, want 250 while example.test floods", i, replyCode(err))
+		}
+	}
+	l.Worker.SetConcurrency(2)
+	waitFor(t, 30*time.Second, "both domains stored", func() bool {
+		return len(l.mailbox("rcpt@example.test")) == 3 && len(l.mailbox("user@other.test")) == 3
+	})
+}
