@@ -15,8 +15,8 @@ func TestMigrationsAreNumberedInOrder(t *testing.T) {
 		t.Fatal("no embedded migrations")
 	}
 	for i, m := range all {
-		if m.version != i+1 || strings.TrimSpace(m.sql) == "" {
-			t.Errorf("migration %d: %s version %d, %d bytes", i, m.name, m.version, len(m.sql))
+		if m.Version != i+1 || strings.TrimSpace(m.SQL) == "" {
+			t.Errorf("migration %d: %s version %d, %d bytes", i, m.Name, m.Version, len(m.SQL))
 		}
 	}
 }
