@@ -66,15 +66,7 @@ func parseLimit(v string) (int, error) {
 
 func (s *Server) getMessage(w http.ResponseWriter, r *http.Request) {
 	m, err := s.reader.Message(r.Context(), r.PathValue("id"))
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		s.writeError(w, r, http.StatusNotFound, "message not found")
-		return
-	case errors.Is(err, store.ErrInvalid):
-		s.writeError(w, r, http.StatusBadRequest, "invalid message id")
-		return
-	case err != nil:
-		s.internalError(w, r, "get message", err)
+	if s.messageFailed(w, r, "get message", err) {
 		return
 	}
 	// Raw and attachment contents are tagged json:"-": the JSON carries
@@ -82,17 +74,25 @@ func (s *Server) getMessage(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, r, http.StatusOK, m)
 }
 
-func (s *Server) getRaw(w http.ResponseWriter, r *http.Request) {
-	raw, err := s.reader.Raw(r.Context(), r.PathValue("id"))
+// messageFailed answers a failed look-up of one message by id (404, 400 or
+// 500) and reports whether it did.
+func (s *Server) messageFailed(w http.ResponseWriter, r *http.Request, op string, err error) bool {
 	switch {
+	case err == nil:
+		return false
 	case errors.Is(err, store.ErrNotFound):
 		s.writeError(w, r, http.StatusNotFound, "message not found")
-		return
 	case errors.Is(err, store.ErrInvalid):
 		s.writeError(w, r, http.StatusBadRequest, "invalid message id")
-		return
-	case err != nil:
-		s.internalError(w, r, "get raw message", err)
+	default:
+		s.internalError(w, r, op, err)
+	}
+	return true
+}
+
+func (s *Server) getRaw(w http.ResponseWriter, r *http.Request) {
+	raw, err := s.reader.Raw(r.Context(), r.PathValue("id"))
+	if s.messageFailed(w, r, "get raw message", err) {
 		return
 	}
 	h := w.Header()
