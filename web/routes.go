@@ -2,7 +2,6 @@ package web
 
 import (
 	"log/slog"
-	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -11,7 +10,7 @@ import (
 // routes is the whole URL space. GET patterns also answer HEAD; any other
 // method on a known path gets 405 with an Allow header.
 func (s *Server) routes(gatherer prometheus.Gatherer) {
-	s.handle("GET /{$}", s.index)
+	s.uiRoutes()
 	if s.reader != nil {
 		s.handle("GET /api/v1/mailboxes", s.listMailboxes)
 		s.handle("GET /api/v1/mailboxes/{address}/messages", s.listMessages)
@@ -29,13 +28,4 @@ func (s *Server) routes(gatherer prometheus.Gatherer) {
 		ErrorHandling: promhttp.ContinueOnError,
 	})
 	s.handle("GET /metrics", metrics.ServeHTTP)
-}
-
-// index is a placeholder until the dashboard exists: it tells a person (or a
-// script) what this server answers.
-func (s *Server) index(w http.ResponseWriter, r *http.Request) {
-	s.writeJSON(w, r, http.StatusOK, struct {
-		Service   string   `json:"service"`
-		Endpoints []string `json:"endpoints"`
-	}{"levee", s.patterns})
 }
