@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"fmt"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -30,6 +31,11 @@ type metrics struct {
 	dataSeconds prometheus.Histogram
 	watermark   prometheus.Gauge
 	parse       *prometheus.CounterVec
+
+	// The same outcomes as plain counters, for Stats (the ops API sums
+	// them over processes without scraping).
+	accepted, deferred, rejected atomic.Uint64
+	sessionsOpen                 atomic.Int64
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -82,4 +88,25 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 
 func (m *metrics) outcome(result string, r reply) {
 	m.messages.WithLabelValues(result, r.codeLabel()).Inc()
+	switch result {
+	case resultAccepted, resultDuplicate:
+		m.accepted.Add(1)
+	case resultDeferred:
+		m.deferred.Add(1)
+	case resultRejected:
+		m.rejected.Add(1)
+	}
+}
+
+// Stats are a receiver's transaction outcomes since it started (accepted
+// includes duplicates: both were answered 250) and its open sessions.
+type Stats struct {
+	Accepted, Deferred, Rejected uint64
+	Sessions                     int64
+}
+
+// Stats returns the outcomes so far; cheap and safe to call at any time.
+func (s *Server) Stats() Stats {
+	m := s.metrics
+	return Stats{Accepted: m.accepted.Load(), Deferred: m.deferred.Load(), Rejected: m.rejected.Load(), Sessions: m.sessionsOpen.Load()}
 }

@@ -81,7 +81,7 @@ func New(cfg Config, pub Publisher, fill FillGauge, reg prometheus.Registerer, l
 	for _, d := range cfg.Domains {
 		s.domains[d] = struct{}{}
 	}
-	s.conns = newConnRegistry(cfg.MaxConnections, cfg.MaxConnectionsPerIP, func(n int) { m.active.Set(float64(n)) })
+	s.conns = newConnRegistry(cfg.MaxConnections, cfg.MaxConnectionsPerIP, func(n int) { m.active.Set(float64(n)); m.sessionsOpen.Store(int64(n)) })
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
 	ss := smtp.NewServer(backend{s})

@@ -28,6 +28,7 @@ type Queue struct {
 	srv     *Server // nil with an external URL
 	nc      *nats.Conn
 	js      jetstream.JetStream
+	admin   *Admin
 	metrics *metrics
 	// batching: publishes are grouped into atomic batches. Off with
 	// MaxBatch 1, on the embedded server without SyncAlways (see Open),
@@ -140,6 +141,7 @@ func Open(ctx context.Context, cfg Config, reg prometheus.Registerer, log *slog.
 		return nil, fmt.Errorf("queue: jetstream: %w", err)
 	}
 	q.js = js
+	q.admin = &Admin{cfg: cfg, nc: q.nc, js: js, embedded: q.srv != nil, log: log}
 	if err := q.ensure(ctx); err != nil {
 		return nil, err
 	}

@@ -2,7 +2,6 @@ package queue
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -11,9 +10,14 @@ import (
 // Status is the queue's state for operators (web /api/v1/queue, `levee queue
 // status`). Durations are nanoseconds in JSON, as in the JetStream API.
 type Status struct {
-	Stream   string       `json:"stream"`
-	Messages uint64       `json:"messages"`
-	Bytes    uint64       `json:"bytes"`
+	Stream   string `json:"stream"`
+	Messages uint64 `json:"messages"`
+	Bytes    uint64 `json:"bytes"`
+	// FirstSeq and LastSeq are the stream's sequence range: LastSeq counts
+	// every message ever accepted, and LastSeq-Messages those removed
+	// (stored, or dead-lettered), which is what Rates differentiates.
+	FirstSeq uint64       `json:"first_seq"`
+	LastSeq  uint64       `json:"last_seq"`
 	Limits   StreamLimits `json:"limits"`
 	Fill     Fill         `json:"fill"`
 	Consumer ConsumerStat `json:"consumer"`
@@ -22,6 +26,15 @@ type Status struct {
 	OldestMessageAge time.Duration `json:"oldest_message_age"`
 	DeadStream       string        `json:"dead_stream"`
 	DeadLetters      uint64        `json:"dead_letters"`
+	// TopDomains are the recipient domains with the most queued mail.
+	TopDomains []DomainCount `json:"top_domains"`
+	// Rates are zero unless the status came with a previous sample.
+	Rates Rates `json:"rates"`
+	// Workers and SMTP add up what the Levee processes that answered the
+	// stats request reported (Processes).
+	Workers   WorkerTotals   `json:"workers"`
+	SMTP      SMTPTotals     `json:"smtp"`
+	Processes []ProcessStats `json:"processes"`
 	// SyncAlways is the configured fsync policy; it describes the embedded
 	// server (Embedded), an external one has its own.
 	SyncAlways bool      `json:"sync_always"`
@@ -38,6 +51,8 @@ type StreamLimits struct {
 	Discard         string        `json:"discard"`
 	DuplicateWindow time.Duration `json:"duplicate_window"`
 	Replicas        int           `json:"replicas"`
+	// PerDomainMaxMsgs is the per-recipient-domain cap; 0 means none.
+	PerDomainMaxMsgs int64 `json:"per_domain_max_msgs"`
 }
 
 // Fill is usage against each limit (0..1, or above 1 after a limit was
@@ -57,61 +72,24 @@ type ConsumerStat struct {
 	NumWaiting     int    `json:"num_waiting"`
 }
 
-// Status reads fresh figures from the server (StreamInfo, ConsumerInfo and
-// the dead stream's StreamInfo).
-func (q *Queue) Status(ctx context.Context) (Status, error) {
-	si, err := q.streamInfo(ctx, q.cfg.Stream)
-	if err != nil {
-		return Status{}, err
-	}
-	ci, err := q.consumerInfo(ctx)
-	if err != nil {
-		return Status{}, err
-	}
-	di, err := q.streamInfo(ctx, q.cfg.DeadStream)
-	if err != nil {
-		return Status{}, err
-	}
-	return q.statusFrom(si, ci, di, time.Now()), nil
-}
+// Status reads fresh figures from the server (see Admin.Status).
+func (q *Queue) Status(ctx context.Context) (Status, error) { return q.admin.Status(ctx) }
 
-func (q *Queue) streamInfo(ctx context.Context, name string) (*jetstream.StreamInfo, error) {
-	s, err := q.js.Stream(ctx, name)
-	if err != nil {
-		return nil, fmt.Errorf("queue: stream info %s: %w", name, err)
-	}
-	// Stream() already fetched the info; CachedInfo is that fresh copy.
-	return s.CachedInfo(), nil
-}
-
-func (q *Queue) consumerInfo(ctx context.Context) (*jetstream.ConsumerInfo, error) {
-	c, err := q.js.Consumer(ctx, q.cfg.Stream, q.cfg.Durable)
-	if err != nil {
-		return nil, fmt.Errorf("queue: consumer info %s: %w", q.cfg.Durable, err)
-	}
-	return c.CachedInfo(), nil
-}
-
-func (q *Queue) statusFrom(si *jetstream.StreamInfo, ci *jetstream.ConsumerInfo, di *jetstream.StreamInfo, now time.Time) Status {
-	sc := si.Config
+func (a *Admin) statusFrom(si *jetstream.StreamInfo, ci *jetstream.ConsumerInfo, di *jetstream.StreamInfo, now time.Time) Status {
 	st := Status{
-		Stream:   sc.Name,
-		Messages: si.State.Msgs,
-		Bytes:    si.State.Bytes,
-		Limits: StreamLimits{
-			MaxMsgs:         sc.MaxMsgs,
-			MaxBytes:        sc.MaxBytes,
-			MaxAge:          sc.MaxAge,
-			MaxMsgSize:      sc.MaxMsgSize,
-			Discard:         discardName(sc.Discard),
-			DuplicateWindow: sc.Duplicates,
-			Replicas:        sc.Replicas,
-		},
+		Stream:     si.Config.Name,
+		Messages:   si.State.Msgs,
+		Bytes:      si.State.Bytes,
+		FirstSeq:   si.State.FirstSeq,
+		LastSeq:    si.State.LastSeq,
+		Limits:     limitsOf(si.Config),
 		Fill:       fillOf(si),
-		DeadStream: q.cfg.DeadStream,
-		SyncAlways: q.cfg.SyncAlways,
-		Embedded:   q.srv != nil,
+		DeadStream: a.cfg.DeadStream,
+		SyncAlways: a.cfg.SyncAlways,
+		Embedded:   a.embedded,
 		At:         now,
+		TopDomains: []DomainCount{},
+		Processes:  []ProcessStats{},
 	}
 	if si.State.Msgs > 0 && !si.State.FirstTime.IsZero() {
 		st.OldestMessageAge = max(0, now.Sub(si.State.FirstTime))
@@ -179,7 +157,7 @@ func (q *Queue) kickMonitor() {
 func (q *Queue) refresh(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	si, err := q.streamInfo(ctx, q.cfg.Stream)
+	si, err := q.admin.streamInfo(ctx, q.cfg.Stream)
 	if err != nil {
 		if ctx.Err() == nil {
 			q.log.Debug("queue: status refresh failed", "err", err)
@@ -198,77 +176,22 @@ func (q *Queue) refresh(ctx context.Context) {
 		age = max(0, time.Since(si.State.FirstTime).Seconds())
 	}
 	m.oldestAge.Set(age)
-	if ci, err := q.consumerInfo(ctx); err == nil {
+	if ci, err := q.admin.consumerInfo(ctx); err == nil {
 		m.pending.Set(float64(ci.NumPending))
 		m.ackPending.Set(float64(ci.NumAckPending))
 		m.redelivered.Set(float64(ci.NumRedelivered))
 	}
-	if di, err := q.streamInfo(ctx, q.cfg.DeadStream); err == nil {
+	if di, err := q.admin.streamInfo(ctx, q.cfg.DeadStream); err == nil {
 		m.deadLetters.Set(float64(di.State.Msgs))
 	}
 }
 
-// Limits are the stream limits an operator may change while Levee runs.
-// A zero field leaves that limit as it is.
-type Limits struct {
-	MaxMsgs    int64         `json:"max_msgs,omitempty"`
-	MaxBytes   int64         `json:"max_bytes,omitempty"`
-	MaxAge     time.Duration `json:"max_age,omitempty"`
-	MaxMsgSize int32         `json:"max_msg_size,omitempty"`
-}
-
-// UpdateLimits changes the mail stream's limits live: no restart, no
-// message lost. Lowering a limit below current usage refuses new mail (4xx)
-// until the workers drained below it; nothing queued is deleted, because the
-// stream discards new mail, not old. It returns the limits now in force.
-//
-// The change is made on the server; the next Open applies the configured
-// values again, so a permanent change belongs in the config as well.
-func (q *Queue) UpdateLimits(ctx context.Context, l Limits) (StreamLimits, error) {
-	s, err := q.js.Stream(ctx, q.cfg.Stream)
-	if err != nil {
-		return StreamLimits{}, fmt.Errorf("queue: update limits: %w", err)
+// UpdateLimits changes the mail stream's limits live (see
+// Admin.UpdateLimits) and refreshes Fill at once.
+func (q *Queue) UpdateLimits(ctx context.Context, l Limits) (LimitsUpdate, error) {
+	u, err := q.admin.UpdateLimits(ctx, l)
+	if err == nil {
+		q.kickMonitor()
 	}
-	sc := s.CachedInfo().Config
-	if l.MaxMsgs != 0 {
-		sc.MaxMsgs = l.MaxMsgs
-	}
-	if l.MaxBytes != 0 {
-		sc.MaxBytes = l.MaxBytes
-	}
-	if l.MaxAge != 0 {
-		sc.MaxAge = l.MaxAge
-	}
-	if l.MaxMsgSize != 0 {
-		sc.MaxMsgSize = l.MaxMsgSize
-	}
-	switch {
-	case sc.MaxMsgs < 1:
-		return StreamLimits{}, fmt.Errorf("queue.max_msgs: must be > 0, got %d", sc.MaxMsgs)
-	case sc.MaxBytes < 1:
-		return StreamLimits{}, fmt.Errorf("queue.max_bytes: must be > 0, got %d", sc.MaxBytes)
-	case sc.MaxAge <= 0 || sc.MaxAge < sc.Duplicates:
-		return StreamLimits{}, fmt.Errorf("queue.max_age: must be >= queue.duplicate_window (%s), got %s", sc.Duplicates, sc.MaxAge)
-	case sc.MaxMsgSize < 1024 || int64(sc.MaxMsgSize) > q.nc.MaxPayload():
-		return StreamLimits{}, fmt.Errorf("queue.max_msg_size: must be between 1KiB and the server's max_payload (%d), got %d", q.nc.MaxPayload(), sc.MaxMsgSize)
-	}
-	s, err = q.js.UpdateStream(ctx, sc)
-	if err != nil {
-		return StreamLimits{}, fmt.Errorf("queue: update limits: %w", err)
-	}
-	q.log.Info("queue: limits updated", "max_msgs", sc.MaxMsgs, "max_bytes", sc.MaxBytes, "max_age", sc.MaxAge, "max_msg_size", sc.MaxMsgSize)
-	q.kickMonitor()
-	nc := s.CachedInfo().Config
-	return StreamLimits{
-		MaxMsgs: nc.MaxMsgs, MaxBytes: nc.MaxBytes, MaxAge: nc.MaxAge, MaxMsgSize: nc.MaxMsgSize,
-		Discard: discardName(nc.Discard), DuplicateWindow: nc.Duplicates, Replicas: nc.Replicas,
-	}, nil
-}
-
-// discardName spells the policy as the JetStream API does ("new", "old").
-func discardName(d jetstream.DiscardPolicy) string {
-	if d == jetstream.DiscardNew {
-		return "new"
-	}
-	return "old"
+	return u, err
 }

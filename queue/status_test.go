@@ -233,7 +233,7 @@ func TestUpdateLimitsLive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if lim.MaxMsgs != 3 || lim.MaxBytes != q.Config().MaxBytes {
+	if lim.Limits.MaxMsgs != 3 || lim.Limits.MaxBytes != q.Config().MaxBytes || len(lim.Notes) != 1 {
 		t.Errorf("limits now %+v", lim)
 	}
 	if _, err := q.Publish(ctx, testMessage("u-over", 100)); !errors.Is(err, ErrQueueFull) {
@@ -249,10 +249,10 @@ func TestUpdateLimitsLive(t *testing.T) {
 	if _, err := q.Publish(ctx, testMessage("u-after", 100)); err != nil {
 		t.Errorf("publish after raising the limit: %v", err)
 	}
-	if _, err := q.UpdateLimits(ctx, Limits{MaxMsgSize: 1 << 30}); err == nil || !strings.HasPrefix(err.Error(), "queue.max_msg_size") {
+	if _, err := q.UpdateLimits(ctx, Limits{MaxMsgSize: 1 << 30}); !errors.Is(err, ErrInvalidLimit) || !strings.Contains(err.Error(), "queue.max_msg_size") {
 		t.Errorf("max_msg_size over max_payload: %v", err)
 	}
-	if _, err := q.UpdateLimits(ctx, Limits{MaxAge: time.Second}); err == nil || !strings.HasPrefix(err.Error(), "queue.max_age") {
+	if _, err := q.UpdateLimits(ctx, Limits{MaxAge: time.Second}); !errors.Is(err, ErrInvalidLimit) || !strings.Contains(err.Error(), "queue.max_age") {
 		t.Errorf("max_age under the duplicate window: %v", err)
 	}
 }

@@ -15,7 +15,11 @@ import (
 // received; the envelope travels in headers, so a consumer (or an operator
 // with the nats CLI) can read it without parsing the body.
 const (
-	HeaderMsgID      = jetstream.MsgIDHeader // m.ID: JetStream's duplicate detection
+	HeaderMsgID = jetstream.MsgIDHeader // m.ID: JetStream's duplicate detection
+	// HeaderID carries m.ID when Nats-Msg-Id had to differ from it: a
+	// replayed dead letter gets a Nats-Msg-Id of its own, or JetStream
+	// would drop it as a duplicate of the original within the window.
+	HeaderID         = "Levee-Id"
 	HeaderMailFrom   = "Levee-Mail-From"
 	HeaderRcptTo     = "Levee-Rcpt-To" // one value per recipient
 	HeaderRemoteAddr = "Levee-Remote-Addr"
@@ -126,7 +130,10 @@ func encode(prefix, stream string, m *mail.Message) *nats.Msg {
 // headers yields an error wrapping ErrMalformed; the worker dead-letters it.
 func Decode(m jetstream.Msg) (*mail.Message, error) {
 	h := m.Headers()
-	id := h.Get(HeaderMsgID)
+	id := h.Get(HeaderID)
+	if id == "" {
+		id = h.Get(HeaderMsgID)
+	}
 	if id == "" {
 		return nil, fmt.Errorf("queue: decode: %w: no %s header", ErrMalformed, HeaderMsgID)
 	}

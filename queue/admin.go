@@ -1,0 +1,319 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Errors of the operator's tools (Admin). The web API maps them onto HTTP
+// statuses: ErrInvalidLimit 400, ErrWouldDelete 409, ErrNotFound 404.
+var (
+	// ErrInvalidLimit: a limit change was refused as invalid.
+	ErrInvalidLimit = errors.New("queue: invalid limit")
+	// ErrWouldDelete: the change would make JetStream delete queued,
+	// already accepted mail; it was not applied (Force overrides).
+	ErrWouldDelete = errors.New("queue: change would delete queued mail")
+	// ErrNotFound: no dead letter with that sequence.
+	ErrNotFound = errors.New("queue: not found")
+)
+
+// Admin is the operator's view of the queue: status, live limits and dead
+// letters. It needs only a connection, so that `levee queue` and `levee dlq`
+// work straight against JetStream (--nats-url) as well as inside a running
+// Levee (Queue.Admin). It never creates or reconfigures anything but what an
+// operator asked for.
+type Admin struct {
+	cfg      Config
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	embedded bool
+	log      *slog.Logger
+}
+
+// NewAdmin uses nc (which the caller owns and closes) for the queue named in
+// cfg (its stream, consumer and dead stream names; limits are read from the
+// server). log may be nil.
+func NewAdmin(nc *nats.Conn, cfg Config, log *slog.Logger) (*Admin, error) {
+	cfg = cfg.WithDefaults()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("queue: jetstream: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Admin{cfg: cfg, nc: nc, js: js, log: log}, nil
+}
+
+// Admin returns the operator's tools on this queue's connection.
+func (q *Queue) Admin() *Admin { return q.admin }
+
+// topDomainsShown is how many domains Status lists, largest first.
+const topDomainsShown = 10
+
+// DomainCount is the queued messages of one recipient domain.
+type DomainCount struct {
+	Domain   string `json:"domain"`
+	Messages uint64 `json:"messages"`
+}
+
+// Status reads fresh figures from the server: the mail stream with its
+// per-domain counts, the consumer, the dead stream, and the Levee processes
+// that answer on the stats subject. Rates stay zero: they need two samples
+// (see Rates and Sampler).
+func (a *Admin) Status(ctx context.Context) (Status, error) {
+	s, err := a.js.Stream(ctx, a.cfg.Stream)
+	if err != nil {
+		return Status{}, fmt.Errorf("queue: stream info %s: %w", a.cfg.Stream, err)
+	}
+	// A second info call with a subject filter returns the per-subject
+	// counts (one subject per recipient domain); the plain one above does
+	// not, and costs nothing extra to keep separate from it.
+	si, err := s.Info(ctx, jetstream.WithSubjectFilter(a.cfg.SubjectPrefix+".>"))
+	if err != nil {
+		return Status{}, fmt.Errorf("queue: stream info %s: %w", a.cfg.Stream, err)
+	}
+	ci, err := a.consumerInfo(ctx)
+	if err != nil {
+		return Status{}, err
+	}
+	di, err := a.streamInfo(ctx, a.cfg.DeadStream)
+	if err != nil {
+		return Status{}, err
+	}
+	st := a.statusFrom(si, ci, di, time.Now())
+	st.TopDomains = topDomains(si.State.Subjects, a.cfg.SubjectPrefix, topDomainsShown)
+	procs, err := a.Processes(ctx, processWait)
+	if err != nil {
+		a.log.Debug("queue: process stats", "err", err)
+	}
+	st.addProcesses(procs)
+	return st, nil
+}
+
+func topDomains(subjects map[string]uint64, prefix string, n int) []DomainCount {
+	out := make([]DomainCount, 0, len(subjects))
+	for subj, c := range subjects {
+		d, ok := strings.CutPrefix(subj, prefix+".")
+		if !ok || c == 0 {
+			continue
+		}
+		out = append(out, DomainCount{Domain: d, Messages: c})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Messages != out[j].Messages {
+			return out[i].Messages > out[j].Messages
+		}
+		return out[i].Domain < out[j].Domain
+	})
+	if len(out) > n {
+		out = out[:n]
+	}
+	return out
+}
+
+func (a *Admin) streamInfo(ctx context.Context, name string) (*jetstream.StreamInfo, error) {
+	s, err := a.js.Stream(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("queue: stream info %s: %w", name, err)
+	}
+	// Stream() already fetched the info; CachedInfo is that fresh copy.
+	return s.CachedInfo(), nil
+}
+
+func (a *Admin) consumerInfo(ctx context.Context) (*jetstream.ConsumerInfo, error) {
+	c, err := a.js.Consumer(ctx, a.cfg.Stream, a.cfg.Durable)
+	if err != nil {
+		return nil, fmt.Errorf("queue: consumer info %s: %w", a.cfg.Durable, err)
+	}
+	return c.CachedInfo(), nil
+}
+
+// Limits returns the mail stream's limits as the server has them now.
+func (a *Admin) Limits(ctx context.Context) (StreamLimits, error) {
+	si, err := a.streamInfo(ctx, a.cfg.Stream)
+	if err != nil {
+		return StreamLimits{}, err
+	}
+	return limitsOf(si.Config), nil
+}
+
+func limitsOf(sc jetstream.StreamConfig) StreamLimits {
+	l := StreamLimits{
+		MaxMsgs:         sc.MaxMsgs,
+		MaxBytes:        sc.MaxBytes,
+		MaxAge:          sc.MaxAge,
+		MaxMsgSize:      sc.MaxMsgSize,
+		Discard:         discardName(sc.Discard),
+		DuplicateWindow: sc.Duplicates,
+		Replicas:        sc.Replicas,
+	}
+	if sc.MaxMsgsPerSubject > 0 {
+		l.PerDomainMaxMsgs = sc.MaxMsgsPerSubject
+	}
+	return l
+}
+
+// Limits are the stream limits an operator may change while Levee runs.
+// A zero field leaves that limit as it is; PerDomainMaxMsgs -1 removes the
+// per-domain cap.
+type Limits struct {
+	MaxMsgs          int64         `json:"max_msgs,omitempty"`
+	MaxBytes         int64         `json:"max_bytes,omitempty"`
+	MaxAge           time.Duration `json:"max_age,omitempty"`
+	MaxMsgSize       int32         `json:"max_msg_size,omitempty"`
+	PerDomainMaxMsgs int64         `json:"per_domain_max_msgs,omitempty"`
+	// Force applies a change even though JetStream will delete queued mail
+	// because of it (ErrWouldDelete otherwise). Accepted mail is lost.
+	Force bool `json:"force,omitempty"`
+}
+
+// LimitsUpdate is the outcome of UpdateLimits: the limits now in force and
+// what the change means for the mail already queued, in words.
+type LimitsUpdate struct {
+	Limits StreamLimits `json:"limits"`
+	Notes  []string     `json:"notes,omitempty"`
+}
+
+// ageMargin is the room kept between the oldest queued message and a lowered
+// max_age: the check and the update are two steps, and mail ages between them.
+const ageMargin = time.Minute
+
+// UpdateLimits changes the mail stream's limits live: no restart, nothing
+// queued lost. It refuses (ErrWouldDelete) a change that would make
+// JetStream delete queued mail, unless l.Force:
+//   - max_age below the oldest queued message's age (JetStream expires
+//     it);
+//   - per_domain_max_msgs below what a domain has queued (JetStream
+//     trims every subject to the new cap, oldest first, whatever the
+//     discard policy).
+//
+// Lowering max_msgs or max_bytes below usage deletes nothing (the stream
+// discards new mail, not old): new mail is refused (452 4.3.1) until the
+// workers drained below the new limit, which the returned notes say.
+//
+// The change is made on the server; the next start of Levee applies the
+// configured values again, so a lasting change belongs in the config too.
+func (a *Admin) UpdateLimits(ctx context.Context, l Limits) (LimitsUpdate, error) {
+	s, err := a.js.Stream(ctx, a.cfg.Stream)
+	if err != nil {
+		return LimitsUpdate{}, fmt.Errorf("queue: update limits: %w", err)
+	}
+	old := s.CachedInfo()
+	sc := old.Config
+	if l.MaxMsgs != 0 {
+		sc.MaxMsgs = l.MaxMsgs
+	}
+	if l.MaxBytes != 0 {
+		sc.MaxBytes = l.MaxBytes
+	}
+	if l.MaxAge != 0 {
+		sc.MaxAge = l.MaxAge
+	}
+	if l.MaxMsgSize != 0 {
+		sc.MaxMsgSize = l.MaxMsgSize
+	}
+	switch {
+	case l.PerDomainMaxMsgs < 0:
+		sc.MaxMsgsPerSubject, sc.DiscardNewPerSubject = -1, false
+	case l.PerDomainMaxMsgs > 0:
+		sc.MaxMsgsPerSubject, sc.DiscardNewPerSubject = l.PerDomainMaxMsgs, true
+	}
+	if err := a.validLimits(sc); err != nil {
+		return LimitsUpdate{}, err
+	}
+	notes, err := a.consequences(ctx, s, old, sc, l.Force)
+	if err != nil {
+		return LimitsUpdate{}, err
+	}
+	s, err = a.js.UpdateStream(ctx, sc)
+	if err != nil {
+		return LimitsUpdate{}, fmt.Errorf("queue: update limits: %w", err)
+	}
+	nc := s.CachedInfo().Config
+	a.log.Info("queue: limits updated", "max_msgs", nc.MaxMsgs, "max_bytes", nc.MaxBytes, "max_age", nc.MaxAge,
+		"max_msg_size", nc.MaxMsgSize, "per_domain_max_msgs", nc.MaxMsgsPerSubject, "forced", l.Force)
+	return LimitsUpdate{Limits: limitsOf(nc), Notes: notes}, nil
+}
+
+func (a *Admin) validLimits(sc jetstream.StreamConfig) error {
+	switch {
+	case sc.MaxMsgs < 1:
+		return fmt.Errorf("%w: queue.max_msgs must be > 0, got %d", ErrInvalidLimit, sc.MaxMsgs)
+	case sc.MaxBytes < 1:
+		return fmt.Errorf("%w: queue.max_bytes must be > 0, got %d", ErrInvalidLimit, sc.MaxBytes)
+	case sc.MaxAge <= 0 || sc.MaxAge < sc.Duplicates:
+		return fmt.Errorf("%w: queue.max_age must be >= queue.duplicate_window (%s), got %s", ErrInvalidLimit, sc.Duplicates, sc.MaxAge)
+	case sc.MaxMsgSize < 1024 || int64(sc.MaxMsgSize) > a.nc.MaxPayload():
+		return fmt.Errorf("%w: queue.max_msg_size must be between 1KiB and the server's max_payload (%d), got %d", ErrInvalidLimit, a.nc.MaxPayload(), sc.MaxMsgSize)
+	case sc.MaxMsgsPerSubject > sc.MaxMsgs:
+		return fmt.Errorf("%w: queue.per_domain_max_msgs (%d) must not exceed queue.max_msgs (%d)", ErrInvalidLimit, sc.MaxMsgsPerSubject, sc.MaxMsgs)
+	}
+	return nil
+}
+
+// consequences says what the change from old to sc does to the mail already
+// queued, and refuses (unless force) what would delete some of it.
+func (a *Admin) consequences(ctx context.Context, s jetstream.Stream, old *jetstream.StreamInfo, sc jetstream.StreamConfig, force bool) ([]string, error) {
+	var notes, deletes []string
+	st := old.State
+	if sc.MaxMsgs < old.Config.MaxMsgs && st.Msgs > uint64(sc.MaxMsgs) {
+		notes = append(notes, fmt.Sprintf("max_msgs %d is below the %d messages queued: nothing queued is deleted; new mail is deferred (452 4.3.1) until the workers drain below it",
+			sc.MaxMsgs, st.Msgs))
+	}
+	if sc.MaxBytes < old.Config.MaxBytes && st.Bytes > uint64(sc.MaxBytes) {
+		notes = append(notes, fmt.Sprintf("max_bytes %d is below the %d bytes queued: nothing queued is deleted; new mail is deferred (452 4.3.1) until the workers drain below it",
+			sc.MaxBytes, st.Bytes))
+	}
+	if sc.MaxAge < old.Config.MaxAge && st.Msgs > 0 && !st.FirstTime.IsZero() {
+		if age := time.Since(st.FirstTime); age+ageMargin > sc.MaxAge {
+			deletes = append(deletes, fmt.Sprintf("max_age %s: the oldest queued message is %s old, and JetStream deletes queued messages older than max_age", sc.MaxAge, age.Round(time.Second)))
+		}
+	}
+	lowered := sc.MaxMsgsPerSubject > 0 && (old.Config.MaxMsgsPerSubject <= 0 || sc.MaxMsgsPerSubject < old.Config.MaxMsgsPerSubject)
+	if lowered && st.Msgs > 0 {
+		si, err := s.Info(ctx, jetstream.WithSubjectFilter(a.cfg.SubjectPrefix+".>"))
+		if err != nil {
+			return nil, fmt.Errorf("queue: update limits: %w", err)
+		}
+		var over []string
+		for _, d := range topDomains(si.State.Subjects, a.cfg.SubjectPrefix, len(si.State.Subjects)) {
+			if d.Messages > uint64(sc.MaxMsgsPerSubject) {
+				over = append(over, fmt.Sprintf("%s (%d)", d.Domain, d.Messages))
+			}
+		}
+		if len(over) > 0 {
+			deletes = append(deletes, fmt.Sprintf("per_domain_max_msgs %d: JetStream would delete the oldest queued messages of %s down to the new cap",
+				sc.MaxMsgsPerSubject, strings.Join(over, ", ")))
+		}
+	}
+	if len(deletes) == 0 {
+		return notes, nil
+	}
+	if !force {
+		return nil, fmt.Errorf("%w: %s; nothing was changed: wait for the workers to drain that mail, or force the change and lose it",
+			ErrWouldDelete, strings.Join(deletes, "; "))
+	}
+	for _, d := range deletes {
+		notes = append(notes, "FORCED, accepted mail deleted: "+d)
+	}
+	a.log.Warn("queue: limit change forced although it deletes queued mail", "what", strings.Join(deletes, "; "))
+	return notes, nil
+}
+
+// discardName spells the policy as the JetStream API does ("new", "old").
+func discardName(d jetstream.DiscardPolicy) string {
+	if d == jetstream.DiscardNew {
+		return "new"
+	}
+	return "old"
+}

@@ -1,0 +1,290 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/levee-mail/levee/mail"
+)
+
+func messageTo(id, rcpt string) *mail.Message {
+	m := testMessage(id, 200)
+	m.Envelope.To = []string{rcpt}
+	return m
+}
+
+// TestStatusMatchesStreamAndShowsDomainsAndProcesses: the figures are the
+// server's own; per-domain counts name the flooding domain first; processes
+// answering on the stats subject are summed.
+func TestStatusMatchesStreamAndShowsDomainsAndProcesses(t *testing.T) {
+	q := openQueue(t, testConfig(t))
+	ctx := ctxT(t)
+	for i, id := range ids("s", 7) {
+		rcpt := "x@big.test"
+		if i >= 5 {
+			rcpt = "y@small.test"
+		}
+		if _, err := q.Publish(ctx, messageTo(id, rcpt)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := q.ServeStats(func() ProcessStats {
+		return ProcessStats{Instance: "a", Roles: "smtp,worker", Worker: &WorkerStats{Concurrency: 3}, SMTP: &SMTPStats{Accepted: 7, Deferred: 2}}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.ServeStats(func() ProcessStats {
+		return ProcessStats{Instance: "b", Roles: "worker", Worker: &WorkerStats{Concurrency: 5}}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := q.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	si := streamInfo(t, q, q.Config().Stream)
+	if st.Messages != si.State.Msgs || st.Bytes != si.State.Bytes || st.LastSeq != si.State.LastSeq || st.Messages != 7 {
+		t.Errorf("status %d msgs %d bytes seq %d; stream %+v", st.Messages, st.Bytes, st.LastSeq, si.State)
+	}
+	want := []DomainCount{{"big.test", 5}, {"small.test", 2}}
+	if len(st.TopDomains) != 2 || st.TopDomains[0] != want[0] || st.TopDomains[1] != want[1] {
+		t.Errorf("top domains %+v, want %+v", st.TopDomains, want)
+	}
+	if len(st.Processes) != 2 || st.Workers != (WorkerTotals{Processes: 2, Concurrency: 8}) ||
+		st.SMTP.Processes != 1 || st.SMTP.Deferred != 2 || st.SMTP.Accepted != 7 {
+		t.Errorf("processes %+v workers %+v smtp %+v", st.Processes, st.Workers, st.SMTP)
+	}
+}
+
+func TestRatesBetween(t *testing.T) {
+	t0 := time.Date(2026, 11, 27, 11, 40, 0, 0, time.UTC)
+	prev := Status{At: t0, LastSeq: 100, Messages: 40, SMTP: SMTPTotals{Deferred: 10}}
+	cur := Status{At: t0.Add(10 * time.Second), LastSeq: 300, Messages: 90, SMTP: SMTPTotals{Deferred: 15}}
+	r := RatesBetween(prev, cur)
+	// 200 accepted; removed went from 60 to 210: 150 drained.
+	if r.WindowSeconds != 10 || r.Ingest != 20 || r.Drain != 15 || r.Deferrals != 0.5 {
+		t.Errorf("rates %+v", r)
+	}
+	// A restarted receiver's counter went backwards: zero, not negative.
+	cur.SMTP.Deferred = 1
+	if r := RatesBetween(prev, cur); r.Deferrals != 0 {
+		t.Errorf("deferrals after a restart = %v", r.Deferrals)
+	}
+	if r := RatesBetween(Status{}, cur); r != (Rates{}) {
+		t.Errorf("rates without a previous status = %+v", r)
+	}
+}
+
+type fakeSource struct{ st []Status }
+
+func (f *fakeSource) Status(context.Context) (Status, error) {
+	s := f.st[0]
+	if len(f.st) > 1 {
+		f.st = f.st[1:]
+	}
+	return s, nil
+}
+
+func TestSamplerKeepsHistoryAndRatesOverWindow(t *testing.T) {
+	t0 := time.Date(2026, 11, 27, 11, 40, 0, 0, time.UTC)
+	var sts []Status
+	for i := range 8 { // every 2s, 10 accepted and 5 drained per second
+		sts = append(sts, Status{At: t0.Add(time.Duration(2*i) * time.Second), LastSeq: uint64(20 * i), Messages: uint64(10 * i)})
+	}
+	src := &fakeSource{st: sts}
+	s := NewSampler(src, 2*time.Second, 5, 10*time.Second)
+	for range 7 {
+		s.sampleOnce(context.Background())
+	}
+	h := s.History(time.Time{})
+	if len(h) != 5 || !h[0].At.Equal(t0.Add(4*time.Second)) {
+		t.Fatalf("history kept %d samples from %v, want the last 5", len(h), h[0].At)
+	}
+	if h[4].Ingest != 10 || h[4].Drain != 5 {
+		t.Errorf("sample rates %+v", h[4])
+	}
+	if got := s.History(t0.Add(8 * time.Second)); len(got) != 2 {
+		t.Errorf("history since 8s: %d samples, want 2 (10s, 12s)", len(got))
+	}
+	st, err := s.Status(context.Background()) // at 14s: rates from the sample at 4s
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Rates.WindowSeconds != 10 || st.Rates.Ingest != 10 || st.Rates.Drain != 5 {
+		t.Errorf("status rates %+v", st.Rates)
+	}
+}
+
+// TestLimitChangesThatWouldDeleteMailAreRefused: lowering max_age below the
+// oldest message, or the per-domain cap below a domain's queued count, makes
+// JetStream delete accepted mail; UpdateLimits refuses both and changes
+// nothing, unless forced. Lowering max_msgs deletes nothing and says so.
+func TestLimitChangesThatWouldDeleteMailAreRefused(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.DuplicateWindow = time.Second
+	q := openQueue(t, cfg)
+	ctx := ctxT(t)
+	for i, id := range ids("f", 6) {
+		rcpt := "x@flood.test"
+		if i == 5 {
+			rcpt = "y@calm.test"
+		}
+		if _, err := q.Publish(ctx, messageTo(id, rcpt)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := streamInfo(t, q, cfg.Stream).Config
+
+	_, err := q.UpdateLimits(ctx, Limits{MaxAge: 30 * time.Second})
+	if !errors.Is(err, ErrWouldDelete) || !strings.Contains(err.Error(), "max_age") {
+		t.Errorf("max_age below the oldest message (+margin): %v", err)
+	}
+	_, err = q.UpdateLimits(ctx, Limits{PerDomainMaxMsgs: 3})
+	if !errors.Is(err, ErrWouldDelete) || !strings.Contains(err.Error(), "flood.test (5)") {
+		t.Errorf("per-domain cap below flood.test's 5: %v", err)
+	}
+	if after := streamInfo(t, q, cfg.Stream); after.Config.MaxAge != before.MaxAge ||
+		after.Config.MaxMsgsPerSubject != before.MaxMsgsPerSubject || after.State.Msgs != 6 {
+		t.Fatalf("a refused change changed the stream: %+v %+v", after.Config, after.State)
+	}
+
+	// A cap every domain is within applies, and defers only the full one.
+	u, err := q.UpdateLimits(ctx, Limits{PerDomainMaxMsgs: 5})
+	if err != nil || u.Limits.PerDomainMaxMsgs != 5 {
+		t.Fatalf("per-domain cap 5: %+v %v", u, err)
+	}
+	if _, err := q.Publish(ctx, messageTo("f-over", "x@flood.test")); !errors.Is(err, ErrQueueFull) {
+		t.Errorf("flood.test over its cap: %v", err)
+	}
+	if _, err := q.Publish(ctx, messageTo("c-2", "y@calm.test")); err != nil {
+		t.Errorf("calm.test under its cap: %v", err)
+	}
+	if _, err := q.UpdateLimits(ctx, Limits{PerDomainMaxMsgs: -1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Publish(ctx, messageTo("f-after", "x@flood.test")); err != nil {
+		t.Errorf("flood.test with the cap removed: %v", err)
+	}
+
+	// Forced, it applies and JetStream trims flood.test to the cap: the
+	// reason the change is refused unforced.
+	u, err = q.UpdateLimits(ctx, Limits{PerDomainMaxMsgs: 2, Force: true})
+	if err != nil || len(u.Notes) == 0 || !strings.Contains(u.Notes[0], "FORCED") {
+		t.Fatalf("forced: %+v %v", u, err)
+	}
+	if n := streamInfo(t, q, cfg.Stream).State.Msgs; n != 2+2 {
+		t.Errorf("after the forced cap of 2 the stream holds %d, want 4 (2 per domain)", n)
+	}
+	if _, err := q.UpdateLimits(ctx, Limits{PerDomainMaxMsgs: 1 << 40}); !errors.Is(err, ErrInvalidLimit) {
+		t.Errorf("per-domain cap above max_msgs: %v", err)
+	}
+}
+
+// TestDeadLetterToolsReplayExactlyOnce: list and show give the reason;
+// replay puts the message back once, with its own ID, even when repeated or
+// when the original's Nats-Msg-Id is still inside the duplicate window;
+// purge removes.
+func TestDeadLetterToolsReplayExactlyOnce(t *testing.T) {
+	q := openQueue(t, testConfig(t))
+	ctx := ctxT(t)
+	a := q.Admin()
+	for _, id := range ids("d", 3) {
+		if _, err := q.Publish(ctx, testMessage(id, 300)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cons, err := q.Consumer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(3, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range batch.Messages() {
+		if err := q.DeadLetter(ctx, m, "store rejected it: "+m.Headers().Get(HeaderMsgID)); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Term(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "mail stream empty", func() bool { return streamInfo(t, q, q.Config().Stream).State.Msgs == 0 })
+
+	list, total, err := a.DeadLetters(ctx, 0, 2)
+	if err != nil || total != 3 || len(list) != 2 {
+		t.Fatalf("list: %d of %d, %v", len(list), total, err)
+	}
+	rest, _, err := a.DeadLetters(ctx, list[1].Seq, 10)
+	if err != nil || len(rest) != 1 {
+		t.Fatalf("second page: %+v %v", rest, err)
+	}
+	d := list[0]
+	if d.ID != "d-0" || d.Reason != "store rejected it: d-0" || d.Deliveries != 1 || d.OriginalSeq == 0 ||
+		d.From != "a@example.org" || len(d.To) != 2 || d.DeadAt.IsZero() {
+		t.Errorf("dead letter %+v", d)
+	}
+	info, raw, err := a.DeadLetter(ctx, d.Seq)
+	if err != nil || info.ID != "d-0" || !strings.Contains(string(raw), "Subject: d-0") {
+		t.Fatalf("show: %+v %q %v", info, raw, err)
+	}
+
+	if err := a.Replay(ctx, d.Seq); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Replay(ctx, d.Seq); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second replay of the same dead letter: %v, want ErrNotFound", err)
+	}
+	// A replay retried after the removal failed is a JetStream duplicate.
+	m, err := a.replayMsg(&jetstream.RawStreamMsg{Sequence: d.Seq, Subject: "levee.dead.example.com", Header: nats.Header{HeaderMsgID: {"d-0"}}, Data: raw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack, err := q.JetStream().PublishMsg(ctx, m); err != nil || !ack.Duplicate {
+		t.Errorf("republished replay: %+v %v, want a duplicate", ack, err)
+	}
+	batch, err = cons.Fetch(2, jetstream.FetchMaxWait(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for m := range batch.Messages() {
+		dm, err := Decode(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, dm.ID+" "+m.Subject())
+		_ = m.Ack()
+	}
+	if len(got) != 1 || got[0] != "d-0 levee.mail.example.com" {
+		t.Errorf("after replay the workers got %v, want d-0 once on its original subject", got)
+	}
+
+	n, err := a.ReplayAll(ctx)
+	if err != nil || n != 2 {
+		t.Errorf("replay all: %d %v", n, err)
+	}
+	if err := a.Purge(ctx, 999); !errors.Is(err, ErrNotFound) {
+		t.Errorf("purge unknown: %v", err)
+	}
+	// Dead-letter one again and purge it.
+	batch, _ = cons.Fetch(2, jetstream.FetchMaxWait(5*time.Second))
+	for m := range batch.Messages() {
+		if err := q.DeadLetter(ctx, m, "again"); err != nil {
+			t.Fatal(err)
+		}
+		_ = m.Term()
+	}
+	if n, err := a.PurgeAll(ctx); err != nil || n != 2 {
+		t.Errorf("purge all: %d %v", n, err)
+	}
+	if _, total, _ := a.DeadLetters(ctx, 0, 10); total != 0 {
+		t.Errorf("after purge %d dead letters", total)
+	}
+}

@@ -1,0 +1,228 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// DeadLetterInfo describes one message in the dead stream. Seq, its
+// position there, is how an operator names it (`levee dlq show 7`).
+type DeadLetterInfo struct {
+	Seq            uint64    `json:"seq"`
+	ID             string    `json:"id"`
+	Subject        string    `json:"subject"`
+	Reason         string    `json:"reason"`
+	DeadAt         time.Time `json:"dead_at"`
+	Deliveries     int       `json:"deliveries"`
+	OriginalStream string    `json:"original_stream,omitempty"`
+	OriginalSeq    uint64    `json:"original_seq,omitempty"`
+	From           string    `json:"from"`
+	To             []string  `json:"to"`
+	ReceivedAt     time.Time `json:"received_at"`
+	Size           int       `json:"size"`
+}
+
+// maxDeadList caps one DeadLetters page.
+const maxDeadList = 1000
+
+func (a *Admin) deadStream(ctx context.Context) (jetstream.Stream, error) {
+	s, err := a.js.Stream(ctx, a.cfg.DeadStream)
+	if err != nil {
+		return nil, fmt.Errorf("queue: dead stream %s: %w", a.cfg.DeadStream, err)
+	}
+	return s, nil
+}
+
+// DeadLetters lists up to limit dead letters with a sequence above after,
+// oldest first, and the number of dead letters in all.
+func (a *Admin) DeadLetters(ctx context.Context, after uint64, limit int) ([]DeadLetterInfo, uint64, error) {
+	if limit <= 0 || limit > maxDeadList {
+		limit = maxDeadList
+	}
+	s, err := a.deadStream(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	total := s.CachedInfo().State.Msgs
+	out := []DeadLetterInfo{}
+	next := max(after+1, s.CachedInfo().State.FirstSeq)
+	for len(out) < limit {
+		// "Next for subject" from a sequence skips the holes that replays
+		// and purges leave.
+		m, err := s.GetMsg(ctx, next, jetstream.WithGetMsgSubject(a.cfg.DeadSubjectPrefix+".>"))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return nil, 0, fmt.Errorf("queue: dead letters: %w", err)
+		}
+		out = append(out, deadInfo(m))
+		next = m.Sequence + 1
+	}
+	return out, total, nil
+}
+
+// DeadLetter returns one dead letter and its raw message.
+func (a *Admin) DeadLetter(ctx context.Context, seq uint64) (DeadLetterInfo, []byte, error) {
+	s, err := a.deadStream(ctx)
+	if err != nil {
+		return DeadLetterInfo{}, nil, err
+	}
+	m, err := a.getDead(ctx, s, seq)
+	if err != nil {
+		return DeadLetterInfo{}, nil, err
+	}
+	return deadInfo(m), m.Data, nil
+}
+
+func (a *Admin) getDead(ctx context.Context, s jetstream.Stream, seq uint64) (*jetstream.RawStreamMsg, error) {
+	m, err := s.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, fmt.Errorf("%w: no dead letter %d in %s", ErrNotFound, seq, a.cfg.DeadStream)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("queue: dead letter %d: %w", seq, err)
+	}
+	return m, nil
+}
+
+func deadInfo(m *jetstream.RawStreamMsg) DeadLetterInfo {
+	h := m.Header
+	d := DeadLetterInfo{
+		Seq:            m.Sequence,
+		ID:             h.Get(HeaderID),
+		Subject:        h.Get(HeaderDeadSubject),
+		Reason:         h.Get(HeaderDeadReason),
+		OriginalStream: h.Get(HeaderDeadStream),
+		From:           h.Get(HeaderMailFrom),
+		To:             append([]string{}, h.Values(HeaderRcptTo)...),
+		Size:           len(m.Data),
+	}
+	if d.ID == "" {
+		d.ID = h.Get(HeaderMsgID)
+	}
+	d.DeadAt, _ = time.Parse(time.RFC3339Nano, h.Get(HeaderDeadAt))
+	d.ReceivedAt, _ = time.Parse(time.RFC3339Nano, h.Get(HeaderReceivedAt))
+	d.Deliveries, _ = strconv.Atoi(h.Get(HeaderDeadDeliveries))
+	d.OriginalSeq, _ = strconv.ParseUint(h.Get(HeaderDeadSeq), 10, 64)
+	return d
+}
+
+// Replay puts dead letter seq back on the mail stream for the workers and
+// then removes it from the dead stream. It is delivered exactly once: the
+// replay's Nats-Msg-Id is derived from seq, so a replay retried after a
+// failure between the publish and the removal is a JetStream duplicate, and
+// the store is idempotent by message ID (a message that was in fact stored
+// before it was dead-lettered stays one row). A full queue refuses the
+// replay with ErrQueueFull and the dead letter stays.
+func (a *Admin) Replay(ctx context.Context, seq uint64) error {
+	s, err := a.deadStream(ctx)
+	if err != nil {
+		return err
+	}
+	m, err := a.getDead(ctx, s, seq)
+	if err != nil {
+		return err
+	}
+	msg, err := a.replayMsg(m)
+	if err != nil {
+		return err
+	}
+	if _, err := a.js.PublishMsg(ctx, msg); err != nil {
+		return fmt.Errorf("queue: replay %d: %w: %w", seq, classify(err), err)
+	}
+	if err := s.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("queue: replay %d: queued again, but not removed from %s (a second replay is harmless): %w", seq, a.cfg.DeadStream, err)
+	}
+	a.log.Info("queue: dead letter replayed", "seq", seq, "id", msg.Header.Get(HeaderID))
+	return nil
+}
+
+// replayMsg rebuilds the mail stream message from a dead letter: Levee's
+// envelope headers, none of the dead-letter ones, and the original subject.
+func (a *Admin) replayMsg(m *jetstream.RawStreamMsg) (*nats.Msg, error) {
+	id := m.Header.Get(HeaderID)
+	if id == "" {
+		id = m.Header.Get(HeaderMsgID)
+	}
+	if id == "" {
+		return nil, fmt.Errorf("%w: dead letter %d has no message id", ErrMalformed, m.Sequence)
+	}
+	h := nats.Header{}
+	for k, vs := range m.Header {
+		if strings.HasPrefix(k, "Levee-Dead-") || strings.HasPrefix(strings.ToLower(k), "nats-") {
+			continue
+		}
+		h[k] = append([]string(nil), vs...)
+	}
+	h.Set(HeaderID, id)
+	h.Set(HeaderMsgID, fmt.Sprintf("replay:%s:%d:%s", a.cfg.DeadStream, m.Sequence, id))
+	h.Set(headerExpStream, a.cfg.Stream)
+	subject := a.cfg.SubjectPrefix + "._"
+	if rest, ok := strings.CutPrefix(m.Subject, a.cfg.DeadSubjectPrefix+"."); ok && rest != "" {
+		subject = a.cfg.SubjectPrefix + "." + rest
+	}
+	return &nats.Msg{Subject: subject, Header: h, Data: m.Data}, nil
+}
+
+// ReplayAll replays every dead letter there is now, oldest first, and
+// returns how many. It stops at the first failure (a full queue, say).
+func (a *Admin) ReplayAll(ctx context.Context) (int, error) {
+	n := 0
+	var after uint64
+	for {
+		page, _, err := a.DeadLetters(ctx, after, 100)
+		if err != nil {
+			return n, err
+		}
+		if len(page) == 0 {
+			return n, nil
+		}
+		for _, d := range page {
+			if err := a.Replay(ctx, d.Seq); err != nil {
+				return n, err
+			}
+			n++
+			after = d.Seq
+		}
+	}
+}
+
+// Purge deletes dead letter seq for good.
+func (a *Admin) Purge(ctx context.Context, seq uint64) error {
+	s, err := a.deadStream(ctx)
+	if err != nil {
+		return err
+	}
+	// Asked first: deleting a sequence past the end fails with a store
+	// error, not "not found".
+	if _, err := a.getDead(ctx, s, seq); err != nil {
+		return err
+	}
+	if err := s.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("queue: purge dead letter %d: %w", seq, err)
+	}
+	a.log.Warn("queue: dead letter purged", "seq", seq)
+	return nil
+}
+
+// PurgeAll deletes every dead letter and returns how many there were.
+func (a *Admin) PurgeAll(ctx context.Context) (uint64, error) {
+	s, err := a.deadStream(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := s.CachedInfo().State.Msgs
+	if err := s.Purge(ctx); err != nil {
+		return 0, fmt.Errorf("queue: purge dead letters: %w", err)
+	}
+	a.log.Warn("queue: dead letters purged", "count", n)
+	return n, nil
+}

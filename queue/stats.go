@@ -1,0 +1,135 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Every Levee process connected to the queue answers a stats request on
+// StatsSubject with its ProcessStats, so that `levee queue status` and the
+// dashboard can show worker concurrency and SMTP deferrals summed over a
+// whole deployment, whichever process is asked. It is core NATS
+// request/reply, outside any stream (the "_LEVEE." prefix keeps it clear of
+// the stream subjects): a process that is gone simply does not answer.
+
+// StatsSubject is the subject the processes of the queue named by stream
+// answer stats requests on.
+func StatsSubject(stream string) string { return "_LEVEE.stats." + stream }
+
+// processWait is how long Status waits for processes to answer. They answer
+// from memory, so a live one answers within a round trip.
+const processWait = 250 * time.Millisecond
+
+// ProcessStats is one Levee process's own figures.
+type ProcessStats struct {
+	Instance  string       `json:"instance"` // host:pid
+	Roles     string       `json:"roles"`
+	StartedAt time.Time    `json:"started_at"`
+	Worker    *WorkerStats `json:"worker,omitempty"`
+	SMTP      *SMTPStats   `json:"smtp,omitempty"`
+}
+
+// WorkerStats is a worker process's drain state.
+type WorkerStats struct {
+	Concurrency int `json:"concurrency"`
+}
+
+// SMTPStats counts a receiver's transaction outcomes since it started.
+type SMTPStats struct {
+	Accepted uint64 `json:"accepted_total"`
+	Deferred uint64 `json:"deferred_total"`
+	Rejected uint64 `json:"rejected_total"`
+	Sessions int64  `json:"sessions"`
+}
+
+// WorkerTotals sums the worker processes.
+type WorkerTotals struct {
+	Processes   int `json:"processes"`
+	Concurrency int `json:"concurrency"`
+}
+
+// SMTPTotals sums the receivers.
+type SMTPTotals struct {
+	Processes int    `json:"processes"`
+	Accepted  uint64 `json:"accepted_total"`
+	Deferred  uint64 `json:"deferred_total"`
+	Rejected  uint64 `json:"rejected_total"`
+	Sessions  int64  `json:"sessions"`
+}
+
+func (st *Status) addProcesses(procs []ProcessStats) {
+	if procs == nil {
+		procs = []ProcessStats{}
+	}
+	st.Processes = procs
+	st.Workers, st.SMTP = WorkerTotals{}, SMTPTotals{}
+	for _, p := range procs {
+		if w := p.Worker; w != nil {
+			st.Workers.Processes++
+			st.Workers.Concurrency += w.Concurrency
+		}
+		if s := p.SMTP; s != nil {
+			st.SMTP.Processes++
+			st.SMTP.Accepted += s.Accepted
+			st.SMTP.Deferred += s.Deferred
+			st.SMTP.Rejected += s.Rejected
+			st.SMTP.Sessions += s.Sessions
+		}
+	}
+}
+
+// ServeStats answers stats requests with what stats returns, until the
+// queue closes. stats must be safe for concurrent use and quick.
+func (q *Queue) ServeStats(stats func() ProcessStats) error {
+	_, err := q.nc.Subscribe(StatsSubject(q.cfg.Stream), func(m *nats.Msg) {
+		b, err := json.Marshal(stats())
+		if err != nil {
+			q.log.Warn("queue: stats reply", "err", err)
+			return
+		}
+		_ = m.Respond(b) // a requester that left does not matter
+	})
+	if err != nil {
+		return fmt.Errorf("queue: serve stats: %w", err)
+	}
+	return nil
+}
+
+// Processes asks every Levee process on this queue for its stats and
+// collects the answers that arrive within wait (or until ctx is done).
+func (a *Admin) Processes(ctx context.Context, wait time.Duration) ([]ProcessStats, error) {
+	inbox := a.nc.NewRespInbox()
+	ch := make(chan *nats.Msg, 64)
+	sub, err := a.nc.ChanSubscribe(inbox, ch)
+	if err != nil {
+		return nil, fmt.Errorf("queue: process stats: %w", err)
+	}
+	defer sub.Unsubscribe()
+	if err := a.nc.PublishRequest(StatsSubject(a.cfg.Stream), inbox, nil); err != nil {
+		return nil, fmt.Errorf("queue: process stats: %w", err)
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	procs := []ProcessStats{}
+	var bad error
+	for {
+		select {
+		case m := <-ch:
+			var p ProcessStats
+			if err := json.Unmarshal(m.Data, &p); err != nil {
+				bad = errors.Join(bad, fmt.Errorf("queue: process stats: %w", err))
+				continue
+			}
+			procs = append(procs, p)
+		case <-t.C:
+			return procs, bad
+		case <-ctx.Done():
+			return procs, bad
+		}
+	}
+}
