@@ -5,6 +5,7 @@ RUNFLAGS ?=
 BENCH_COUNT ?= 3
 
 .PHONY: help build run test lint fmt vet bench fuzz clean
+.PHONY: cluster cluster-down test-cluster
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -40,3 +41,12 @@ fuzz: ## run the SMTP session fuzzer for a minute
 
 clean: ## remove build outputs (not ./levee-data)
 	rm -rf bin
+
+cluster: ## start a local production-like cluster: 3 nats-server (JetStream, R3), 2 smtpd, 2 worker, 1 web, PostgreSQL (deploy/local)
+	GO=$(GO) deploy/local/up.sh
+
+cluster-down: ## stop the local cluster gracefully (Levee first, then NATS); data and logs stay in ./levee-cluster
+	deploy/local/down.sh
+
+test-cluster: ## kill the JetStream stream leader under load on a real 3-node cluster: nothing lost, nothing stored twice
+	LEVEE_TEST_CLUSTER=1 LEVEE_TEST_POSTGRES_REQUIRED=1 $(GO) test -count=1 -timeout 10m -v -run '^TestLocalCluster' ./cmd/levee/
