@@ -95,6 +95,11 @@ func (s *Server) getRaw(w http.ResponseWriter, r *http.Request) {
 	if s.messageFailed(w, r, "get raw message", err) {
 		return
 	}
+	writeRaw(w, raw)
+}
+
+// writeRaw answers with a message exactly as received.
+func writeRaw(w http.ResponseWriter, raw []byte) {
 	h := w.Header()
 	h.Set("Content-Type", "message/rfc822")
 	h.Set("Content-Length", strconv.Itoa(len(raw)))

@@ -29,8 +29,12 @@ type Config struct {
 	// ReadyTimeout bounds each readiness check in /readyz; probes must answer
 	// quickly even when a dependency hangs.
 	ReadyTimeout time.Duration
-	// QueueStatusTimeout bounds gathering the queue status for /api/v1/queue.
+	// QueueStatusTimeout bounds gathering the queue status for /api/v1/queue
+	// and each other queue operation of the ops API.
 	QueueStatusTimeout time.Duration
+	// AdminToken is the bearer token that the ops API's changes (limits,
+	// dead-letter replay and purge) require; empty turns them off.
+	AdminToken string
 }
 
 // WithDefaults fills in the zero fields.

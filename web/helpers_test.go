@@ -45,7 +45,7 @@ type fixture struct {
 
 type fixtureOpts struct {
 	cfg   Config
-	queue QueueStatus
+	queue QueueOps
 	ready map[string]Check
 }
 

@@ -19,7 +19,7 @@ func (s *Server) routes(gatherer prometheus.Gatherer) {
 		s.handle("GET /api/v1/messages/{id}", s.getMessage)
 		s.handle("GET /api/v1/messages/{id}/raw", s.getRaw)
 	}
-	s.handle("GET /api/v1/queue", s.queueStatus)
+	s.opsRoutes()
 	s.handle("GET /healthz", s.healthz)
 	s.handle("GET /readyz", s.readyz)
 	metrics := promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{

@@ -25,11 +25,6 @@ type MailReader interface {
 	FindByMessageID(ctx context.Context, messageIDs []string) (map[string][]store.Summary, error)
 }
 
-// QueueStatus reports the queue's figures as a JSON-marshalable value.
-type QueueStatus interface {
-	Status(ctx context.Context) (any, error)
-}
-
 // Check is one readiness check (store ping, queue connected). It should
 // return promptly once ctx is done.
 type Check func(ctx context.Context) error
@@ -47,7 +42,7 @@ var (
 type Server struct {
 	cfg      Config
 	reader   MailReader
-	queue    QueueStatus
+	queue    QueueOps
 	ready    map[string]Check
 	log      *slog.Logger
 	metrics  *metrics
@@ -68,7 +63,7 @@ type Server struct {
 // endpoint then answers 503). gatherer serves /metrics; when nil, reg is used
 // if it is also a Gatherer (a *prometheus.Registry). reg may be nil to leave
 // the HTTP metrics unregistered. log nil means slog.Default().
-func New(cfg Config, reader MailReader, queue QueueStatus, gatherer prometheus.Gatherer,
+func New(cfg Config, reader MailReader, queue QueueOps, gatherer prometheus.Gatherer,
 	ready map[string]Check, reg prometheus.Registerer, log *slog.Logger) (*Server, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {

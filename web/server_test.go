@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/levee-mail/levee/queue"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -152,15 +153,15 @@ func TestStartFailsOnBusyAddress(t *testing.T) {
 func TestShutdownDrainsThenCuts(t *testing.T) {
 	entered := make(chan struct{}, 2)
 	release := make(chan struct{})
-	q := queueFunc(func(ctx context.Context) (any, error) {
+	q := queueFunc(func(ctx context.Context) (queue.Status, error) {
 		entered <- struct{}{}
 		select {
 		case <-release:
-			return map[string]int{"messages": 1}, nil
+			return queue.Status{Messages: 1}, nil
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return queue.Status{}, ctx.Err()
 		}
-	})
+	}).ops()
 
 	t.Run("drain", func(t *testing.T) {
 		f := startFixture(t, fixtureOpts{queue: q})

@@ -9,24 +9,6 @@ import (
 	"strings"
 )
 
-func (s *Server) queueStatus(w http.ResponseWriter, r *http.Request) {
-	if s.queue == nil {
-		s.writeError(w, r, http.StatusServiceUnavailable, "queue status not available")
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.QueueStatusTimeout)
-	defer cancel()
-	st, err := s.queue.Status(ctx)
-	if err != nil {
-		// 503, not 500: the queue being unreachable is a state operators
-		// watch for, not a bug in this server.
-		s.log.WarnContext(r.Context(), "queue status failed", "err", err)
-		s.writeError(w, r, http.StatusServiceUnavailable, "queue status unavailable")
-		return
-	}
-	s.writeJSON(w, r, http.StatusOK, st)
-}
-
 // healthz says only that the process serves HTTP; dependencies belong to
 // readyz, so that an outage of the store does not get the process restarted.
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {

@@ -4,38 +4,43 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/levee-mail/levee/queue"
 )
 
-// queueFunc adapts a function to QueueStatus.
-type queueFunc func(ctx context.Context) (any, error)
+// queueFunc is a QueueOps whose Status is the function (and whose other
+// operations are not expected to be called: they panic).
+type queueFunc func(ctx context.Context) (queue.Status, error)
 
-func (f queueFunc) Status(ctx context.Context) (any, error) { return f(ctx) }
+func (f queueFunc) ops() QueueOps { return statusOnly{status: f} }
 
-type sampleStatus struct {
-	Stream    string  `json:"stream"`
-	Messages  uint64  `json:"messages"`
-	FillRatio float64 `json:"fill_ratio"`
+type statusOnly struct {
+	QueueOps
+	status queueFunc
 }
 
+func (s statusOnly) Status(ctx context.Context) (queue.Status, error) { return s.status(ctx) }
+
 func TestQueueStatus(t *testing.T) {
-	want := sampleStatus{Stream: "LEVEE", Messages: 42, FillRatio: 0.25}
-	f := newFixture(t, fixtureOpts{queue: queueFunc(func(context.Context) (any, error) { return want, nil })})
-	var got sampleStatus
+	want := queue.Status{Stream: "LEVEE", Messages: 42, Fill: queue.Fill{Max: 0.25}}
+	f := newFixture(t, fixtureOpts{queue: queueFunc(func(context.Context) (queue.Status, error) { return want, nil }).ops()})
+	var got queue.Status
 	decode(t, f.get(t, "/api/v1/queue"), http.StatusOK, &got)
-	if got != want {
+	if got.Stream != want.Stream || got.Messages != want.Messages || got.Fill != want.Fill {
 		t.Fatalf("status = %+v, want %+v", got, want)
 	}
 }
 
 func TestQueueStatusUnavailable(t *testing.T) {
 	t.Run("error", func(t *testing.T) {
-		f := newFixture(t, fixtureOpts{queue: queueFunc(func(context.Context) (any, error) {
-			return nil, errors.New("nats: connection refused to nats://internal-host:4222")
-		})})
+		f := newFixture(t, fixtureOpts{queue: queueFunc(func(context.Context) (queue.Status, error) {
+			return queue.Status{}, errors.New("nats: connection refused to nats://internal-host:4222")
+		}).ops()})
 		rec := f.get(t, "/api/v1/queue")
 		wantError(t, rec, http.StatusServiceUnavailable, "queue status unavailable")
 		if !strings.Contains(f.logs.String(), "internal-host") {
@@ -45,10 +50,10 @@ func TestQueueStatusUnavailable(t *testing.T) {
 	t.Run("hangs past the timeout", func(t *testing.T) {
 		f := newFixture(t, fixtureOpts{
 			cfg: Config{QueueStatusTimeout: 20 * time.Millisecond},
-			queue: queueFunc(func(ctx context.Context) (any, error) {
+			queue: queueFunc(func(ctx context.Context) (queue.Status, error) {
 				<-ctx.Done()
-				return nil, ctx.Err()
-			}),
+				return queue.Status{}, ctx.Err()
+			}).ops(),
 		})
 		wantError(t, f.get(t, "/api/v1/queue"), http.StatusServiceUnavailable, "queue status unavailable")
 	})
@@ -57,15 +62,15 @@ func TestQueueStatusUnavailable(t *testing.T) {
 		wantError(t, f.get(t, "/api/v1/queue"), http.StatusServiceUnavailable, "queue status not available")
 	})
 	t.Run("status that cannot be encoded", func(t *testing.T) {
-		f := newFixture(t, fixtureOpts{queue: queueFunc(func(context.Context) (any, error) {
-			return map[string]any{"bad": make(chan int)}, nil
-		})})
+		f := newFixture(t, fixtureOpts{queue: queueFunc(func(context.Context) (queue.Status, error) {
+			return queue.Status{Fill: queue.Fill{Max: math.NaN()}}, nil
+		}).ops()})
 		wantError(t, f.get(t, "/api/v1/queue"), http.StatusInternalServerError, "internal server error")
 	})
 }
 
 func TestHandlerPanicIs500(t *testing.T) {
-	f := newFixture(t, fixtureOpts{queue: queueFunc(func(context.Context) (any, error) { panic("boom in status") })})
+	f := newFixture(t, fixtureOpts{queue: queueFunc(func(context.Context) (queue.Status, error) { panic("boom in status") }).ops()})
 	wantError(t, f.get(t, "/api/v1/queue"), http.StatusInternalServerError, "internal server error")
 	if !strings.Contains(f.logs.String(), "boom in status") {
 		t.Errorf("panic not logged:\n%s", f.logs)

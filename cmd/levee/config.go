@@ -202,6 +202,10 @@ func serveOptions() []option {
 			return str(func(c *Config) *string { return &c.HTTP.Addr })
 		}),
 
+		opt("http.admin_token", "bearer token that changes over the ops API need (queue limits, dead-letter replay and purge); empty turns them off. Prefer the environment variable: flags show in ps", func() (func(*Config) string, func(*Config, string) error) {
+			return str(func(c *Config) *string { return &c.HTTP.AdminToken })
+		}),
+
 		opt("queue.nats_url", "external JetStream URL; empty runs the embedded server", func() (func(*Config) string, func(*Config, string) error) {
 			return str(func(c *Config) *string { return &c.Queue.URL })
 		}),

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -66,6 +68,12 @@ type Levee struct {
 	// The autoscaler runs until stopAutoscale; autoscaleDone closes after.
 	stopAutoscale context.CancelFunc
 	autoscaleDone chan struct{}
+	// The ops API's status sampler, likewise.
+	stopSampler context.CancelFunc
+	samplerDone chan struct{}
+
+	instance string // host:pid, in stats replies
+	started  time.Time
 }
 
 // Start opens what the roles need and starts listening. On error, whatever
@@ -80,7 +88,9 @@ func Start(ctx context.Context, cfg Config, roles Role, log *slog.Logger) (*Leve
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	l := &Levee{cfg: cfg, roles: roles, log: log, Registry: reg}
+	host, _ := os.Hostname()
+	l := &Levee{cfg: cfg, roles: roles, log: log, Registry: reg,
+		instance: fmt.Sprintf("%s:%d", host, os.Getpid()), started: time.Now()}
 	if err := l.start(ctx); err != nil {
 		_ = l.close(context.Background())
 		return nil, err
@@ -130,7 +140,14 @@ func (l *Levee) start(ctx context.Context) (err error) {
 			reader = l.Store
 		}
 	}
-	if l.HTTP, err = web.New(cfg.HTTP, reader, queueStatus{l.Queue}, reg, ready, reg, log); err != nil {
+	if err := l.Queue.ServeStats(l.processStats); err != nil {
+		return err
+	}
+	ops := queue.NewOps(l.Queue.Admin())
+	sctx, cancel := context.WithCancel(context.Background())
+	l.stopSampler, l.samplerDone = cancel, make(chan struct{})
+	go func() { defer close(l.samplerDone); ops.Run(sctx) }()
+	if l.HTTP, err = web.New(cfg.HTTP, reader, ops, reg, ready, reg, log); err != nil {
 		return err
 	}
 	if err := l.HTTP.Start(ctx); err != nil {
@@ -208,6 +225,10 @@ func (l *Levee) close(ctx context.Context) error {
 	if l.HTTP != nil {
 		errs = append(errs, l.HTTP.Shutdown(ctx))
 	}
+	if l.stopSampler != nil {
+		l.stopSampler()
+		<-l.samplerDone
+	}
 	if l.Queue != nil {
 		errs = append(errs, l.Queue.Close(ctx))
 	}
@@ -235,6 +256,16 @@ func (p queuePublisher) Publish(ctx context.Context, m *mail.Message) (bool, err
 	}
 }
 
-type queueStatus struct{ q *queue.Queue }
-
-func (s queueStatus) Status(ctx context.Context) (any, error) { return s.q.Status(ctx) }
+// processStats is this process's answer to a stats request (see
+// queue.ServeStats): what `levee queue status` sums over a deployment.
+func (l *Levee) processStats() queue.ProcessStats {
+	p := queue.ProcessStats{Instance: l.instance, Roles: l.roles.String(), StartedAt: l.started}
+	if l.Worker != nil {
+		p.Worker = &queue.WorkerStats{Concurrency: l.Worker.Concurrency()}
+	}
+	if l.SMTP != nil {
+		st := l.SMTP.Stats()
+		p.SMTP = &queue.SMTPStats{Accepted: st.Accepted, Deferred: st.Deferred, Rejected: st.Rejected, Sessions: st.Sessions}
+	}
+	return p
+}

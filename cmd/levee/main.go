@@ -21,6 +21,8 @@ Usage:
   levee worker [flags]   run only the workers, draining an external JetStream into the store
   levee web [flags]      run only the mailbox API, reading the store
   levee loadtest [flags] replay a traffic shape at an SMTP server and audit delivery (see docs/loadtesting.md)
+  levee queue status|limits [set ...]   watch the queue, change its limits live ('levee queue help')
+  levee dlq list|show|replay|purge      dead letters, with the reason each was given up on ('levee dlq help')
   levee help             show this help and every flag
 
 Every command takes the same flags (one configuration for every role); run
@@ -48,6 +50,10 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return serve(RoleWeb, args[1:], environ, stderr)
 	case "loadtest":
 		return loadtestCmd(args[1:], stdout, stderr)
+	case "queue":
+		return queueCmd(args[1:], environ, stdout, stderr)
+	case "dlq":
+		return dlqCmd(args[1:], environ, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		fmt.Fprintln(stdout, "\nFlags (each also a LEVEE_* environment variable and a YAML key):")

@@ -1,0 +1,349 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/levee-mail/levee/mail"
+	"github.com/levee-mail/levee/queue"
+)
+
+const testAdminToken = "s3cret-admin-token"
+
+// cli runs `levee args...` in-process and returns its output and exit code.
+func cli(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = run(args, nil, &out, &errOut)
+	return out.String(), errOut.String(), code
+}
+
+// mustCLI runs the command and fails the test unless it exits 0.
+func mustCLI(t *testing.T, args ...string) string {
+	t.Helper()
+	out, errOut, code := cli(t, args...)
+	if code != 0 {
+		t.Fatalf("levee %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+func (l *testLevee) natsURL() string { return l.Queue.Server().ClientURL() }
+
+// TestQueueStatusJSONMatchesStream: `levee queue status --json`, over HTTP
+// and over JetStream, gives the stream's and the consumer's own figures.
+func TestQueueStatusJSONMatchesStream(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Worker.Concurrency = 0 // the mail stays queued: stable figures
+	l := startLevee(t, cfg)
+	for i := range 7 {
+		to := "rcpt@example.test"
+		if i >= 5 {
+			to = "rcpt@other.test"
+		}
+		if err := send(l.smtpAddr, "s@client.test", []string{to}, testMessage(i, 1500)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	s, err := l.Queue.JetStream().Stream(ctx, cfg.Queue.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	si := s.CachedInfo()
+	c, err := l.Queue.JetStream().Consumer(ctx, cfg.Queue.Stream, cfg.Queue.Durable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci := c.CachedInfo()
+	for _, via := range [][]string{{"--server", l.httpURL}, {"--nats-url", l.natsURL(), "--interval", "200ms"}} {
+		t.Run(via[0], func(t *testing.T) {
+			out := mustCLI(t, append([]string{"queue", "status", "--json"}, via...)...)
+			var st queue.Status
+			if err := json.Unmarshal([]byte(out), &st); err != nil {
+				t.Fatalf("decode %q: %v", out, err)
+			}
+			if st.Messages != si.State.Msgs || st.Bytes != si.State.Bytes || st.LastSeq != si.State.LastSeq || st.Messages != 7 {
+				t.Errorf("messages %d bytes %d last_seq %d; stream says %+v", st.Messages, st.Bytes, st.LastSeq, si.State)
+			}
+			if st.Limits.MaxMsgs != si.Config.MaxMsgs || st.Limits.MaxBytes != si.Config.MaxBytes || st.Limits.MaxAge != si.Config.MaxAge {
+				t.Errorf("limits %+v; stream config %+v", st.Limits, si.Config)
+			}
+			wantFill := float64(si.State.Bytes) / float64(si.Config.MaxBytes)
+			if st.Fill.Bytes != wantFill {
+				t.Errorf("bytes fill %v, want %v", st.Fill.Bytes, wantFill)
+			}
+			if st.Consumer.NumPending != ci.NumPending || st.Consumer.Name != cfg.Queue.Durable {
+				t.Errorf("consumer %+v; server says pending %d", st.Consumer, ci.NumPending)
+			}
+			if len(st.TopDomains) != 2 || st.TopDomains[0] != (queue.DomainCount{Domain: "example.test", Messages: 5}) {
+				t.Errorf("top domains %+v", st.TopDomains)
+			}
+			if st.Workers.Processes != 1 || st.Workers.Concurrency != 0 || st.SMTP.Processes != 1 || st.SMTP.Accepted != 7 {
+				t.Errorf("workers %+v smtp %+v", st.Workers, st.SMTP)
+			}
+			if via[0] == "--nats-url" && st.Rates.WindowSeconds == 0 {
+				t.Errorf("status over JetStream has no rates: %+v", st.Rates)
+			}
+		})
+	}
+	table := mustCLI(t, "queue", "status", "--server", l.httpURL)
+	for _, want := range []string{"LEVEE_MAIL", "messages  7 of", "example.test  5", "dead letters  0"} {
+		if !strings.Contains(strings.Join(strings.Fields(table), " "), strings.Join(strings.Fields(want), " ")) {
+			t.Errorf("status table lacks %q:\n%s", want, table)
+		}
+	}
+}
+
+// TestQueueLimitsCLIAndAdminToken: limits over HTTP need the admin token;
+// an invalid or mail-deleting change is refused with the reason and
+// changes nothing.
+func TestQueueLimitsCLIAndAdminToken(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Worker.Concurrency = 0
+	cfg.HTTP.AdminToken = testAdminToken
+	l := startLevee(t, cfg)
+	for i := range 4 {
+		if err := send(l.smtpAddr, "s@client.test", []string{"rcpt@example.test"}, testMessage(i, 500)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv := []string{"--server", l.httpURL}
+	if _, errOut, code := cli(t, append([]string{"queue", "limits", "set", "--max-msgs", "100"}, srv...)...); code != 1 || !strings.Contains(errOut, "admin token") {
+		t.Errorf("without a token: exit %d, %q", code, errOut)
+	}
+	if _, errOut, code := cli(t, append([]string{"queue", "limits", "set", "--max-msgs", "100", "--admin-token", "wrong"}, srv...)...); code != 1 || !strings.Contains(errOut, "HTTP 401") {
+		t.Errorf("wrong token: exit %d, %q", code, errOut)
+	}
+	auth := append([]string{"--admin-token", testAdminToken}, srv...)
+	_, errOut, code := cli(t, append([]string{"queue", "limits", "set", "--per-domain-max-msgs", "3"}, auth...)...)
+	if code != 1 || !strings.Contains(errOut, "example.test (4)") || !strings.Contains(errOut, "nothing was changed") {
+		t.Errorf("per-domain cap below a domain's queue: exit %d, %q", code, errOut)
+	}
+	out := mustCLI(t, append([]string{"queue", "limits", "set", "--max-msgs", "2", "--max-bytes", "1GiB"}, auth...)...)
+	if !strings.Contains(out, "below the 4 messages queued: nothing queued is deleted") {
+		t.Errorf("lowering below usage: %s", out)
+	}
+	if err := send(l.smtpAddr, "s@client.test", []string{"rcpt@example.test"}, testMessage(99, 500)); replyCode(err) != "452 4.3.1" {
+		t.Errorf("after lowering max_msgs below usage: %q, want 452 4.3.1", replyCode(err))
+	}
+	if _, errOut, code := cli(t, append([]string{"queue", "limits", "set", "--max-age", "1ms"}, auth...)...); code != 1 || !strings.Contains(errOut, "max_age") {
+		t.Errorf("max_age below the duplicate window: exit %d, %q", code, errOut)
+	}
+	if _, errOut, code := cli(t, "queue", "limits", "set", "--max-bytes", "lots"); code != 2 || !strings.Contains(errOut, "--max-bytes") {
+		t.Errorf("bad size: exit %d, %q", code, errOut)
+	}
+	// The same over JetStream, no token needed: there JetStream's own
+	// permissions decide.
+	mustCLI(t, "queue", "limits", "set", "--max-msgs", "1000", "--per-domain-max-msgs", "10", "--nats-url", l.natsURL())
+	var lim queue.StreamLimits
+	if err := json.Unmarshal([]byte(mustCLI(t, append([]string{"queue", "limits", "--json"}, srv...)...)), &lim); err != nil {
+		t.Fatal(err)
+	}
+	if lim.MaxMsgs != 1000 || lim.MaxBytes != 1<<30 || lim.PerDomainMaxMsgs != 10 {
+		t.Errorf("limits now %+v", lim)
+	}
+	if st := streamState(t, l); st.Msgs != 4 {
+		t.Errorf("the stream holds %d messages after the limit changes, want 4", st.Msgs)
+	}
+}
+
+func streamState(t *testing.T, l *testLevee) jetstream.StreamState {
+	t.Helper()
+	s, err := l.Queue.JetStream().Stream(context.Background(), l.cfg.Queue.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.CachedInfo().State
+}
+
+// TestLiveLimitChangeUnderLoadLosesNothing: senders deliver continuously
+// (retrying 4xx like MTAs) while an operator lowers max_msgs below the
+// queue's usage, then raises it and changes the per-domain cap. Every
+// message is stored exactly once, and the lowered limit did defer mail.
+func TestLiveLimitChangeUnderLoadLosesNothing(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Worker.Concurrency = 0 // drain paused until the limit was lowered
+	cfg.Worker.Autoscale.Enabled = false
+	cfg.HTTP.AdminToken = testAdminToken
+	l := startLevee(t, cfg)
+	auth := []string{"--server", l.httpURL, "--admin-token", testAdminToken}
+
+	const senders, perSender = 6, 50
+	var deferred atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, senders)
+	for g := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perSender {
+				n := g*perSender + i
+				to := "rcpt@example.test"
+				if n%3 == 0 {
+					to = "rcpt@other.test"
+				}
+				body := testMessage(n, 800)
+				for attempt := 0; ; attempt++ {
+					err := send(l.smtpAddr, "s@client.test", []string{to}, body)
+					if err == nil {
+						break
+					}
+					if code := replyCode(err); !strings.HasPrefix(code, "4") || attempt > 400 {
+						errs <- fmt.Errorf("message %d: %s", n, code)
+						return
+					}
+					deferred.Add(1)
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	waitFor(t, 30*time.Second, "30 messages queued", func() bool { return streamState(t, l).Msgs >= 30 })
+	out := mustCLI(t, append([]string{"queue", "limits", "set", "--max-msgs", "20"}, auth...)...)
+	if !strings.Contains(out, "nothing queued is deleted") {
+		t.Errorf("lowering: %s", out)
+	}
+	waitFor(t, 30*time.Second, "senders deferred", func() bool { return deferred.Load() > 0 })
+	l.Worker.SetConcurrency(2)
+	waitFor(t, 30*time.Second, "drained below the lowered limit", func() bool { return streamState(t, l).Msgs < 20 })
+	mustCLI(t, append([]string{"queue", "limits", "set", "--max-msgs", "100000", "--per-domain-max-msgs", "150"}, auth...)...)
+	mustCLI(t, append([]string{"queue", "limits", "set", "--per-domain-max-msgs", "0", "--max-bytes", "512MiB"}, auth...)...)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	waitFor(t, 60*time.Second, "queue drained", func() bool { return streamState(t, l).Msgs == 0 })
+	seen := map[string]int{}
+	for _, box := range []string{"rcpt@example.test", "rcpt@other.test"} {
+		for _, s := range l.mailbox(box) {
+			raw := l.getRaw(s.ID)
+			i := bytes.Index(raw, []byte("X-Levee-Test-Id: "))
+			if i < 0 {
+				t.Fatalf("stored message %s has no test id", s.ID)
+			}
+			id, _, _ := bytes.Cut(raw[i+len("X-Levee-Test-Id: "):], []byte("\r\n"))
+			seen[string(id)]++
+		}
+	}
+	for n := range senders * perSender {
+		if c := seen[strconv.Itoa(n)]; c != 1 {
+			t.Errorf("message %d stored %d times", n, c)
+		}
+	}
+	t.Logf("%d deferrals retried; %d messages stored once each", deferred.Load(), len(seen))
+}
+
+// TestDLQReplayDeliversExactlyOnce: dead letters are listed with their
+// reason, replayed over HTTP and over JetStream, and each replayed message
+// is stored exactly once, also one that had been stored before it was
+// dead-lettered (a worker that crashed after the commit).
+func TestDLQReplayDeliversExactlyOnce(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Worker.Concurrency = 0
+	cfg.Worker.Autoscale.Enabled = false
+	cfg.HTTP.AdminToken = testAdminToken
+	l := startLevee(t, cfg)
+	ctx := context.Background()
+	bodies := [][]byte{testMessage(1, 600), testMessage(2, 600), testMessage(3, 600)}
+	for _, b := range bodies {
+		if err := send(l.smtpAddr, "s@client.test", []string{"rcpt@example.test"}, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Play the worker that gave up on all three; message 1 it had stored.
+	cons, err := l.Queue.Consumer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(3, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range batch.Messages() {
+		msg, err := queue.Decode(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(msg.Raw, []byte("X-Levee-Test-Id: 1\r\n")) {
+			if msg.Parsed, err = mail.Parse(msg.Raw, mail.ParseLimits{}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := l.Store.Deliver(ctx, []*mail.Message{msg}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := l.Queue.DeadLetter(ctx, m, "store: constraint failed for "+msg.ID); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Term(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv := []string{"--server", l.httpURL}
+	var list struct {
+		DeadLetters []queue.DeadLetterInfo `json:"dead_letters"`
+		Total       uint64                 `json:"total"`
+	}
+	if err := json.Unmarshal([]byte(mustCLI(t, append([]string{"dlq", "list", "--json"}, srv...)...)), &list); err != nil {
+		t.Fatal(err)
+	}
+	if list.Total != 3 || len(list.DeadLetters) != 3 || !strings.HasPrefix(list.DeadLetters[0].Reason, "store: constraint failed") {
+		t.Fatalf("dlq list: %+v", list)
+	}
+	table := mustCLI(t, append([]string{"dlq", "list"}, srv...)...)
+	if !strings.Contains(table, "store: constraint failed") || !strings.Contains(table, "3 dead letters in all") {
+		t.Errorf("dlq list table:\n%s", table)
+	}
+	first := strconv.FormatUint(list.DeadLetters[0].Seq, 10)
+	shown := mustCLI(t, append([]string{"dlq", "show", first}, srv...)...)
+	if !strings.Contains(shown, "reason") || !strings.Contains(shown, "Subject: test message") {
+		t.Errorf("dlq show:\n%s", shown)
+	}
+	if raw := mustCLI(t, append([]string{"dlq", "show", first, "--raw"}, srv...)...); !strings.HasSuffix(raw, "end of message 1\r\n") {
+		t.Errorf("dlq show --raw ends %q", raw[max(0, len(raw)-40):])
+	}
+	if _, errOut, code := cli(t, append([]string{"dlq", "replay", first}, srv...)...); code != 1 || !strings.Contains(errOut, "admin token") {
+		t.Errorf("replay without a token: exit %d %q", code, errOut)
+	}
+	auth := append([]string{"--admin-token", testAdminToken}, srv...)
+	mustCLI(t, append([]string{"dlq", "replay", first}, auth...)...)
+	if _, errOut, code := cli(t, append([]string{"dlq", "replay", first}, auth...)...); code != 1 || !strings.Contains(errOut, "no dead letter") {
+		t.Errorf("second replay of %s: exit %d %q", first, code, errOut)
+	}
+	if out := mustCLI(t, "dlq", "replay", "--all", "--nats-url", l.natsURL()); !strings.Contains(out, "2 dead letters replayed") {
+		t.Errorf("replay --all: %s", out)
+	}
+	l.Worker.SetConcurrency(2)
+	waitFor(t, 30*time.Second, "replayed mail stored", func() bool { return len(l.mailbox("rcpt@example.test")) >= 3 })
+	waitFor(t, 30*time.Second, "queue drained", func() bool { return streamState(t, l).Msgs == 0 })
+	got := map[string]int{}
+	for _, s := range l.mailbox("rcpt@example.test") {
+		got[s.ID]++
+	}
+	if len(got) != 3 {
+		t.Errorf("mailbox holds %v, want 3 messages once each", got)
+	}
+	for id, n := range got {
+		if n != 1 {
+			t.Errorf("message %s stored %d times", id, n)
+		}
+	}
+	if out := mustCLI(t, append([]string{"dlq", "list"}, srv...)...); !strings.Contains(out, "0 dead letters in all") {
+		t.Errorf("after replay:\n%s", out)
+	}
+	if _, errOut, code := cli(t, "dlq", "replay"); code != 2 || !strings.Contains(errOut, "--all") {
+		t.Errorf("replay without a target: exit %d %q", code, errOut)
+	}
+}

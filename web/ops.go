@@ -1,0 +1,377 @@
+package web
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/levee-mail/levee/queue"
+)
+
+// QueueOps is the queue as the ops API sees it: a *queue.Ops in Levee, a
+// fake in tests.
+type QueueOps interface {
+	Status(ctx context.Context) (queue.Status, error)
+	History(since time.Time) []queue.Sample
+	SampleInterval() time.Duration
+	Limits(ctx context.Context) (queue.StreamLimits, error)
+	UpdateLimits(ctx context.Context, l queue.Limits) (queue.LimitsUpdate, error)
+	DeadLetters(ctx context.Context, after uint64, limit int) ([]queue.DeadLetterInfo, uint64, error)
+	DeadLetter(ctx context.Context, seq uint64) (queue.DeadLetterInfo, []byte, error)
+	Replay(ctx context.Context, seq uint64) error
+	ReplayAll(ctx context.Context) (int, error)
+	Purge(ctx context.Context, seq uint64) error
+	PurgeAll(ctx context.Context) (uint64, error)
+}
+
+// maxOpsBody caps a limits change request body.
+const maxOpsBody = 64 << 10
+
+// defaultDeadList is a dead-letter page when the client names no limit.
+const defaultDeadList = 50
+
+func (s *Server) opsRoutes() {
+	s.handle("GET /api/v1/queue", s.queueStatus)
+	s.handle("GET /api/v1/queue/history", s.queueHistory)
+	s.handle("GET /api/v1/queue/limits", s.queueLimits)
+	s.handle("PUT /api/v1/queue/limits", s.admin(s.setQueueLimits))
+	s.handle("GET /api/v1/dlq", s.listDead)
+	s.handle("GET /api/v1/dlq/{seq}", s.showDead)
+	s.handle("GET /api/v1/dlq/{seq}/raw", s.rawDead)
+	s.handle("POST /api/v1/dlq/{seq}/replay", s.admin(s.replayDead))
+	s.handle("POST /api/v1/dlq/replay", s.admin(s.replayAllDead))
+	s.handle("DELETE /api/v1/dlq/{seq}", s.admin(s.purgeDead))
+	s.handle("DELETE /api/v1/dlq", s.admin(s.purgeAllDead))
+}
+
+// admin guards a route that changes the queue: it needs the configured
+// admin token as a bearer token. Without a configured token such routes
+// are off (403), so that a Levee nobody configured is never changed over
+// HTTP by whoever can reach it.
+func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.AdminToken == "" {
+			s.writeError(w, r, http.StatusForbidden, "changes over HTTP are disabled: set http.admin_token (LEVEE_HTTP_ADMIN_TOKEN) to enable them")
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		// Hashes first: ConstantTimeCompare leaks the length otherwise.
+		a, b := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(s.cfg.AdminToken))
+		if !ok || subtle.ConstantTimeCompare(a[:], b[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="levee"`)
+			s.writeError(w, r, http.StatusUnauthorized, "admin token missing or wrong (Authorization: Bearer <http.admin_token>)")
+			return
+		}
+		h(w, r)
+	}
+}
+
+// queueCtx bounds a queue operation by QueueStatusTimeout.
+func (s *Server) queueCtx(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), s.cfg.QueueStatusTimeout)
+}
+
+// noQueue answers 503 when this process has no queue; it reports whether it did.
+func (s *Server) noQueue(w http.ResponseWriter, r *http.Request) bool {
+	if s.queue == nil {
+		s.writeError(w, r, http.StatusServiceUnavailable, "queue status not available")
+		return true
+	}
+	return false
+}
+
+// queueError answers a failed queue operation: the operator's mistakes
+// with their message, the queue's state as 503 (an unreachable JetStream is
+// a state operators watch for, not a bug in this server).
+func (s *Server) queueError(w http.ResponseWriter, r *http.Request, op string, err error) {
+	switch {
+	case errors.Is(err, queue.ErrInvalidLimit):
+		s.writeError(w, r, http.StatusBadRequest, err.Error())
+	case errors.Is(err, queue.ErrWouldDelete):
+		s.writeError(w, r, http.StatusConflict, err.Error())
+	case errors.Is(err, queue.ErrNotFound):
+		s.writeError(w, r, http.StatusNotFound, err.Error())
+	case errors.Is(err, queue.ErrQueueFull):
+		s.writeError(w, r, http.StatusServiceUnavailable, "the mail queue is full: try again once the workers drained some of it")
+	default:
+		s.log.WarnContext(r.Context(), "queue operation failed", "op", op, "err", err)
+		s.writeError(w, r, http.StatusServiceUnavailable, op+" unavailable")
+	}
+}
+
+func (s *Server) queueStatus(w http.ResponseWriter, r *http.Request) {
+	if s.noQueue(w, r) {
+		return
+	}
+	ctx, cancel := s.queueCtx(r)
+	defer cancel()
+	st, err := s.queue.Status(ctx)
+	if err != nil {
+		s.queueError(w, r, "queue status", err)
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, st)
+}
+
+type history struct {
+	IntervalSeconds float64        `json:"interval_seconds"`
+	Samples         []queue.Sample `json:"samples"`
+}
+
+func (s *Server) queueHistory(w http.ResponseWriter, r *http.Request) {
+	if s.noQueue(w, r) {
+		return
+	}
+	var since time.Time
+	if v := r.URL.Query().Get("since"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			s.writeError(w, r, http.StatusBadRequest, "since: want an RFC 3339 time, like 2026-11-30T11:40:00Z")
+			return
+		}
+		since = t
+	}
+	s.writeJSON(w, r, http.StatusOK, history{IntervalSeconds: s.queue.SampleInterval().Seconds(), Samples: s.queue.History(since)})
+}
+
+func (s *Server) queueLimits(w http.ResponseWriter, r *http.Request) {
+	if s.noQueue(w, r) {
+		return
+	}
+	ctx, cancel := s.queueCtx(r)
+	defer cancel()
+	l, err := s.queue.Limits(ctx)
+	if err != nil {
+		s.queueError(w, r, "queue limits", err)
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, l)
+}
+
+// limitsRequest is the PUT body: omitted fields stay as they are. Sizes are
+// plain numbers (bytes); max_age is a Go duration ("48h").
+type limitsRequest struct {
+	MaxMsgs          *int64  `json:"max_msgs"`
+	MaxBytes         *int64  `json:"max_bytes"`
+	MaxAge           *string `json:"max_age"`
+	MaxMsgSize       *int32  `json:"max_msg_size"`
+	PerDomainMaxMsgs *int64  `json:"per_domain_max_msgs"`
+	Force            bool    `json:"force"`
+}
+
+func (req limitsRequest) limits() (queue.Limits, error) {
+	var l queue.Limits
+	positive := func(key string, v *int64, dst *int64) error {
+		if v == nil {
+			return nil
+		}
+		if *v < 1 {
+			return fmt.Errorf("%s: must be > 0, got %d", key, *v)
+		}
+		*dst = *v
+		return nil
+	}
+	if err := positive("max_msgs", req.MaxMsgs, &l.MaxMsgs); err != nil {
+		return l, err
+	}
+	if err := positive("max_bytes", req.MaxBytes, &l.MaxBytes); err != nil {
+		return l, err
+	}
+	if req.MaxMsgSize != nil {
+		if *req.MaxMsgSize < 1 {
+			return l, fmt.Errorf("max_msg_size: must be > 0, got %d", *req.MaxMsgSize)
+		}
+		l.MaxMsgSize = *req.MaxMsgSize
+	}
+	if req.MaxAge != nil {
+		d, err := time.ParseDuration(*req.MaxAge)
+		if err != nil || d <= 0 {
+			return l, fmt.Errorf("max_age: want a positive duration like \"48h\", got %q", *req.MaxAge)
+		}
+		l.MaxAge = d
+	}
+	if v := req.PerDomainMaxMsgs; v != nil {
+		switch {
+		case *v == 0: // "no cap", in the config's terms
+			l.PerDomainMaxMsgs = -1
+		case *v < 0:
+			return l, fmt.Errorf("per_domain_max_msgs: must be >= 0 (0 removes the cap), got %d", *v)
+		default:
+			l.PerDomainMaxMsgs = *v
+		}
+	}
+	l.Force = req.Force
+	if l == (queue.Limits{Force: l.Force}) {
+		return l, errors.New("no limit given: set one or more of max_msgs, max_bytes, max_age, max_msg_size, per_domain_max_msgs")
+	}
+	return l, nil
+}
+
+func (s *Server) setQueueLimits(w http.ResponseWriter, r *http.Request) {
+	if s.noQueue(w, r) {
+		return
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxOpsBody))
+	dec.DisallowUnknownFields()
+	var req limitsRequest
+	if err := dec.Decode(&req); err != nil {
+		s.writeError(w, r, http.StatusBadRequest, "body: want a JSON object of limits: "+err.Error())
+		return
+	}
+	l, err := req.limits()
+	if err != nil {
+		s.writeError(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
+	ctx, cancel := s.queueCtx(r)
+	defer cancel()
+	u, err := s.queue.UpdateLimits(ctx, l)
+	if err != nil {
+		s.queueError(w, r, "queue limits", err)
+		return
+	}
+	s.log.InfoContext(r.Context(), "queue limits changed over HTTP", "remote", r.RemoteAddr, "forced", l.Force)
+	s.writeJSON(w, r, http.StatusOK, u)
+}
+
+type deadList struct {
+	DeadLetters []queue.DeadLetterInfo `json:"dead_letters"`
+	Total       uint64                 `json:"total"`
+}
+
+func (s *Server) listDead(w http.ResponseWriter, r *http.Request) {
+	if s.noQueue(w, r) {
+		return
+	}
+	q := r.URL.Query()
+	var after uint64
+	limit := defaultDeadList
+	if v := q.Get("after"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			s.writeError(w, r, http.StatusBadRequest, "after: want a dead-letter sequence number")
+			return
+		}
+		after = n
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			s.writeError(w, r, http.StatusBadRequest, "limit: want 1..1000")
+			return
+		}
+		limit = n
+	}
+	ctx, cancel := s.queueCtx(r)
+	defer cancel()
+	list, total, err := s.queue.DeadLetters(ctx, after, limit)
+	if err != nil {
+		s.queueError(w, r, "dead letters", err)
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, deadList{DeadLetters: list, Total: total})
+}
+
+// deadSeq reads the {seq} path value; it answers 400 itself when bad.
+func (s *Server) deadSeq(w http.ResponseWriter, r *http.Request) (uint64, bool) {
+	seq, err := strconv.ParseUint(r.PathValue("seq"), 10, 64)
+	if err != nil || seq == 0 {
+		s.writeError(w, r, http.StatusBadRequest, "dead letter: want its sequence number (levee dlq list shows them)")
+		return 0, false
+	}
+	return seq, true
+}
+
+func (s *Server) showDead(w http.ResponseWriter, r *http.Request) {
+	seq, ok := s.deadSeq(w, r)
+	if !ok || s.noQueue(w, r) {
+		return
+	}
+	ctx, cancel := s.queueCtx(r)
+	defer cancel()
+	d, _, err := s.queue.DeadLetter(ctx, seq)
+	if err != nil {
+		s.queueError(w, r, "dead letter", err)
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, d)
+}
+
+func (s *Server) rawDead(w http.ResponseWriter, r *http.Request) {
+	seq, ok := s.deadSeq(w, r)
+	if !ok || s.noQueue(w, r) {
+		return
+	}
+	ctx, cancel := s.queueCtx(r)
+	defer cancel()
+	_, raw, err := s.queue.DeadLetter(ctx, seq)
+	if err != nil {
+		s.queueError(w, r, "dead letter", err)
+		return
+	}
+	writeRaw(w, raw)
+}
+
+func (s *Server) replayDead(w http.ResponseWriter, r *http.Request) {
+	seq, ok := s.deadSeq(w, r)
+	if !ok || s.noQueue(w, r) {
+		return
+	}
+	ctx, cancel := s.queueCtx(r)
+	defer cancel()
+	if err := s.queue.Replay(ctx, seq); err != nil {
+		s.queueError(w, r, "replay", err)
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, map[string]int{"replayed": 1})
+}
+
+func (s *Server) replayAllDead(w http.ResponseWriter, r *http.Request) {
+	if s.noQueue(w, r) {
+		return
+	}
+	// Not bounded by QueueStatusTimeout: a replay of thousands takes longer,
+	// and each step is safe to repeat.
+	n, err := s.queue.ReplayAll(r.Context())
+	if err != nil {
+		s.log.WarnContext(r.Context(), "replay all stopped", "replayed", n, "err", err)
+		s.queueError(w, r, fmt.Sprintf("replay (after %d replayed)", n), err)
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, map[string]int{"replayed": n})
+}
+
+func (s *Server) purgeDead(w http.ResponseWriter, r *http.Request) {
+	seq, ok := s.deadSeq(w, r)
+	if !ok || s.noQueue(w, r) {
+		return
+	}
+	ctx, cancel := s.queueCtx(r)
+	defer cancel()
+	if err := s.queue.Purge(ctx, seq); err != nil {
+		s.queueError(w, r, "purge", err)
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, map[string]int{"purged": 1})
+}
+
+func (s *Server) purgeAllDead(w http.ResponseWriter, r *http.Request) {
+	if s.noQueue(w, r) {
+		return
+	}
+	ctx, cancel := s.queueCtx(r)
+	defer cancel()
+	n, err := s.queue.PurgeAll(ctx)
+	if err != nil {
+		s.queueError(w, r, "purge", err)
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, map[string]uint64{"purged": n})
+}
