@@ -15,15 +15,21 @@
   const MISSING = '—';
   const SVGNS = 'http://www.w3.org/2000/svg';
 
-  // Problems in the page itself (a script error, a blocked resource) are
-  // shown on it: a dashboard that silently shows stale figures misleads.
+  // Problems in the page itself (a script error, something the content
+  // security policy blocked) are shown on it: a dashboard that silently
+  // shows stale figures misleads. The script runs from <head>, before the
+  // body is parsed, so that a violation in the markup is caught too.
   const problems = [];
-  function problem(msg) {
-    problems.push(msg);
+  function showProblems() {
     const box = document.getElementById('errors');
+    if (!box || problems.length === 0) return;
     box.hidden = false;
     box.textContent = problems.join('\n');
     document.body.dataset.errors = String(problems.length);
+  }
+  function problem(msg) {
+    problems.push(msg);
+    showProblems();
   }
   window.addEventListener('error', (e) => problem('script error: ' + e.message));
   window.addEventListener('unhandledrejection', (e) => problem('script error: ' + e.reason));
@@ -286,6 +292,10 @@
   };
 
   function drawCharts() {
+    // Where the charts' points came from, for people debugging and for the test.
+    document.body.dataset.history = historyAPI ? 'server' : 'polls';
+    document.body.dataset.samples = String(samples.length);
+    if (samples.length) document.body.dataset.firstSample = samples[0].at;
     for (const svg of document.querySelectorAll('svg[data-chart]')) {
       const spec = CHARTS[svg.dataset.chart];
       if (spec) drawChart(svg, spec);
@@ -382,7 +392,15 @@
     }
   }
 
-  window.addEventListener('resize', drawCharts);
-  drawCharts();
-  tick();
+  function start() {
+    showProblems();
+    window.addEventListener('resize', drawCharts);
+    drawCharts();
+    tick();
+  }
+  if (document.readyState === 'loading') {
+    document.addEventListener('DOMContentLoaded', start);
+  } else {
+    start();
+  }
 })();
