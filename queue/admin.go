@@ -264,7 +264,7 @@ func (a *Admin) validLimits(sc jetstream.StreamConfig) error {
 // consequences says what the change from old to sc does to the mail already
 // queued, and refuses (unless force) what would delete some of it.
 func (a *Admin) consequences(ctx context.Context, s jetstream.Stream, old *jetstream.StreamInfo, sc jetstream.StreamConfig, force bool) ([]string, error) {
-	var notes, deletes []string
+	var notes []string
 	st := old.State
 	if sc.MaxMsgs < old.Config.MaxMsgs && st.Msgs > uint64(sc.MaxMsgs) {
 		notes = append(notes, fmt.Sprintf("max_msgs %d is below the %d messages queued: nothing queued is deleted; new mail is deferred (452 4.3.1) until the workers drain below it",
@@ -274,28 +274,11 @@ func (a *Admin) consequences(ctx context.Context, s jetstream.Stream, old *jetst
 		notes = append(notes, fmt.Sprintf("max_bytes %d is below the %d bytes queued: nothing queued is deleted; new mail is deferred (452 4.3.1) until the workers drain below it",
 			sc.MaxBytes, st.Bytes))
 	}
-	if sc.MaxAge < old.Config.MaxAge && st.Msgs > 0 && !st.FirstTime.IsZero() {
-		if age := time.Since(st.FirstTime); age+ageMargin > sc.MaxAge {
-			deletes = append(deletes, fmt.Sprintf("max_age %s: the oldest queued message is %s old, and JetStream deletes queued messages older than max_age", sc.MaxAge, age.Round(time.Second)))
-		}
+	d, err := a.deletions(ctx, s, old, sc)
+	if err != nil {
+		return nil, err
 	}
-	lowered := sc.MaxMsgsPerSubject > 0 && (old.Config.MaxMsgsPerSubject <= 0 || sc.MaxMsgsPerSubject < old.Config.MaxMsgsPerSubject)
-	if lowered && st.Msgs > 0 {
-		si, err := s.Info(ctx, jetstream.WithSubjectFilter(a.cfg.SubjectPrefix+".>"))
-		if err != nil {
-			return nil, fmt.Errorf("queue: update limits: %w", err)
-		}
-		var over []string
-		for _, d := range topDomains(si.State.Subjects, a.cfg.SubjectPrefix, len(si.State.Subjects)) {
-			if d.Messages > uint64(sc.MaxMsgsPerSubject) {
-				over = append(over, fmt.Sprintf("%s (%d)", d.Domain, d.Messages))
-			}
-		}
-		if len(over) > 0 {
-			deletes = append(deletes, fmt.Sprintf("per_domain_max_msgs %d: JetStream would delete the oldest queued messages of %s down to the new cap",
-				sc.MaxMsgsPerSubject, strings.Join(over, ", ")))
-		}
-	}
+	deletes := d.all()
 	if len(deletes) == 0 {
 		return notes, nil
 	}
@@ -308,6 +291,54 @@ func (a *Admin) consequences(ctx context.Context, s jetstream.Stream, old *jetst
 	}
 	a.log.Warn("queue: limit change forced although it deletes queued mail", "what", strings.Join(deletes, "; "))
 	return notes, nil
+}
+
+// deletion says, per limit, why changing old to sc would make JetStream
+// delete queued mail ("" when it would not).
+type deletion struct{ maxAge, perDomain string }
+
+func (d deletion) all() []string {
+	var out []string
+	for _, s := range []string{d.maxAge, d.perDomain} {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// deletions finds the changes that delete queued mail whatever the discard
+// policy: a max_age below the oldest message's age (it expires), and a
+// per-subject cap below a domain's count (JetStream trims each subject to
+// the new cap, oldest first, on update).
+func (a *Admin) deletions(ctx context.Context, s jetstream.Stream, old *jetstream.StreamInfo, sc jetstream.StreamConfig) (deletion, error) {
+	var d deletion
+	st := old.State
+	if st.Msgs == 0 {
+		return d, nil
+	}
+	if sc.MaxAge > 0 && (old.Config.MaxAge == 0 || sc.MaxAge < old.Config.MaxAge) && !st.FirstTime.IsZero() {
+		if age := time.Since(st.FirstTime); age+ageMargin > sc.MaxAge {
+			d.maxAge = fmt.Sprintf("max_age %s: the oldest queued message is %s old, and JetStream deletes queued messages older than max_age", sc.MaxAge, age.Round(time.Second))
+		}
+	}
+	if sc.MaxMsgsPerSubject > 0 && (old.Config.MaxMsgsPerSubject <= 0 || sc.MaxMsgsPerSubject < old.Config.MaxMsgsPerSubject) {
+		si, err := s.Info(ctx, jetstream.WithSubjectFilter(a.cfg.SubjectPrefix+".>"))
+		if err != nil {
+			return d, fmt.Errorf("queue: per-domain counts: %w", err)
+		}
+		var over []string
+		for _, c := range topDomains(si.State.Subjects, a.cfg.SubjectPrefix, len(si.State.Subjects)) {
+			if c.Messages > uint64(sc.MaxMsgsPerSubject) {
+				over = append(over, fmt.Sprintf("%s (%d)", c.Domain, c.Messages))
+			}
+		}
+		if len(over) > 0 {
+			d.perDomain = fmt.Sprintf("per_domain_max_msgs %d: JetStream would delete the oldest queued messages of %s down to the new cap",
+				sc.MaxMsgsPerSubject, strings.Join(over, ", "))
+		}
+	}
+	return d, nil
 }
 
 // discardName spells the policy as the JetStream API does ("new", "old").

@@ -288,3 +288,68 @@ func TestDeadLetterToolsReplayExactlyOnce(t *testing.T) {
 		t.Errorf("after purge %d dead letters", total)
 	}
 }
+
+// TestStartKeepsLiveLimitsAndNeverDeletesMail: a process starting with the
+// same config keeps limits an operator changed live; a changed config
+// applies, except a limit that would make JetStream delete queued mail.
+func TestStartKeepsLiveLimitsAndNeverDeletesMail(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.DuplicateWindow = time.Second
+	ctx := ctxT(t)
+	q1 := openQueue(t, cfg)
+	ext := cfg
+	ext.URL = q1.Server().ClientURL()
+	for _, id := range ids("k", 5) {
+		if _, err := q1.Publish(ctx, messageTo(id, "x@one.test")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := q1.UpdateLimits(ctx, Limits{MaxMsgs: 50}); err != nil {
+		t.Fatal(err)
+	}
+	reopen := func(c Config) jetstream.StreamConfig {
+		t.Helper()
+		q, err := Open(ctx, c, nil, testLog(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer q.Close(ctx)
+		return streamInfo(t, q, c.Stream).Config
+	}
+	if got := reopen(ext); got.MaxMsgs != 50 {
+		t.Errorf("a start with the same config undid the live change: max_msgs %d, want 50", got.MaxMsgs)
+	}
+	changed := ext
+	changed.MaxMsgs = 200
+	changed.PerDomainMaxMsgs = 2      // one.test has 5 queued: would trim it
+	changed.MaxAge = 30 * time.Second // the queued mail is younger, but within the margin
+	got := reopen(changed)
+	if got.MaxMsgs != 200 {
+		t.Errorf("a changed config did not apply: max_msgs %d, want 200", got.MaxMsgs)
+	}
+	if got.MaxMsgsPerSubject == 2 || got.MaxAge == 30*time.Second {
+		t.Errorf("a start applied limits that delete queued mail: %+v", got)
+	}
+	if n := streamInfo(t, q1, cfg.Stream).State.Msgs; n != 5 {
+		t.Errorf("the stream holds %d messages after the starts, want 5", n)
+	}
+	// Once the mail is gone, the same config applies in full.
+	cons, err := q1.Consumer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(5, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range batch.Messages() {
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// (the withheld limits were not recorded as applied: the next start with
+	// the same config tries again)
+	if got := reopen(changed); got.MaxMsgsPerSubject != 2 || got.MaxAge != 30*time.Second || got.MaxMsgs != 200 {
+		t.Errorf("on an empty stream the changed config did not apply: %+v", got)
+	}
+}

@@ -104,12 +104,85 @@ func (c Config) consumerConfig() jetstream.ConsumerConfig {
 	return cc
 }
 
+// metaConfiguredLimits is the stream metadata key that records the limits
+// of the config that last set them (see startConfig).
+const metaConfiguredLimits = "levee.configured_limits"
+
+// configuredLimits fingerprints the limits the config asks for.
+func (c Config) configuredLimits() string {
+	return fmt.Sprintf("max_msgs=%d max_bytes=%d max_age=%s max_msg_size=%d per_domain_max_msgs=%d",
+		c.MaxMsgs, c.MaxBytes, c.MaxAge, c.MaxMsgSize, c.PerDomainMaxMsgs)
+}
+
+// startConfig is the stream config a starting process applies. Every role
+// process runs it, so it must never undo an operator's live limit change
+// (a restarting pod, a worker KEDA adds) nor delete queued mail:
+//   - while the config's limits are those that last set the stream's
+//     (the metadata fingerprint), the stream's current limits stay, as
+//     `levee queue limits set` left them;
+//   - a changed config applies its limits, except one that would make
+//     JetStream delete queued mail (see Admin.deletions): that limit keeps
+//     the server's value, with a warning naming it.
+func (q *Queue) startConfig(ctx context.Context) (jetstream.StreamConfig, error) {
+	want := q.cfg.streamConfig()
+	want.Metadata = map[string]string{metaConfiguredLimits: q.cfg.configuredLimits()}
+	s, err := q.js.Stream(ctx, q.cfg.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return want, nil
+	}
+	if err != nil {
+		return want, err
+	}
+	old := s.CachedInfo()
+	for k, v := range old.Config.Metadata { // the server's own keys stay
+		if k != metaConfiguredLimits {
+			want.Metadata[k] = v
+		}
+	}
+	keep := func(sc *jetstream.StreamConfig) {
+		sc.MaxAge = old.Config.MaxAge
+		sc.MaxMsgsPerSubject, sc.DiscardNewPerSubject = old.Config.MaxMsgsPerSubject, old.Config.DiscardNewPerSubject
+	}
+	if old.Config.Metadata[metaConfiguredLimits] == want.Metadata[metaConfiguredLimits] {
+		if old.Config.MaxMsgs != want.MaxMsgs || old.Config.MaxBytes != want.MaxBytes || old.Config.MaxAge != want.MaxAge ||
+			old.Config.MaxMsgSize != want.MaxMsgSize || old.Config.MaxMsgsPerSubject != want.MaxMsgsPerSubject {
+			q.log.Info("queue: keeping the stream limits changed live; the config's are unchanged since they were applied",
+				"limits", limitsOf(old.Config))
+		}
+		keep(&want)
+		want.MaxMsgs, want.MaxBytes, want.MaxMsgSize = old.Config.MaxMsgs, old.Config.MaxBytes, old.Config.MaxMsgSize
+		return want, nil
+	}
+	d, err := q.admin.deletions(ctx, s, old, want)
+	if err != nil {
+		return want, err
+	}
+	if d.maxAge != "" {
+		q.log.Warn("queue: queue.max_age from the config not applied: it would delete queued mail; the stream keeps its own", "why", d.maxAge, "kept", old.Config.MaxAge)
+		want.MaxAge = old.Config.MaxAge
+	}
+	if d.perDomain != "" {
+		q.log.Warn("queue: queue.per_domain_max_msgs from the config not applied: it would delete queued mail; the stream keeps its own", "why", d.perDomain, "kept", old.Config.MaxMsgsPerSubject)
+		want.MaxMsgsPerSubject, want.DiscardNewPerSubject = old.Config.MaxMsgsPerSubject, old.Config.DiscardNewPerSubject
+	}
+	if d.maxAge != "" || d.perDomain != "" {
+		// Not fully applied: the next start tries again.
+		want.Metadata[metaConfiguredLimits] = old.Config.Metadata[metaConfiguredLimits]
+	}
+	return want, nil
+}
+
 // ensure creates or updates the streams and the consumer: Open is
-// idempotent, and a changed config (limits) takes effect on the next Open.
+// idempotent, and a changed config (limits) takes effect on the next Open,
+// as far as startConfig lets it.
 func (q *Queue) ensure(ctx context.Context) error {
 	var info *jetstream.StreamInfo
 	err := retryUnready(ctx, func(ctx context.Context) error {
-		s, err := q.js.CreateOrUpdateStream(ctx, q.cfg.streamConfig())
+		sc, err := q.startConfig(ctx)
+		if err != nil {
+			return err
+		}
+		s, err := q.js.CreateOrUpdateStream(ctx, sc)
 		if err != nil {
 			return err
 		}
