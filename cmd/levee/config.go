@@ -37,7 +37,9 @@ func defaultConfig() Config {
 		// a deployment names its own domains.
 		SMTP:   ingest.Config{Addr: "127.0.0.1:2525", Domains: []string{"example.com", "localhost"}},
 		HTTP:   web.Config{Addr: "127.0.0.1:8025"},
-		Worker: worker.Config{Concurrency: 4},
+		// Autoscaling on: the drain follows the backlog and backs off when
+		// the store's latency rises, which is the point of the levee.
+		Worker: worker.Config{Concurrency: 4, Autoscale: worker.AutoscaleConfig{Enabled: true, Min: 1}},
 	}
 	c.Queue = queue.DefaultConfig() // SyncAlways on
 	c.SMTP = c.SMTP.WithDefaults()
