@@ -35,8 +35,8 @@ func defaultConfig() Config {
 		ShutdownTimeout: 30 * time.Second,
 		// example.com and localhost let a newcomer deliver test mail at once;
 		// a deployment names its own domains.
-		SMTP:   ingest.Config{Addr: "127.0.0.1:2525", Domains: []string{"example.com", "localhost"}},
-		HTTP:   web.Config{Addr: "127.0.0.1:8025"},
+		SMTP: ingest.Config{Addr: "127.0.0.1:2525", Domains: []string{"example.com", "localhost"}},
+		HTTP: web.Config{Addr: "127.0.0.1:8025"},
 		// Autoscaling on: the drain follows the backlog and backs off when
 		// the store's latency rises, which is the point of the levee.
 		Worker: worker.Config{Concurrency: 4, Autoscale: worker.AutoscaleConfig{Enabled: true, Min: 1}},
