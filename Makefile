@@ -8,7 +8,7 @@ BENCH_COUNT ?= 3
 .PHONY: cluster cluster-down test-cluster
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 build: ## build bin/levee
 	$(GO) build -o $(BIN) ./cmd/levee
