@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/levee-mail/levee/mail"
 )
@@ -352,4 +353,13 @@ func TestStartKeepsLiveLimitsAndNeverDeletesMail(t *testing.T) {
 	if got := reopen(changed); got.MaxMsgsPerSubject != 2 || got.MaxAge != 30*time.Second || got.MaxMsgs != 200 {
 		t.Errorf("on an empty stream the changed config did not apply: %+v", got)
 	}
+}
+
+// TestUpGaugeFollowsJetStream: levee_queue_up says whether the status
+// refresh reaches JetStream, so that an outage shows even with no mail.
+func TestUpGaugeFollowsJetStream(t *testing.T) {
+	q := openQueue(t, testConfig(t))
+	waitFor(t, "levee_queue_up 1", func() bool { return testutil.ToFloat64(q.metrics.up) == 1 })
+	q.Server().Shutdown()
+	waitFor(t, "levee_queue_up 0", func() bool { return testutil.ToFloat64(q.metrics.up) == 0 })
 }

@@ -31,6 +31,7 @@ type metrics struct {
 	redelivered prometheus.Gauge
 	oldestAge   prometheus.Gauge
 	deadLetters prometheus.Gauge
+	up          prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -74,9 +75,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		deadLetters: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "levee_queue_dead_letters", Help: "Messages in the dead-letter stream.",
 		}),
+		up: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "levee_queue_up",
+			Help: "1 while JetStream answers this process's status refresh (every 500ms), 0 after one failed: the other levee_queue_* gauges then hold their last values.",
+		}),
 	}
 	for _, c := range []prometheus.Collector{m.publish, m.batchSize, m.fallbacks, m.messages, m.bytes, m.fill,
-		m.pending, m.ackPending, m.redelivered, m.oldestAge, m.deadLetters} {
+		m.pending, m.ackPending, m.redelivered, m.oldestAge, m.deadLetters, m.up} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

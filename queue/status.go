@@ -159,11 +159,11 @@ func (q *Queue) refresh(ctx context.Context) {
 	defer cancel()
 	si, err := q.admin.streamInfo(ctx, q.cfg.Stream)
 	if err != nil {
-		if ctx.Err() == nil {
-			q.log.Debug("queue: status refresh failed", "err", err)
-		}
+		q.metrics.up.Set(0)
+		q.log.Debug("queue: status refresh failed", "err", err)
 		return
 	}
+	q.metrics.up.Set(1)
 	f := fillOf(si)
 	q.fill.Store(f.Max)
 	m := q.metrics
