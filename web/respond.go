@@ -1,6 +1,7 @@
 package web
 
 import (
+	"bytes"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -17,12 +18,16 @@ type errorBody struct {
 // writeJSON marshals v before touching the response, so that a value that
 // cannot be encoded still gets a clean 500 instead of half a body.
 func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, code int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
+	// No HTML escaping: error messages say "> 0", not "\u003e 0", to the
+	// curl user; every body is application/json, never HTML.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil { // Encode ends the line
 		s.internalError(w, r, "encode response", err)
 		return
 	}
-	b = append(b, '\n')
+	b := buf.Bytes()
 	h := w.Header()
 	h.Set("Content-Type", contentTypeJSON)
 	h.Set("Content-Length", strconv.Itoa(len(b)))
