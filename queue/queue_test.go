@@ -78,7 +78,9 @@ func TestOpenIsIdempotentAndAppliesChangedConfig(t *testing.T) {
 		t.Errorf("consumer config: %+v", cc)
 	}
 	dead := streamInfo(t, q3, cfg.DeadStream).Config
-	if dead.Subjects[0] != "levee.dead.>" || dead.Storage != jetstream.FileStorage || dead.MaxAge != DefaultDeadMaxAge {
+	if dead.Subjects[0] != "levee.dead.>" || dead.Storage != jetstream.FileStorage || dead.MaxAge != DefaultDeadMaxAge ||
+		dead.MaxBytes != 64<<20 { // a tenth of 64 MiB is below the 64 MiB floor
+
 		t.Errorf("dead stream config: %+v", dead)
 	}
 }

@@ -50,6 +50,11 @@ func (c Config) perSubjectLimit() int64 {
 // replay, for DeadMaxAge. It refuses new copies when over its byte budget
 // rather than dropping old ones: a dead letter is accepted mail, and when
 // the copy cannot be made the worker leaves the message in the mail stream.
+//
+// Its budget is a tenth of the mail stream's (at least 64 MiB, at most all
+// of it): JetStream reserves a stream's MaxBytes on every server that holds
+// it, and dead letters are rare, so an equal budget would halve the room the
+// mail stream can be raised into live.
 func (c Config) deadStreamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:              c.DeadStream,
@@ -59,13 +64,17 @@ func (c Config) deadStreamConfig() jetstream.StreamConfig {
 		Storage:           jetstream.FileStorage,
 		Discard:           jetstream.DiscardNew,
 		MaxMsgs:           -1,
-		MaxBytes:          c.MaxBytes,
+		MaxBytes:          c.deadMaxBytes(),
 		MaxAge:            c.DeadMaxAge,
 		MaxMsgsPerSubject: -1,
 		MaxConsumers:      -1,
 		Duplicates:        min(c.DuplicateWindow, c.DeadMaxAge),
 		Replicas:          c.Replicas,
 	}
+}
+
+func (c Config) deadMaxBytes() int64 {
+	return min(c.MaxBytes, max(c.MaxBytes/10, 64<<20))
 }
 
 // consumerConfig is the workers' durable pull consumer.
