@@ -49,4 +49,7 @@ cluster-down: ## stop the local cluster gracefully (Levee first, then NATS); dat
 	deploy/local/down.sh
 
 test-cluster: ## kill the JetStream stream leader under load on a real 3-node cluster: nothing lost, nothing stored twice
-	LEVEE_TEST_CLUSTER=1 LEVEE_TEST_POSTGRES_REQUIRED=1 $(GO) test -count=1 -timeout 10m -v -run '^TestLocalCluster' ./cmd/levee/
+	@# -run matching nothing would pass silently: require the leader-kill test's PASS line.
+	@out=$$(LEVEE_TEST_CLUSTER=1 LEVEE_TEST_POSTGRES_REQUIRED=1 $(GO) test -count=1 -timeout 10m -v -run '^TestLocalCluster' ./cmd/levee/ 2>&1); \
+	  status=$$?; echo "$$out"; [ $$status -eq 0 ] || exit $$status; \
+	  echo "$$out" | grep -q -- '--- PASS: TestLocalClusterLeaderKill' || { echo "test-cluster: TestLocalClusterLeaderKill did not run"; exit 1; }
