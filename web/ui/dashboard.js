@@ -332,7 +332,10 @@
       node('text', { x: x0 - 4, y: y(v) + 3, class: 'tick', 'text-anchor': 'end' }, svg).textContent = spec.fmt(v);
     }
     if (spec.threshold && spec.threshold <= top) {
+      // The fill at which the shipped alert fires (deploy/prometheus).
       node('line', { x1: x0, x2: x1, y1: y(spec.threshold), y2: y(spec.threshold), class: 'threshold' }, svg);
+      node('text', { x: x0 + 4, y: y(spec.threshold) - 3, class: 'tick threshold-label', 'text-anchor': 'start' }, svg).textContent =
+        'alert ' + spec.fmt(spec.threshold);
     }
     node('text', { x: x0, y: H - 4, class: 'tick', 'text-anchor': 'start' }, svg).textContent = clock(new Date(tStart));
     node('text', { x: x1, y: H - 4, class: 'tick', 'text-anchor': 'end' }, svg).textContent = clock(new Date(tEnd));
