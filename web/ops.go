@@ -18,17 +18,9 @@ import (
 // QueueOps is the queue as the ops API sees it: a *queue.Ops in Levee, a
 // fake in tests.
 type QueueOps interface {
-	Status(ctx context.Context) (queue.Status, error)
+	queue.Operator
 	History(since time.Time) []queue.Sample
 	SampleInterval() time.Duration
-	Limits(ctx context.Context) (queue.StreamLimits, error)
-	UpdateLimits(ctx context.Context, l queue.Limits) (queue.LimitsUpdate, error)
-	DeadLetters(ctx context.Context, after uint64, limit int) ([]queue.DeadLetterInfo, uint64, error)
-	DeadLetter(ctx context.Context, seq uint64) (queue.DeadLetterInfo, []byte, error)
-	Replay(ctx context.Context, seq uint64) error
-	ReplayAll(ctx context.Context) (int, error)
-	Purge(ctx context.Context, seq uint64) error
-	PurgeAll(ctx context.Context) (uint64, error)
 }
 
 // maxOpsBody caps a limits change request body.

@@ -21,15 +21,7 @@ import (
 // Levee: its HTTP ops API (--server) or JetStream itself (--nats-url), so
 // that the commands work in every deployment.
 type opsClient interface {
-	Status(ctx context.Context) (queue.Status, error)
-	Limits(ctx context.Context) (queue.StreamLimits, error)
-	UpdateLimits(ctx context.Context, l queue.Limits) (queue.LimitsUpdate, error)
-	DeadLetters(ctx context.Context, after uint64, limit int) ([]queue.DeadLetterInfo, uint64, error)
-	DeadLetter(ctx context.Context, seq uint64) (queue.DeadLetterInfo, []byte, error)
-	Replay(ctx context.Context, seq uint64) error
-	ReplayAll(ctx context.Context) (int, error)
-	Purge(ctx context.Context, seq uint64) error
-	PurgeAll(ctx context.Context) (uint64, error)
+	queue.Operator
 	Close()
 }
 
