@@ -68,29 +68,19 @@ type DomainCount struct {
 
 // Status reads fresh figures from the server: the mail stream with its
 // per-domain counts, the consumer, the dead stream, and the Levee processes
-// that answer on the stats subject. Rates stay zero: they need two samples
-// (see Rates and Sampler).
+// that answer on the stats subject (waiting processWait for them). Rates
+// stay zero: they need two samples (see RatesBetween and Sampler).
 func (a *Admin) Status(ctx context.Context) (Status, error) {
-	s, err := a.js.Stream(ctx, a.cfg.Stream)
+	st, s, err := a.basicStatus(ctx)
 	if err != nil {
-		return Status{}, fmt.Errorf("queue: stream info %s: %w", a.cfg.Stream, err)
+		return Status{}, err
 	}
-	// A second info call with a subject filter returns the per-subject
-	// counts (one subject per recipient domain); the plain one above does
-	// not, and costs nothing extra to keep separate from it.
+	// Info with a subject filter returns the per-subject counts (one
+	// subject per recipient domain); the plain info does not.
 	si, err := s.Info(ctx, jetstream.WithSubjectFilter(a.cfg.SubjectPrefix+".>"))
 	if err != nil {
 		return Status{}, fmt.Errorf("queue: stream info %s: %w", a.cfg.Stream, err)
 	}
-	ci, err := a.consumerInfo(ctx)
-	if err != nil {
-		return Status{}, err
-	}
-	di, err := a.streamInfo(ctx, a.cfg.DeadStream)
-	if err != nil {
-		return Status{}, err
-	}
-	st := a.statusFrom(si, ci, di, time.Now())
 	st.TopDomains = topDomains(si.State.Subjects, a.cfg.SubjectPrefix, topDomainsShown)
 	procs, err := a.Processes(ctx, processWait)
 	if err != nil {
@@ -98,6 +88,24 @@ func (a *Admin) Status(ctx context.Context) (Status, error) {
 	}
 	st.addProcesses(procs)
 	return st, nil
+}
+
+// basicStatus is the status without per-domain counts and process stats:
+// three info requests, cheap enough for the autoscaler to poll.
+func (a *Admin) basicStatus(ctx context.Context) (Status, jetstream.Stream, error) {
+	s, err := a.js.Stream(ctx, a.cfg.Stream)
+	if err != nil {
+		return Status{}, nil, fmt.Errorf("queue: stream info %s: %w", a.cfg.Stream, err)
+	}
+	ci, err := a.consumerInfo(ctx)
+	if err != nil {
+		return Status{}, nil, err
+	}
+	di, err := a.streamInfo(ctx, a.cfg.DeadStream)
+	if err != nil {
+		return Status{}, nil, err
+	}
+	return a.statusFrom(s.CachedInfo(), ci, di, time.Now()), s, nil
 }
 
 func topDomains(subjects map[string]uint64, prefix string, n int) []DomainCount {

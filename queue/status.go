@@ -72,8 +72,13 @@ type ConsumerStat struct {
 	NumWaiting     int    `json:"num_waiting"`
 }
 
-// Status reads fresh figures from the server (see Admin.Status).
-func (q *Queue) Status(ctx context.Context) (Status, error) { return q.admin.Status(ctx) }
+// Status reads the queue's own figures from the server: the stream, its
+// consumer and the dead stream, without the per-domain counts and process
+// stats of Admin.Status, so that it is cheap to poll (the autoscaler does).
+func (q *Queue) Status(ctx context.Context) (Status, error) {
+	st, _, err := q.admin.basicStatus(ctx)
+	return st, err
+}
 
 func (a *Admin) statusFrom(si *jetstream.StreamInfo, ci *jetstream.ConsumerInfo, di *jetstream.StreamInfo, now time.Time) Status {
 	st := Status{
