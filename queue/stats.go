@@ -21,8 +21,9 @@ import (
 // answer stats requests on.
 func StatsSubject(stream string) string { return "_LEVEE.stats." + stream }
 
-// processWait is how long Status waits for processes to answer. They answer
-// from memory, so a live one answers within a round trip.
+// processWait is the longest Status waits for processes to answer. They
+// answer from memory, so a live one answers within a round trip; Processes
+// stops early once the answers stop coming.
 const processWait = 250 * time.Millisecond
 
 // ProcessStats is one Levee process's own figures.
@@ -101,7 +102,9 @@ func (q *Queue) ServeStats(stats func() ProcessStats) error {
 }
 
 // Processes asks every Levee process on this queue for its stats and
-// collects the answers that arrive within wait (or until ctx is done).
+// collects the answers until wait has passed, or until no further answer
+// came for a fifth of wait after the last one (processes answer from
+// memory, so the answers arrive together), or ctx is done.
 func (a *Admin) Processes(ctx context.Context, wait time.Duration) ([]ProcessStats, error) {
 	inbox := a.nc.NewRespInbox()
 	ch := make(chan *nats.Msg, 64)
@@ -113,20 +116,25 @@ func (a *Admin) Processes(ctx context.Context, wait time.Duration) ([]ProcessSta
 	if err := a.nc.PublishRequest(StatsSubject(a.cfg.Stream), inbox, nil); err != nil {
 		return nil, fmt.Errorf("queue: process stats: %w", err)
 	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	quiet := time.NewTimer(wait) // reset to wait/5 by each answer
+	defer quiet.Stop()
 	procs := []ProcessStats{}
 	var bad error
 	for {
 		select {
 		case m := <-ch:
+			quiet.Reset(wait / 5)
 			var p ProcessStats
 			if err := json.Unmarshal(m.Data, &p); err != nil {
 				bad = errors.Join(bad, fmt.Errorf("queue: process stats: %w", err))
 				continue
 			}
 			procs = append(procs, p)
-		case <-t.C:
+		case <-quiet.C:
+			return procs, bad
+		case <-deadline.C:
 			return procs, bad
 		case <-ctx.Done():
 			return procs, bad
