@@ -1,0 +1,158 @@
+package web
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/levee-mail/levee/queue"
+)
+
+// fakeOps records the limits it was asked to set and answers the other
+// operations from its fields.
+type fakeOps struct {
+	QueueOps // not called unless set below
+	got      []queue.Limits
+	limitErr error
+	samples  []queue.Sample
+	replayed []uint64
+}
+
+func (f *fakeOps) UpdateLimits(_ context.Context, l queue.Limits) (queue.LimitsUpdate, error) {
+	f.got = append(f.got, l)
+	if f.limitErr != nil {
+		return queue.LimitsUpdate{}, f.limitErr
+	}
+	return queue.LimitsUpdate{Limits: queue.StreamLimits{MaxMsgs: l.MaxMsgs}, Notes: []string{"a note"}}, nil
+}
+
+func (f *fakeOps) History(since time.Time) []queue.Sample {
+	var out []queue.Sample
+	for _, s := range f.samples {
+		if s.At.After(since) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (f *fakeOps) SampleInterval() time.Duration { return 2 * time.Second }
+
+func (f *fakeOps) Replay(_ context.Context, seq uint64) error {
+	if seq == 404 {
+		return fmt.Errorf("%w: no dead letter 404", queue.ErrNotFound)
+	}
+	f.replayed = append(f.replayed, seq)
+	return nil
+}
+
+func (f *fakeOps) send(t *testing.T, srv *Server, method, target, token, body string) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest(method, target, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	rec := httptest.NewRecorder()
+	srv.Handler().ServeHTTP(rec, req)
+	return rec
+}
+
+func TestOpsChangesNeedTheAdminToken(t *testing.T) {
+	ops := &fakeOps{}
+	off := newFixture(t, fixtureOpts{queue: ops})
+	wantError(t, ops.send(t, off.srv, http.MethodPut, "/api/v1/queue/limits", "anything", `{"max_msgs":5}`), http.StatusForbidden,
+		"changes over HTTP are disabled: set http.admin_token (LEVEE_HTTP_ADMIN_TOKEN) to enable them")
+	on := newFixture(t, fixtureOpts{queue: ops, cfg: Config{AdminToken: "tok"}})
+	for _, tok := range []string{"", "to", "tokk"} {
+		rec := ops.send(t, on.srv, http.MethodPost, "/api/v1/dlq/7/replay", tok, "")
+		wantError(t, rec, http.StatusUnauthorized, "admin token missing or wrong (Authorization: Bearer <http.admin_token>)")
+		if rec.Header().Get("WWW-Authenticate") == "" {
+			t.Error("401 without WWW-Authenticate")
+		}
+	}
+	if len(ops.got) != 0 || len(ops.replayed) != 0 {
+		t.Fatalf("a refused request reached the queue: %v %v", ops.got, ops.replayed)
+	}
+	var out map[string]int
+	decode(t, ops.send(t, on.srv, http.MethodPost, "/api/v1/dlq/7/replay", "tok", ""), http.StatusOK, &out)
+	if out["replayed"] != 1 || len(ops.replayed) != 1 || ops.replayed[0] != 7 {
+		t.Errorf("replay: %v %v", out, ops.replayed)
+	}
+	wantError(t, ops.send(t, on.srv, http.MethodPost, "/api/v1/dlq/404/replay", "tok", ""), http.StatusNotFound, "queue: not found: no dead letter 404")
+	wantError(t, ops.send(t, on.srv, http.MethodPost, "/api/v1/dlq/x/replay", "tok", ""), http.StatusBadRequest,
+		"dead letter: want its sequence number (levee dlq list shows them)")
+}
+
+func TestOpsLimitsRequest(t *testing.T) {
+	cases := []struct {
+		body string
+		code int
+		want queue.Limits // when 200
+		msg  string       // when not
+	}{
+		{`{"max_msgs":5,"max_age":"48h","per_domain_max_msgs":0}`, 200, queue.Limits{MaxMsgs: 5, MaxAge: 48 * time.Hour, PerDomainMaxMsgs: -1}, ""},
+		{`{"max_bytes":1073741824,"per_domain_max_msgs":30,"force":true}`, 200, queue.Limits{MaxBytes: 1 << 30, PerDomainMaxMsgs: 30, Force: true}, ""},
+		{`{}`, 400, queue.Limits{}, "no limit given: set one or more of max_msgs, max_bytes, max_age, max_msg_size, per_domain_max_msgs"},
+		{`{"max_msgs":-1}`, 400, queue.Limits{}, "max_msgs: must be > 0, got -1"},
+		{`{"max_age":"soon"}`, 400, queue.Limits{}, `max_age: want a positive duration like "48h", got "soon"`},
+		{`{"per_domain_max_msgs":-2}`, 400, queue.Limits{}, "per_domain_max_msgs: must be >= 0 (0 removes the cap), got -2"},
+		{`{"max_mgs":5}`, 400, queue.Limits{}, `body: want a JSON object of limits: json: unknown field "max_mgs"`},
+		{`[1]`, 400, queue.Limits{}, "body: want a JSON object of limits: json: cannot unmarshal array into Go value of type web.limitsRequest"},
+	}
+	for _, c := range cases {
+		t.Run(c.body, func(t *testing.T) {
+			ops := &fakeOps{}
+			f := newFixture(t, fixtureOpts{queue: ops, cfg: Config{AdminToken: "tok"}})
+			rec := ops.send(t, f.srv, http.MethodPut, "/api/v1/queue/limits", "tok", c.body)
+			if c.code != 200 {
+				wantError(t, rec, c.code, c.msg)
+				if len(ops.got) != 0 {
+					t.Errorf("an invalid request reached the queue: %+v", ops.got)
+				}
+				return
+			}
+			var u queue.LimitsUpdate
+			decode(t, rec, http.StatusOK, &u)
+			if len(ops.got) != 1 || ops.got[0] != c.want || len(u.Notes) != 1 {
+				t.Errorf("queue asked for %+v (answer %+v), want %+v", ops.got, u, c.want)
+			}
+		})
+	}
+}
+
+func TestOpsQueueErrorsMapToStatuses(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		code int
+		msg  string
+	}{
+		{fmt.Errorf("%w: too small", queue.ErrInvalidLimit), 400, "queue: invalid limit: too small"},
+		{fmt.Errorf("%w: max_age 1h: ...", queue.ErrWouldDelete), 409, "queue: change would delete queued mail: max_age 1h: ..."},
+		{fmt.Errorf("nats: no responders from nats://internal:4222"), 503, "queue limits unavailable"},
+	} {
+		ops := &fakeOps{limitErr: c.err}
+		f := newFixture(t, fixtureOpts{queue: ops, cfg: Config{AdminToken: "tok"}})
+		wantError(t, ops.send(t, f.srv, http.MethodPut, "/api/v1/queue/limits", "tok", `{"max_msgs":9}`), c.code, c.msg)
+	}
+}
+
+func TestOpsHistory(t *testing.T) {
+	t0 := time.Date(2026, 11, 30, 11, 40, 0, 0, time.UTC)
+	ops := &fakeOps{samples: []queue.Sample{{At: t0, Messages: 1}, {At: t0.Add(2 * time.Second), Messages: 2}}}
+	f := newFixture(t, fixtureOpts{queue: ops})
+	var h history
+	decode(t, f.get(t, "/api/v1/queue/history"), http.StatusOK, &h)
+	if h.IntervalSeconds != 2 || len(h.Samples) != 2 || h.Samples[1].Messages != 2 {
+		t.Errorf("history %+v", h)
+	}
+	decode(t, f.get(t, "/api/v1/queue/history?since="+t0.Format(time.RFC3339)), http.StatusOK, &h)
+	if len(h.Samples) != 1 || h.Samples[0].Messages != 2 {
+		t.Errorf("history since t0: %+v", h)
+	}
+	wantError(t, f.get(t, "/api/v1/queue/history?since=yesterday"), http.StatusBadRequest, "since: want an RFC 3339 time, like 2026-11-30T11:40:00Z")
+	wantError(t, newFixture(t, fixtureOpts{}).get(t, "/api/v1/queue/history"), http.StatusServiceUnavailable, "queue status not available")
+}
