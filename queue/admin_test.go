@@ -368,3 +368,97 @@ func TestUpGaugeFollowsJetStream(t *testing.T) {
 	q.Server().Shutdown()
 	waitFor(t, "levee_queue_up 0", func() bool { return testutil.ToFloat64(q.metrics.up) == 0 })
 }
+
+// deadLetterAll moves every queued message to the dead stream, as a
+// worker giving up on each would.
+func deadLetterAll(t *testing.T, q *Queue, n int) {
+	t.Helper()
+	ctx := ctxT(t)
+	cons, err := q.Consumer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for got := 0; got < n; {
+		batch, err := cons.Fetch(n-got, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			if err := q.DeadLetter(ctx, m, "poison"); err != nil {
+				t.Fatal(err)
+			}
+			_ = m.Term()
+			got++
+		}
+	}
+}
+
+// TestReplayAllStopsAtWhatWasThereAndRacesAreHarmless: letters that die
+// again during ReplayAll wait for the next call; concurrent replays of one
+// letter queue it once and none of them fails.
+func TestReplayAllStopsAtWhatWasThereAndRacesAreHarmless(t *testing.T) {
+	q := openQueue(t, testConfig(t))
+	ctx := ctxT(t)
+	a := q.Admin()
+	for _, id := range ids("r", 3) {
+		if _, err := q.Publish(ctx, testMessage(id, 200)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadLetterAll(t, q, 3)
+	// A poison loop: every replayed message is dead-lettered again at once.
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		cons, _ := q.Consumer(ctx)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			batch, err := cons.FetchNoWait(10)
+			if err != nil {
+				continue
+			}
+			for m := range batch.Messages() {
+				_ = q.DeadLetter(ctx, m, "poison again")
+				_ = m.Term()
+			}
+		}
+	}()
+	n, err := a.ReplayAll(ctx)
+	close(stop)
+	<-done
+	if err != nil || n != 3 {
+		t.Fatalf("ReplayAll = %d, %v; want the 3 letters there were", n, err)
+	}
+
+	list, _, err := a.DeadLetters(ctx, 0, 100)
+	if err != nil || len(list) == 0 {
+		t.Fatalf("dead letters after the poison loop: %v %v", list, err)
+	}
+	seq := list[0].Seq
+	before := streamInfo(t, q, q.Config().Stream).State.Msgs
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() { errs <- a.Replay(ctx, seq) }()
+	}
+	ok := 0
+	for range 4 {
+		switch err := <-errs; {
+		case err == nil:
+			ok++
+		case errors.Is(err, ErrNotFound):
+		default:
+			t.Errorf("concurrent replay: %v", err)
+		}
+	}
+	if after := streamInfo(t, q, q.Config().Stream).State.Msgs; ok == 0 || after != before+1 {
+		t.Errorf("%d replays succeeded; the mail stream went from %d to %d messages, want one more", ok, before, after)
+	}
+	if page, _, err := a.DeadLetters(ctx, ^uint64(0), 10); err != nil || len(page) != 0 {
+		t.Errorf("list after the largest sequence: %d letters, %v; want none", len(page), err)
+	}
+}

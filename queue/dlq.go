@@ -52,6 +52,9 @@ func (a *Admin) DeadLetters(ctx context.Context, after uint64, limit int) ([]Dea
 	}
 	total := s.CachedInfo().State.Msgs
 	out := []DeadLetterInfo{}
+	if after >= s.CachedInfo().State.LastSeq {
+		return out, total, nil
+	}
 	next := max(after+1, s.CachedInfo().State.FirstSeq)
 	for len(out) < limit {
 		// "Next for subject" from a sequence skips the holes that replays
@@ -138,7 +141,8 @@ func (a *Admin) Replay(ctx context.Context, seq uint64) error {
 	if _, err := a.js.PublishMsg(ctx, msg); err != nil {
 		return fmt.Errorf("queue: replay %d: %w: %w", seq, classify(err), err)
 	}
-	if err := s.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+	// A concurrent replay or purge may have removed it first: that is done.
+	if err := a.deleteDead(ctx, s, seq); err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("queue: replay %d: queued again, but not removed from %s (a second replay is harmless): %w", seq, a.cfg.DeadStream, err)
 	}
 	a.log.Info("queue: dead letter replayed", "seq", seq, "id", msg.Header.Get(HeaderID))
@@ -172,27 +176,67 @@ func (a *Admin) replayMsg(m *jetstream.RawStreamMsg) (*nats.Msg, error) {
 	return &nats.Msg{Subject: subject, Header: h, Data: m.Data}, nil
 }
 
-// ReplayAll replays every dead letter there is now, oldest first, and
-// returns how many. It stops at the first failure (a full queue, say).
+// deleteDead removes dead letter seq; ErrNotFound when it is gone already.
+// nats.go keeps only the text of the server's error for a failed delete, so
+// "gone" is asked of the stream rather than read from the error.
+func (a *Admin) deleteDead(ctx context.Context, s jetstream.Stream, seq uint64) error {
+	err := s.DeleteMsg(ctx, seq)
+	if err == nil {
+		return nil
+	}
+	if _, gerr := s.GetMsg(ctx, seq); errors.Is(gerr, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("%w: no dead letter %d in %s", ErrNotFound, seq, a.cfg.DeadStream)
+	}
+	return err
+}
+
+// ReplayAll replays the dead letters there are when it starts, oldest
+// first, and returns how many it replayed. Letters dead-lettered again
+// while it runs (they get new sequences) wait for the next call, so that a
+// message that fails at once cannot keep it going. A letter that cannot be
+// replayed (no message id) is skipped and reported at the end; any other
+// failure (a full queue, say) stops it.
 func (a *Admin) ReplayAll(ctx context.Context) (int, error) {
+	s, err := a.deadStream(ctx)
+	if err != nil {
+		return 0, err
+	}
+	last := s.CachedInfo().State.LastSeq
 	n := 0
+	var skipped []string
 	var after uint64
-	for {
+	for after < last {
 		page, _, err := a.DeadLetters(ctx, after, 100)
 		if err != nil {
 			return n, err
 		}
 		if len(page) == 0 {
-			return n, nil
+			break
 		}
 		for _, d := range page {
-			if err := a.Replay(ctx, d.Seq); err != nil {
+			if d.Seq > last {
+				break
+			}
+			after = d.Seq
+			switch err := a.Replay(ctx, d.Seq); {
+			case err == nil:
+				n++
+			case errors.Is(err, ErrMalformed):
+				skipped = append(skipped, strconv.FormatUint(d.Seq, 10))
+			case errors.Is(err, ErrNotFound): // replayed or purged meanwhile
+			default:
 				return n, err
 			}
-			n++
-			after = d.Seq
+		}
+		if page[len(page)-1].Seq > last {
+			break
 		}
 	}
+	if len(skipped) > 0 {
+		return n, fmt.Errorf("%w: %d dead letters cannot be replayed, they have no message id (seq %s); inspect them with levee dlq show",
+			ErrMalformed, len(skipped), strings.Join(skipped, ", "))
+	}
+	return n, nil
 }
 
 // Purge deletes dead letter seq for good.
@@ -206,21 +250,30 @@ func (a *Admin) Purge(ctx context.Context, seq uint64) error {
 	if _, err := a.getDead(ctx, s, seq); err != nil {
 		return err
 	}
-	if err := s.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+	if err := a.deleteDead(ctx, s, seq); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return err
+		}
 		return fmt.Errorf("queue: purge dead letter %d: %w", seq, err)
 	}
 	a.log.Warn("queue: dead letter purged", "seq", seq)
 	return nil
 }
 
-// PurgeAll deletes every dead letter and returns how many there were.
+// PurgeAll deletes the dead letters there are when it is called and returns
+// how many there were; letters dead-lettered meanwhile, which nobody has
+// seen yet, stay.
 func (a *Admin) PurgeAll(ctx context.Context) (uint64, error) {
 	s, err := a.deadStream(ctx)
 	if err != nil {
 		return 0, err
 	}
-	n := s.CachedInfo().State.Msgs
-	if err := s.Purge(ctx); err != nil {
+	st := s.CachedInfo().State
+	n := st.Msgs
+	if n == 0 {
+		return 0, nil
+	}
+	if err := s.Purge(ctx, jetstream.WithPurgeSequence(st.LastSeq+1)); err != nil {
 		return 0, fmt.Errorf("queue: purge dead letters: %w", err)
 	}
 	a.log.Warn("queue: dead letters purged", "count", n)
