@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -37,6 +38,13 @@ type Admin struct {
 	js       jetstream.JetStream
 	embedded bool
 	log      *slog.Logger
+	// limitsChanged runs after a limit change (the Queue refreshes its
+	// fill gauge at once); may be nil.
+	limitsChanged func()
+
+	// limitsMu serialises UpdateLimits: each writes back a whole stream
+	// config read just before, so two at once would undo one another.
+	limitsMu sync.Mutex
 }
 
 // NewAdmin uses nc (which the caller owns and closes) for the queue named in
@@ -212,6 +220,8 @@ const ageMargin = time.Minute
 // The change is made on the server; the next start of Levee applies the
 // configured values again, so a lasting change belongs in the config too.
 func (a *Admin) UpdateLimits(ctx context.Context, l Limits) (LimitsUpdate, error) {
+	a.limitsMu.Lock()
+	defer a.limitsMu.Unlock()
 	s, err := a.js.Stream(ctx, a.cfg.Stream)
 	if err != nil {
 		return LimitsUpdate{}, fmt.Errorf("queue: update limits: %w", err)
@@ -239,18 +249,74 @@ func (a *Admin) UpdateLimits(ctx context.Context, l Limits) (LimitsUpdate, error
 	if err := a.validLimits(sc); err != nil {
 		return LimitsUpdate{}, err
 	}
-	notes, err := a.consequences(ctx, s, old, sc, l.Force)
+	checked := old
+	frozen := false
+	if lowersPerDomain(old.Config, sc) && old.State.Msgs > 0 && !l.Force {
+		// JetStream trims every domain to a lowered cap on update, so mail
+		// arriving between the check and the update would be deleted.
+		// Freeze first: max_msgs 1 refuses all new mail for the moment (452,
+		// senders retry) and deletes nothing (discard-new), so the counts
+		// can only fall while they are checked and the cap applied.
+		fc := old.Config
+		fc.MaxMsgs = 1
+		fs, err := a.js.UpdateStream(ctx, fc)
+		if err != nil {
+			return LimitsUpdate{}, a.updateError(err)
+		}
+		frozen = true
+		checked = &jetstream.StreamInfo{Config: old.Config, State: fs.CachedInfo().State}
+	}
+	unfreeze := func() {
+		if !frozen {
+			return
+		}
+		// A fresh context: ctx may be what ended.
+		rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := a.js.UpdateStream(rctx, old.Config); err != nil {
+			a.log.Error("queue: could not lift the moment's max_msgs 1 after a failed limit change: set queue.max_msgs again", "max_msgs", old.Config.MaxMsgs, "err", err)
+		}
+	}
+	notes, err := a.consequences(ctx, s, checked, sc, l.Force)
 	if err != nil {
+		unfreeze()
 		return LimitsUpdate{}, err
 	}
 	s, err = a.js.UpdateStream(ctx, sc)
 	if err != nil {
-		return LimitsUpdate{}, fmt.Errorf("queue: update limits: %w", err)
+		unfreeze()
+		return LimitsUpdate{}, a.updateError(err)
+	}
+	if a.limitsChanged != nil {
+		a.limitsChanged()
 	}
 	nc := s.CachedInfo().Config
 	a.log.Info("queue: limits updated", "max_msgs", nc.MaxMsgs, "max_bytes", nc.MaxBytes, "max_age", nc.MaxAge,
 		"max_msg_size", nc.MaxMsgSize, "per_domain_max_msgs", nc.MaxMsgsPerSubject, "forced", l.Force)
 	return LimitsUpdate{Limits: limitsOf(nc), Notes: notes}, nil
+}
+
+// lowersPerDomain: sc's per-domain cap is new or lower than old's.
+func lowersPerDomain(old, sc jetstream.StreamConfig) bool {
+	return sc.MaxMsgsPerSubject > 0 && (old.MaxMsgsPerSubject <= 0 || sc.MaxMsgsPerSubject < old.MaxMsgsPerSubject)
+}
+
+// updateError reports a refused stream update. JetStream refusing the
+// limits themselves (not enough storage to reserve max_bytes on its
+// servers, say) is the operator's to fix: ErrInvalidLimit with the
+// server's reason.
+func (a *Admin) updateError(err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case codeStorageResources, codeInsufficientRes, codeAccountResources, codeMemoryResources:
+			return fmt.Errorf("%w: JetStream refused it: %s (raise the servers' store limit first)", ErrInvalidLimit, apiErr.Description)
+		}
+		if apiErr.Code == 400 {
+			return fmt.Errorf("%w: JetStream refused it: %s", ErrInvalidLimit, apiErr.Description)
+		}
+	}
+	return fmt.Errorf("queue: update limits: %w", err)
 }
 
 func (a *Admin) validLimits(sc jetstream.StreamConfig) error {
@@ -263,6 +329,8 @@ func (a *Admin) validLimits(sc jetstream.StreamConfig) error {
 		return fmt.Errorf("%w: queue.max_age must be >= queue.duplicate_window (%s), got %s", ErrInvalidLimit, sc.Duplicates, sc.MaxAge)
 	case sc.MaxMsgSize < 1024 || int64(sc.MaxMsgSize) > a.nc.MaxPayload():
 		return fmt.Errorf("%w: queue.max_msg_size must be between 1KiB and the server's max_payload (%d), got %d", ErrInvalidLimit, a.nc.MaxPayload(), sc.MaxMsgSize)
+	case int64(sc.MaxMsgSize) > sc.MaxBytes:
+		return fmt.Errorf("%w: queue.max_msg_size (%d) must not exceed queue.max_bytes (%d)", ErrInvalidLimit, sc.MaxMsgSize, sc.MaxBytes)
 	case sc.MaxMsgsPerSubject > sc.MaxMsgs:
 		return fmt.Errorf("%w: queue.per_domain_max_msgs (%d) must not exceed queue.max_msgs (%d)", ErrInvalidLimit, sc.MaxMsgsPerSubject, sc.MaxMsgs)
 	}
@@ -330,7 +398,7 @@ func (a *Admin) deletions(ctx context.Context, s jetstream.Stream, old *jetstrea
 			d.maxAge = fmt.Sprintf("max_age %s: the oldest queued message is %s old, and JetStream deletes queued messages older than max_age", sc.MaxAge, age.Round(time.Second))
 		}
 	}
-	if sc.MaxMsgsPerSubject > 0 && (old.Config.MaxMsgsPerSubject <= 0 || sc.MaxMsgsPerSubject < old.Config.MaxMsgsPerSubject) {
+	if lowersPerDomain(old.Config, sc) {
 		si, err := s.Info(ctx, jetstream.WithSubjectFilter(a.cfg.SubjectPrefix+".>"))
 		if err != nil {
 			return d, fmt.Errorf("queue: per-domain counts: %w", err)

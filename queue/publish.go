@@ -283,6 +283,11 @@ func (q *Queue) sendContext(deadline time.Time) (context.Context, context.Cancel
 	}
 }
 
+// batchReplyWait is the least wait for an atomic batch's commit reply (a
+// fifth of PublishTimeout when that is longer). A healthy commit takes
+// milliseconds (about 7 ms with SyncAlways on one node).
+const batchReplyWait = time.Second
+
 // batchAck is the reply to an atomic batch's commit message.
 type batchAck struct {
 	Error  *jetstream.APIError `json:"error,omitempty"`
@@ -304,6 +309,13 @@ func (q *Queue) publishBatch(reqs []*pubReq) error {
 		if r.deadline.After(deadline) {
 			deadline = r.deadline
 		}
+	}
+	// The commit's reply gets batchReplyWait or a fifth of PublishTimeout,
+	// not the callers' whole deadline: a batch the server dropped without a reply (seen while the
+	// stream's config was being updated) then costs a second, and the
+	// fallback to single publishes still has time to answer each caller.
+	if d := time.Now().Add(max(batchReplyWait, q.cfg.PublishTimeout/5)); d.Before(deadline) {
+		deadline = d
 	}
 	ctx, cancel := q.sendContext(deadline)
 	defer cancel()

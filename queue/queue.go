@@ -141,7 +141,7 @@ func Open(ctx context.Context, cfg Config, reg prometheus.Registerer, log *slog.
 		return nil, fmt.Errorf("queue: jetstream: %w", err)
 	}
 	q.js = js
-	q.admin = &Admin{cfg: cfg, nc: q.nc, js: js, embedded: q.srv != nil, log: log}
+	q.admin = &Admin{cfg: cfg, nc: q.nc, js: js, embedded: q.srv != nil, log: log, limitsChanged: q.kickMonitor}
 	if err := q.ensure(ctx); err != nil {
 		return nil, err
 	}

@@ -192,11 +192,7 @@ func (q *Queue) refresh(ctx context.Context) {
 }
 
 // UpdateLimits changes the mail stream's limits live (see
-// Admin.UpdateLimits) and refreshes Fill at once.
+// Admin.UpdateLimits).
 func (q *Queue) UpdateLimits(ctx context.Context, l Limits) (LimitsUpdate, error) {
-	u, err := q.admin.UpdateLimits(ctx, l)
-	if err == nil {
-		q.kickMonitor()
-	}
-	return u, err
+	return q.admin.UpdateLimits(ctx, l)
 }
