@@ -80,22 +80,25 @@ func (s *Server) noQueue(w http.ResponseWriter, r *http.Request) bool {
 }
 
 // queueError answers a failed queue operation: the operator's mistakes
-// with their message, the queue's state as 503 (an unreachable JetStream is
-// a state operators watch for, not a bug in this server).
-func (s *Server) queueError(w http.ResponseWriter, r *http.Request, op string, err error) {
+// and what the operation cannot do with their message, the queue's state
+// as 503 (an unreachable JetStream is a state operators watch for, not a
+// bug in this server). prefix, when set, goes before the message (how far
+// a bulk operation got).
+func (s *Server) queueError(w http.ResponseWriter, r *http.Request, op string, err error, prefix ...string) {
+	code, msg := http.StatusServiceUnavailable, op+" unavailable"
 	switch {
 	case errors.Is(err, queue.ErrInvalidLimit):
-		s.writeError(w, r, http.StatusBadRequest, err.Error())
-	case errors.Is(err, queue.ErrWouldDelete):
-		s.writeError(w, r, http.StatusConflict, err.Error())
+		code, msg = http.StatusBadRequest, err.Error()
+	case errors.Is(err, queue.ErrWouldDelete), errors.Is(err, queue.ErrTooLarge), errors.Is(err, queue.ErrMalformed):
+		code, msg = http.StatusConflict, err.Error()
 	case errors.Is(err, queue.ErrNotFound):
-		s.writeError(w, r, http.StatusNotFound, err.Error())
+		code, msg = http.StatusNotFound, err.Error()
 	case errors.Is(err, queue.ErrQueueFull):
-		s.writeError(w, r, http.StatusServiceUnavailable, "the mail queue is full: try again once the workers drained some of it")
+		msg = "the mail queue is full: try again once the workers drained some of it"
 	default:
 		s.log.WarnContext(r.Context(), "queue operation failed", "op", op, "err", err)
-		s.writeError(w, r, http.StatusServiceUnavailable, op+" unavailable")
 	}
+	s.writeError(w, r, code, strings.Join(append(prefix, msg), ""))
 }
 
 func (s *Server) queueStatus(w http.ResponseWriter, r *http.Request) {
@@ -334,7 +337,7 @@ func (s *Server) replayAllDead(w http.ResponseWriter, r *http.Request) {
 	n, err := s.queue.ReplayAll(r.Context())
 	if err != nil {
 		s.log.WarnContext(r.Context(), "replay all stopped", "replayed", n, "err", err)
-		s.queueError(w, r, fmt.Sprintf("replay (after %d replayed)", n), err)
+		s.queueError(w, r, "replay", err, fmt.Sprintf("%d replayed, then: ", n))
 		return
 	}
 	s.writeJSON(w, r, http.StatusOK, map[string]int{"replayed": n})

@@ -59,7 +59,17 @@ func dlqCmd(args, environ []string, stdout, stderr io.Writer) int {
 		return cliError(stderr, "dlq "+cmd, err)
 	}
 	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), of.timeout)
+	timeout := of.timeout
+	if *all && cmd == "replay" {
+		// A replay of thousands takes its time, and each step is safe to
+		// repeat: no deadline that would cut it off halfway.
+		timeout = 24 * time.Hour
+	}
+	if *limit < 1 || *limit > 1000 {
+		fmt.Fprintln(stderr, "levee dlq list: --limit must be 1..1000")
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	fail := func(err error) int { return cliError(stderr, "dlq "+cmd, err) }
 
@@ -101,7 +111,10 @@ func dlqCmd(args, environ []string, stdout, stderr io.Writer) int {
 	case cmd == "replay" && *all:
 		n, err := c.ReplayAll(ctx)
 		if err != nil {
-			return cliError(stderr, "dlq replay", fmt.Errorf("%d replayed, then: %w", n, err))
+			if _, overHTTP := err.(*apiError); !overHTTP { // the server's message says how many
+				err = fmt.Errorf("%d replayed, then: %w", n, err)
+			}
+			return cliError(stderr, "dlq replay", err)
 		}
 		fmt.Fprintf(stdout, "%d dead letters replayed\n", n)
 	case cmd == "replay":

@@ -35,16 +35,14 @@ type natsOps struct {
 	prev       queue.Status
 }
 
-func dialNATS(url, stream string, rateWindow time.Duration) (*natsOps, error) {
+// dialNATS reaches the queue under Levee's default names (stream, consumer,
+// dead stream), which no option renames.
+func dialNATS(url string, rateWindow time.Duration) (*natsOps, error) {
 	nc, err := nats.Connect(url, nats.Name("levee-cli"), nats.Timeout(5*time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", url, err)
 	}
-	cfg := queue.DefaultConfig()
-	if stream != "" {
-		cfg.Stream = stream
-	}
-	a, err := queue.NewAdmin(nc, cfg, nil)
+	a, err := queue.NewAdmin(nc, queue.DefaultConfig(), nil)
 	if err != nil {
 		nc.Close()
 		return nil, err
@@ -94,7 +92,7 @@ func newHTTPOps(server, token string) (*httpOps, error) {
 func (o *httpOps) Close() { o.c.CloseIdleConnections() }
 
 // apiError is an error answer of the ops API; errors.Is matches the queue
-// sentinel its status stands for, so both clients fail alike.
+// sentinel its 400, 404 or 409 stands for.
 type apiError struct {
 	status int
 	msg    string

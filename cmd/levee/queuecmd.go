@@ -49,21 +49,20 @@ purge deletes it for good. Reaches Levee like 'levee queue' (--server or
 
 // opsFlags are the connection flags every queue and dlq command takes.
 type opsFlags struct {
-	server, natsURL, token, stream string
-	timeout                        time.Duration
+	server, natsURL, token string
+	timeout                time.Duration
 }
 
 func (f *opsFlags) register(fs *flag.FlagSet, environ []string) {
 	fs.StringVar(&f.server, "server", "http://127.0.0.1:8025", "Levee HTTP address (its ops API)")
 	fs.StringVar(&f.natsURL, "nats-url", "", "reach JetStream directly instead of --server (nats://host:port)")
 	fs.StringVar(&f.token, "admin-token", envValue(environ, "LEVEE_ADMIN_TOKEN"), "the server's http.admin_token, for changes over HTTP (default $LEVEE_ADMIN_TOKEN)")
-	fs.StringVar(&f.stream, "stream", "", "mail stream name with --nats-url (default LEVEE_MAIL)")
 	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "time limit of each request")
 }
 
 func (f *opsFlags) client(rateWindow time.Duration) (opsClient, error) {
 	if f.natsURL != "" {
-		return dialNATS(f.natsURL, f.stream, rateWindow)
+		return dialNATS(f.natsURL, rateWindow)
 	}
 	return newHTTPOps(f.server, f.token)
 }
