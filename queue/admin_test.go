@@ -73,17 +73,20 @@ func TestStatusMatchesStreamAndShowsDomainsAndProcesses(t *testing.T) {
 
 func TestRatesBetween(t *testing.T) {
 	t0 := time.Date(2026, 11, 27, 11, 40, 0, 0, time.UTC)
-	prev := Status{At: t0, LastSeq: 100, Messages: 40, SMTP: SMTPTotals{Deferred: 10}}
-	cur := Status{At: t0.Add(10 * time.Second), LastSeq: 300, Messages: 90, SMTP: SMTPTotals{Deferred: 15}}
-	r := RatesBetween(prev, cur)
-	// 200 accepted; removed went from 60 to 210: 150 drained.
-	if r.WindowSeconds != 10 || r.Ingest != 20 || r.Drain != 15 || r.Deferrals != 0.5 {
-		t.Errorf("rates %+v", r)
+	rx := func(instance string, started time.Time, deferred uint64) ProcessStats {
+		return ProcessStats{Instance: instance, StartedAt: started, SMTP: &SMTPStats{Deferred: deferred}}
 	}
-	// A restarted receiver's counter went backwards: zero, not negative.
-	cur.SMTP.Deferred = 1
-	if r := RatesBetween(prev, cur); r.Deferrals != 0 {
-		t.Errorf("deferrals after a restart = %v", r.Deferrals)
+	a, b, c := rx("a", t0, 10), rx("b", t0, 100), rx("c", t0, 1000)
+	prev := Status{At: t0, LastSeq: 100, Messages: 40, Processes: []ProcessStats{a, b}}
+	a.SMTP = &SMTPStats{Deferred: 13}
+	bRestarted := rx("b", t0.Add(time.Second), 2) // a new process: its count starts again
+	cur := Status{At: t0.Add(10 * time.Second), LastSeq: 300, Messages: 90,
+		Processes: []ProcessStats{a, bRestarted, c}} // c missed the first sample
+	r := RatesBetween(prev, cur)
+	// 200 accepted; removed went from 60 to 210: 150 drained; only a's 3
+	// deferrals count (b restarted, c was not in the first sample).
+	if r.WindowSeconds != 10 || r.Ingest != 20 || r.Drain != 15 || r.Deferrals != 0.3 {
+		t.Errorf("rates %+v", r)
 	}
 	if r := RatesBetween(Status{}, cur); r != (Rates{}) {
 		t.Errorf("rates without a previous status = %+v", r)
@@ -520,4 +523,23 @@ func TestLoweringPerDomainCapUnderLoadDeletesNothing(t *testing.T) {
 		t.Fatal("no cap change applied: the test exercised nothing")
 	}
 	t.Logf("%d of 20 cap changes applied, %d messages acknowledged and all still queued", applied, acked.Load())
+}
+
+// TestOpsSamplesOnlyOnceAsked: a process whose ops API nobody asks (most
+// smtpd and worker processes) takes no samples.
+func TestOpsSamplesOnlyOnceAsked(t *testing.T) {
+	q := openQueue(t, testConfig(t))
+	o := &Ops{Admin: q.Admin(), sampler: NewSampler(q.Admin(), 10*time.Millisecond, 0, 0), used: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); o.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	time.Sleep(100 * time.Millisecond) // ten intervals in which nothing may happen
+	if n := len(o.sampler.History(time.Time{})); n != 0 {
+		t.Fatalf("%d samples before anyone asked", n)
+	}
+	if _, err := o.Status(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "samples once asked", func() bool { return len(o.sampler.History(time.Time{})) >= 2 })
 }

@@ -15,7 +15,8 @@ type Rates struct {
 	Ingest float64 `json:"ingest_per_second"`
 	// Drain: messages removed from the stream (stored or dead-lettered).
 	Drain float64 `json:"drain_per_second"`
-	// Deferrals: 4xx replies of the receivers that answered both times.
+	// Deferrals: 4xx replies of the receivers that answered both times
+	// (see deferredBetween).
 	Deferrals float64 `json:"deferrals_per_second"`
 }
 
@@ -30,8 +31,35 @@ func RatesBetween(prev, cur Status) Rates {
 	r := Rates{WindowSeconds: dt}
 	r.Ingest = float64(delta(prev.LastSeq, cur.LastSeq)) / dt
 	r.Drain = float64(delta(removed(prev), removed(cur))) / dt
-	r.Deferrals = float64(delta(prev.SMTP.Deferred, cur.SMTP.Deferred)) / dt
+	r.Deferrals = float64(deferredBetween(prev.Processes, cur.Processes)) / dt
 	return r
+}
+
+// deferredBetween sums the deferrals of each receiver that answered both
+// times (the same instance, started at the same time): a receiver missing
+// from one of the samples, or restarted between them, would otherwise
+// show its whole lifetime's count as a burst, or a drop.
+func deferredBetween(prev, cur []ProcessStats) uint64 {
+	type key struct {
+		instance string
+		started  time.Time
+	}
+	before := make(map[key]uint64, len(prev))
+	for _, p := range prev {
+		if p.SMTP != nil {
+			before[key{p.Instance, p.StartedAt.UTC()}] = p.SMTP.Deferred
+		}
+	}
+	var sum uint64
+	for _, p := range cur {
+		if p.SMTP == nil {
+			continue
+		}
+		if b, ok := before[key{p.Instance, p.StartedAt.UTC()}]; ok {
+			sum += delta(b, p.SMTP.Deferred)
+		}
+	}
+	return sum
 }
 
 // removed is how many messages ever left the stream.

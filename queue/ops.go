@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"sync"
 	"time"
 )
 
@@ -26,21 +27,41 @@ var _ Operator = (*Admin)(nil)
 type Ops struct {
 	*Admin
 	sampler *Sampler
+
+	used    chan struct{} // closed by the first Status or History
+	useOnce sync.Once
 }
 
 // NewOps samples a's status with the Sampler defaults.
 func NewOps(a *Admin) *Ops {
-	return &Ops{Admin: a, sampler: NewSampler(a, 0, 0, 0)}
+	return &Ops{Admin: a, sampler: NewSampler(a, 0, 0, 0), used: make(chan struct{})}
 }
 
-// Run samples until ctx is done.
-func (o *Ops) Run(ctx context.Context) { o.sampler.Run(ctx) }
+// Run samples until ctx is done, starting when the status is first asked
+// for: a full status costs a per-domain stream info and a stats round over
+// every process, and most processes of a deployment (smtpd, workers) never
+// serve a dashboard.
+func (o *Ops) Run(ctx context.Context) {
+	select {
+	case <-o.used:
+		o.sampler.Run(ctx)
+	case <-ctx.Done():
+	}
+}
+
+func (o *Ops) markUsed() { o.useOnce.Do(func() { close(o.used) }) }
 
 // Status is a fresh status with rates over the last few samples.
-func (o *Ops) Status(ctx context.Context) (Status, error) { return o.sampler.Status(ctx) }
+func (o *Ops) Status(ctx context.Context) (Status, error) {
+	o.markUsed()
+	return o.sampler.Status(ctx)
+}
 
 // History is the sampled history since the given time.
-func (o *Ops) History(since time.Time) []Sample { return o.sampler.History(since) }
+func (o *Ops) History(since time.Time) []Sample {
+	o.markUsed()
+	return o.sampler.History(since)
+}
 
 // SampleInterval is the time between History samples.
 func (o *Ops) SampleInterval() time.Duration { return o.sampler.Interval() }

@@ -106,8 +106,10 @@ func (q *Queue) ServeStats(stats func() ProcessStats) error {
 // came for a fifth of wait after the last one (processes answer from
 // memory, so the answers arrive together), or ctx is done.
 func (a *Admin) Processes(ctx context.Context, wait time.Duration) ([]ProcessStats, error) {
-	inbox := a.nc.NewRespInbox()
-	ch := make(chan *nats.Msg, 64)
+	inbox := nats.NewInbox()
+	// Room for every answer of a large deployment: a full channel drops
+	// answers, and the totals would come out short.
+	ch := make(chan *nats.Msg, 1024)
 	sub, err := a.nc.ChanSubscribe(inbox, ch)
 	if err != nil {
 		return nil, fmt.Errorf("queue: process stats: %w", err)
