@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -113,9 +114,17 @@ func (c Config) consumerConfig() jetstream.ConsumerConfig {
 	return cc
 }
 
-// metaConfiguredLimits is the stream metadata key that records the limits
-// of the config that last set them (see startConfig).
-const metaConfiguredLimits = "levee.configured_limits"
+// Stream metadata of startConfig: the limits of the config that last set
+// the stream's, and those of them a start had to withhold (a comma list of
+// the limit* names below).
+const (
+	metaConfiguredLimits = "levee.configured_limits"
+	metaWithheldLimits   = "levee.withheld_limits"
+
+	limitMaxAge    = "max_age"
+	limitPerDomain = "per_domain_max_msgs"
+	limitOthers    = "others" // max_msgs, max_bytes, max_msg_size
+)
 
 // configuredLimits fingerprints the limits the config asks for.
 func (c Config) configuredLimits() string {
@@ -144,39 +153,58 @@ func (q *Queue) startConfig(ctx context.Context) (jetstream.StreamConfig, error)
 	}
 	old := s.CachedInfo()
 	for k, v := range old.Config.Metadata { // the server's own keys stay
-		if k != metaConfiguredLimits {
+		if k != metaConfiguredLimits && k != metaWithheldLimits {
 			want.Metadata[k] = v
 		}
 	}
-	keep := func(sc *jetstream.StreamConfig) {
-		sc.MaxAge = old.Config.MaxAge
-		sc.MaxMsgsPerSubject, sc.DiscardNewPerSubject = old.Config.MaxMsgsPerSubject, old.Config.DiscardNewPerSubject
-	}
+	// try: the limits this start applies from the config; the others keep
+	// the stream's values.
+	try := map[string]bool{limitMaxAge: true, limitPerDomain: true, limitOthers: true}
 	if old.Config.Metadata[metaConfiguredLimits] == want.Metadata[metaConfiguredLimits] {
-		if old.Config.MaxMsgs != want.MaxMsgs || old.Config.MaxBytes != want.MaxBytes || old.Config.MaxAge != want.MaxAge ||
-			old.Config.MaxMsgSize != want.MaxMsgSize || old.Config.MaxMsgsPerSubject != want.MaxMsgsPerSubject {
+		// Unchanged config: keep what is live, but try again what an
+		// earlier start had to withhold.
+		try = map[string]bool{}
+		for _, k := range strings.Split(old.Config.Metadata[metaWithheldLimits], ",") {
+			try[k] = k != ""
+		}
+		if !try[limitOthers] && (old.Config.MaxMsgs != want.MaxMsgs || old.Config.MaxBytes != want.MaxBytes ||
+			old.Config.MaxMsgSize != want.MaxMsgSize || old.Config.MaxAge != want.MaxAge || old.Config.MaxMsgsPerSubject != want.MaxMsgsPerSubject) {
 			q.log.Info("queue: keeping the stream limits changed live; the config's are unchanged since they were applied",
 				"limits", limitsOf(old.Config))
 		}
-		keep(&want)
+	}
+	if !try[limitOthers] {
 		want.MaxMsgs, want.MaxBytes, want.MaxMsgSize = old.Config.MaxMsgs, old.Config.MaxBytes, old.Config.MaxMsgSize
-		return want, nil
+	}
+	keepAge := func() { want.MaxAge = old.Config.MaxAge }
+	keepPerDomain := func() {
+		want.MaxMsgsPerSubject, want.DiscardNewPerSubject = old.Config.MaxMsgsPerSubject, old.Config.DiscardNewPerSubject
+	}
+	if !try[limitMaxAge] {
+		keepAge()
+	}
+	if !try[limitPerDomain] {
+		keepPerDomain()
 	}
 	d, err := q.admin.deletions(ctx, s, old, want)
 	if err != nil {
 		return want, err
 	}
+	var withheld []string
 	if d.maxAge != "" {
-		q.log.Warn("queue: queue.max_age from the config not applied: it would delete queued mail; the stream keeps its own", "why", d.maxAge, "kept", old.Config.MaxAge)
-		want.MaxAge = old.Config.MaxAge
+		q.log.Warn("queue: queue.max_age from the config not applied: it would delete queued mail; the stream keeps its own until a start finds it safe",
+			"why", d.maxAge, "kept", old.Config.MaxAge)
+		keepAge()
+		withheld = append(withheld, limitMaxAge)
 	}
 	if d.perDomain != "" {
-		q.log.Warn("queue: queue.per_domain_max_msgs from the config not applied: it would delete queued mail; the stream keeps its own", "why", d.perDomain, "kept", old.Config.MaxMsgsPerSubject)
-		want.MaxMsgsPerSubject, want.DiscardNewPerSubject = old.Config.MaxMsgsPerSubject, old.Config.DiscardNewPerSubject
+		q.log.Warn("queue: queue.per_domain_max_msgs from the config not applied: it would delete queued mail; the stream keeps its own until a start finds it safe",
+			"why", d.perDomain, "kept", old.Config.MaxMsgsPerSubject)
+		keepPerDomain()
+		withheld = append(withheld, limitPerDomain)
 	}
-	if d.maxAge != "" || d.perDomain != "" {
-		// Not fully applied: the next start tries again.
-		want.Metadata[metaConfiguredLimits] = old.Config.Metadata[metaConfiguredLimits]
+	if len(withheld) > 0 {
+		want.Metadata[metaWithheldLimits] = strings.Join(withheld, ",")
 	}
 	return want, nil
 }
