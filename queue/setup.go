@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -123,7 +124,6 @@ const (
 
 	limitMaxAge    = "max_age"
 	limitPerDomain = "per_domain_max_msgs"
-	limitOthers    = "others" // max_msgs, max_bytes, max_msg_size
 )
 
 // configuredLimits fingerprints the limits the config asks for.
@@ -140,7 +140,8 @@ func (c Config) configuredLimits() string {
 //     `levee queue limits set` left them;
 //   - a changed config applies its limits, except one that would make
 //     JetStream delete queued mail (see Admin.deletions): that limit keeps
-//     the server's value, with a warning naming it.
+//     the server's value, with a warning naming it, and is recorded as
+//     withheld, for a later start to apply once it is safe.
 func (q *Queue) startConfig(ctx context.Context) (jetstream.StreamConfig, error) {
 	want := q.cfg.streamConfig()
 	want.Metadata = map[string]string{metaConfiguredLimits: q.cfg.configuredLimits()}
@@ -157,34 +158,27 @@ func (q *Queue) startConfig(ctx context.Context) (jetstream.StreamConfig, error)
 			want.Metadata[k] = v
 		}
 	}
-	// try: the limits this start applies from the config; the others keep
-	// the stream's values.
-	try := map[string]bool{limitMaxAge: true, limitPerDomain: true, limitOthers: true}
-	if old.Config.Metadata[metaConfiguredLimits] == want.Metadata[metaConfiguredLimits] {
-		// Unchanged config: keep what is live, but try again what an
-		// earlier start had to withhold.
-		try = map[string]bool{}
-		for _, k := range strings.Split(old.Config.Metadata[metaWithheldLimits], ",") {
-			try[k] = k != ""
-		}
-		if !try[limitOthers] && (old.Config.MaxMsgs != want.MaxMsgs || old.Config.MaxBytes != want.MaxBytes ||
-			old.Config.MaxMsgSize != want.MaxMsgSize || old.Config.MaxAge != want.MaxAge || old.Config.MaxMsgsPerSubject != want.MaxMsgsPerSubject) {
-			q.log.Info("queue: keeping the stream limits changed live; the config's are unchanged since they were applied",
-				"limits", limitsOf(old.Config))
-		}
-	}
-	if !try[limitOthers] {
-		want.MaxMsgs, want.MaxBytes, want.MaxMsgSize = old.Config.MaxMsgs, old.Config.MaxBytes, old.Config.MaxMsgSize
-	}
+	// A changed config applies all its limits. An unchanged one keeps what
+	// is live, but tries again what an earlier start had to withhold.
+	changed := old.Config.Metadata[metaConfiguredLimits] != want.Metadata[metaConfiguredLimits]
+	withheldBefore := strings.Split(old.Config.Metadata[metaWithheldLimits], ",")
 	keepAge := func() { want.MaxAge = old.Config.MaxAge }
 	keepPerDomain := func() {
 		want.MaxMsgsPerSubject, want.DiscardNewPerSubject = old.Config.MaxMsgsPerSubject, old.Config.DiscardNewPerSubject
 	}
-	if !try[limitMaxAge] {
-		keepAge()
-	}
-	if !try[limitPerDomain] {
-		keepPerDomain()
+	if !changed {
+		if old.Config.MaxMsgs != want.MaxMsgs || old.Config.MaxBytes != want.MaxBytes || old.Config.MaxMsgSize != want.MaxMsgSize ||
+			old.Config.MaxAge != want.MaxAge || old.Config.MaxMsgsPerSubject != want.MaxMsgsPerSubject {
+			q.log.Info("queue: keeping the stream limits changed live; the config's are unchanged since they were applied",
+				"limits", limitsOf(old.Config))
+		}
+		want.MaxMsgs, want.MaxBytes, want.MaxMsgSize = old.Config.MaxMsgs, old.Config.MaxBytes, old.Config.MaxMsgSize
+		if !slices.Contains(withheldBefore, limitMaxAge) {
+			keepAge()
+		}
+		if !slices.Contains(withheldBefore, limitPerDomain) {
+			keepPerDomain()
+		}
 	}
 	d, err := q.admin.deletions(ctx, s, old, want)
 	if err != nil {
