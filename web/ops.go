@@ -30,17 +30,41 @@ const maxOpsBody = 64 << 10
 const defaultDeadList = 50
 
 func (s *Server) opsRoutes() {
-	s.handle("GET /api/v1/queue", s.queueStatus)
-	s.handle("GET /api/v1/queue/history", s.queueHistory)
-	s.handle("GET /api/v1/queue/limits", s.queueLimits)
-	s.handle("PUT /api/v1/queue/limits", s.admin(s.setQueueLimits))
-	s.handle("GET /api/v1/dlq", s.listDead)
-	s.handle("GET /api/v1/dlq/{seq}", s.showDead)
-	s.handle("GET /api/v1/dlq/{seq}/raw", s.rawDead)
-	s.handle("POST /api/v1/dlq/{seq}/replay", s.admin(s.replayDead))
-	s.handle("POST /api/v1/dlq/replay", s.admin(s.replayAllDead))
-	s.handle("DELETE /api/v1/dlq/{seq}", s.admin(s.purgeDead))
-	s.handle("DELETE /api/v1/dlq", s.admin(s.purgeAllDead))
+	for _, r := range []struct {
+		pattern string
+		h       http.HandlerFunc
+		admin   bool
+	}{
+		{"GET /api/v1/queue", s.queueStatus, false},
+		{"GET /api/v1/queue/history", s.queueHistory, false},
+		{"GET /api/v1/queue/limits", s.queueLimits, false},
+		{"PUT /api/v1/queue/limits", s.setQueueLimits, true},
+		{"GET /api/v1/dlq", s.listDead, false},
+		{"GET /api/v1/dlq/{seq}", s.showDead, false},
+		{"GET /api/v1/dlq/{seq}/raw", s.rawDead, false},
+		{"POST /api/v1/dlq/{seq}/replay", s.replayDead, true},
+		{"POST /api/v1/dlq/replay", s.replayAllDead, true},
+		{"DELETE /api/v1/dlq/{seq}", s.purgeDead, true},
+		{"DELETE /api/v1/dlq", s.purgeAllDead, true},
+	} {
+		h := s.needsQueue(r.h)
+		if r.admin {
+			h = s.admin(h)
+		}
+		s.handle(r.pattern, h)
+	}
+}
+
+// needsQueue answers 503 for a process without a queue, so that the
+// handlers behind it can count on s.queue.
+func (s *Server) needsQueue(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.queue == nil {
+			s.writeError(w, r, http.StatusServiceUnavailable, "queue status not available")
+			return
+		}
+		h(w, r)
+	}
 }
 
 // admin guards a route that changes the queue: it needs the configured
@@ -70,15 +94,6 @@ func (s *Server) queueCtx(r *http.Request) (context.Context, context.CancelFunc)
 	return context.WithTimeout(r.Context(), s.cfg.QueueStatusTimeout)
 }
 
-// noQueue answers 503 when this process has no queue; it reports whether it did.
-func (s *Server) noQueue(w http.ResponseWriter, r *http.Request) bool {
-	if s.queue == nil {
-		s.writeError(w, r, http.StatusServiceUnavailable, "queue status not available")
-		return true
-	}
-	return false
-}
-
 // queueError answers a failed queue operation: the operator's mistakes
 // and what the operation cannot do with their message, the queue's state
 // as 503 (an unreachable JetStream is a state operators watch for, not a
@@ -102,9 +117,6 @@ func (s *Server) queueError(w http.ResponseWriter, r *http.Request, op string, e
 }
 
 func (s *Server) queueStatus(w http.ResponseWriter, r *http.Request) {
-	if s.noQueue(w, r) {
-		return
-	}
 	ctx, cancel := s.queueCtx(r)
 	defer cancel()
 	st, err := s.queue.Status(ctx)
@@ -121,9 +133,6 @@ type history struct {
 }
 
 func (s *Server) queueHistory(w http.ResponseWriter, r *http.Request) {
-	if s.noQueue(w, r) {
-		return
-	}
 	var since time.Time
 	if v := r.URL.Query().Get("since"); v != "" {
 		t, err := time.Parse(time.RFC3339Nano, v)
@@ -137,9 +146,6 @@ func (s *Server) queueHistory(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) queueLimits(w http.ResponseWriter, r *http.Request) {
-	if s.noQueue(w, r) {
-		return
-	}
 	ctx, cancel := s.queueCtx(r)
 	defer cancel()
 	l, err := s.queue.Limits(ctx)
@@ -210,9 +216,6 @@ func (req limitsRequest) limits() (queue.Limits, error) {
 }
 
 func (s *Server) setQueueLimits(w http.ResponseWriter, r *http.Request) {
-	if s.noQueue(w, r) {
-		return
-	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxOpsBody))
 	dec.DisallowUnknownFields()
 	var req limitsRequest
@@ -242,9 +245,6 @@ type deadList struct {
 }
 
 func (s *Server) listDead(w http.ResponseWriter, r *http.Request) {
-	if s.noQueue(w, r) {
-		return
-	}
 	q := r.URL.Query()
 	var after uint64
 	limit := defaultDeadList
@@ -286,7 +286,7 @@ func (s *Server) deadSeq(w http.ResponseWriter, r *http.Request) (uint64, bool) 
 
 func (s *Server) showDead(w http.ResponseWriter, r *http.Request) {
 	seq, ok := s.deadSeq(w, r)
-	if !ok || s.noQueue(w, r) {
+	if !ok {
 		return
 	}
 	ctx, cancel := s.queueCtx(r)
@@ -301,7 +301,7 @@ func (s *Server) showDead(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) rawDead(w http.ResponseWriter, r *http.Request) {
 	seq, ok := s.deadSeq(w, r)
-	if !ok || s.noQueue(w, r) {
+	if !ok {
 		return
 	}
 	ctx, cancel := s.queueCtx(r)
@@ -316,7 +316,7 @@ func (s *Server) rawDead(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) replayDead(w http.ResponseWriter, r *http.Request) {
 	seq, ok := s.deadSeq(w, r)
-	if !ok || s.noQueue(w, r) {
+	if !ok {
 		return
 	}
 	ctx, cancel := s.queueCtx(r)
@@ -329,9 +329,6 @@ func (s *Server) replayDead(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) replayAllDead(w http.ResponseWriter, r *http.Request) {
-	if s.noQueue(w, r) {
-		return
-	}
 	// Not bounded by QueueStatusTimeout: a replay of thousands takes longer,
 	// and each step is safe to repeat.
 	n, err := s.queue.ReplayAll(r.Context())
@@ -345,7 +342,7 @@ func (s *Server) replayAllDead(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) purgeDead(w http.ResponseWriter, r *http.Request) {
 	seq, ok := s.deadSeq(w, r)
-	if !ok || s.noQueue(w, r) {
+	if !ok {
 		return
 	}
 	ctx, cancel := s.queueCtx(r)
@@ -358,9 +355,6 @@ func (s *Server) purgeDead(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) purgeAllDead(w http.ResponseWriter, r *http.Request) {
-	if s.noQueue(w, r) {
-		return
-	}
 	ctx, cancel := s.queueCtx(r)
 	defer cancel()
 	n, err := s.queue.PurgeAll(ctx)
