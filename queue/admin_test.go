@@ -211,22 +211,7 @@ func TestDeadLetterToolsReplayExactlyOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cons, err := q.Consumer(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	batch, err := cons.Fetch(3, jetstream.FetchMaxWait(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for m := range batch.Messages() {
-		if err := q.DeadLetter(ctx, m, "store rejected it: "+m.Headers().Get(HeaderMsgID)); err != nil {
-			t.Fatal(err)
-		}
-		if err := m.Term(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	deadLetterAll(t, q, 3, func(m jetstream.Msg) string { return "store rejected it: " + m.Headers().Get(HeaderMsgID) })
 	waitFor(t, "mail stream empty", func() bool { return streamInfo(t, q, q.Config().Stream).State.Msgs == 0 })
 
 	list, total, err := a.DeadLetters(ctx, 0, 2)
@@ -261,7 +246,11 @@ func TestDeadLetterToolsReplayExactlyOnce(t *testing.T) {
 	if ack, err := q.JetStream().PublishMsg(ctx, m); err != nil || !ack.Duplicate {
 		t.Errorf("republished replay: %+v %v, want a duplicate", ack, err)
 	}
-	batch, err = cons.Fetch(2, jetstream.FetchMaxWait(time.Second))
+	cons, err := q.Consumer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(2, jetstream.FetchMaxWait(time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,14 +274,8 @@ func TestDeadLetterToolsReplayExactlyOnce(t *testing.T) {
 	if err := a.Purge(ctx, 999); !errors.Is(err, ErrNotFound) {
 		t.Errorf("purge unknown: %v", err)
 	}
-	// Dead-letter one again and purge it.
-	batch, _ = cons.Fetch(2, jetstream.FetchMaxWait(5*time.Second))
-	for m := range batch.Messages() {
-		if err := q.DeadLetter(ctx, m, "again"); err != nil {
-			t.Fatal(err)
-		}
-		_ = m.Term()
-	}
+	// Dead-letter the two again and purge them.
+	deadLetterAll(t, q, 2, func(jetstream.Msg) string { return "again" })
 	if n, err := a.PurgeAll(ctx); err != nil || n != 2 {
 		t.Errorf("purge all: %d %v", n, err)
 	}
@@ -381,9 +364,9 @@ func TestUpGaugeFollowsJetStream(t *testing.T) {
 	waitFor(t, "levee_queue_up 0", func() bool { return testutil.ToFloat64(q.metrics.up) == 0 })
 }
 
-// deadLetterAll moves every queued message to the dead stream, as a
-// worker giving up on each would.
-func deadLetterAll(t *testing.T, q *Queue, n int) {
+// deadLetterAll moves n queued messages to the dead stream with the reason
+// given for each, as a worker giving up on them would.
+func deadLetterAll(t *testing.T, q *Queue, n int, reason func(jetstream.Msg) string) {
 	t.Helper()
 	ctx := ctxT(t)
 	cons, err := q.Consumer(ctx)
@@ -396,10 +379,12 @@ func deadLetterAll(t *testing.T, q *Queue, n int) {
 			t.Fatal(err)
 		}
 		for m := range batch.Messages() {
-			if err := q.DeadLetter(ctx, m, "poison"); err != nil {
+			if err := q.DeadLetter(ctx, m, reason(m)); err != nil {
 				t.Fatal(err)
 			}
-			_ = m.Term()
+			if err := m.Term(); err != nil {
+				t.Fatal(err)
+			}
 			got++
 		}
 	}
@@ -417,7 +402,7 @@ func TestReplayAllStopsAtWhatWasThereAndRacesAreHarmless(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadLetterAll(t, q, 3)
+	deadLetterAll(t, q, 3, func(jetstream.Msg) string { return "poison" })
 	// A poison loop: every replayed message is dead-lettered again at once.
 	stop := make(chan struct{})
 	done := make(chan struct{})
