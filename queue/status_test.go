@@ -144,6 +144,12 @@ func TestStatusMatchesServerFigures(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(5 * time.Millisecond) // a measurable oldest-message age
+	// The consumer's pending count trails the stream by a moment after a
+	// publish (the server updates it asynchronously): settle first.
+	waitFor(t, "the consumer to count the 7 not yet delivered", func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.NumPending == 7
+	})
 
 	st, err = q.Status(ctx)
 	if err != nil {
