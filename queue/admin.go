@@ -16,13 +16,18 @@ import (
 )
 
 // Errors of the operator's tools (Admin). The web API maps them onto HTTP
-// statuses: ErrInvalidLimit 400, ErrWouldDelete 409, ErrNotFound 404.
+// statuses: ErrInvalidLimit 400, ErrWouldDelete and ErrWouldBounce 409,
+// ErrNotFound 404.
 var (
 	// ErrInvalidLimit: a limit change was refused as invalid.
 	ErrInvalidLimit = errors.New("queue: invalid limit")
 	// ErrWouldDelete: the change would make JetStream delete queued,
 	// already accepted mail; it was not applied (Force overrides).
 	ErrWouldDelete = errors.New("queue: change would delete queued mail")
+	// ErrWouldBounce: the change would make the queue refuse mail that
+	// running receivers still accept by their SIZE, so that mail would
+	// bounce (552, permanent); it was not applied (Force overrides).
+	ErrWouldBounce = errors.New("queue: change would bounce mail the receivers accept")
 	// ErrNotFound: no dead letter with that sequence.
 	ErrNotFound = errors.New("queue: not found")
 )
@@ -249,6 +254,12 @@ func (a *Admin) UpdateLimits(ctx context.Context, l Limits) (LimitsUpdate, error
 	if err := a.validLimits(sc); err != nil {
 		return LimitsUpdate{}, err
 	}
+	var sizeNotes []string
+	if sc.MaxMsgSize < old.Config.MaxMsgSize {
+		if sizeNotes, err = a.sizeConsequences(ctx, sc.MaxMsgSize, l.Force); err != nil {
+			return LimitsUpdate{}, err
+		}
+	}
 	checked := old
 	frozen := false
 	if lowersPerDomain(old.Config, sc) && old.State.Msgs > 0 && !l.Force {
@@ -293,7 +304,45 @@ func (a *Admin) UpdateLimits(ctx context.Context, l Limits) (LimitsUpdate, error
 	nc := s.CachedInfo().Config
 	a.log.Info("queue: limits updated", "max_msgs", nc.MaxMsgs, "max_bytes", nc.MaxBytes, "max_age", nc.MaxAge,
 		"max_msg_size", nc.MaxMsgSize, "per_domain_max_msgs", nc.MaxMsgsPerSubject, "forced", l.Force)
-	return LimitsUpdate{Limits: limitsOf(nc), Notes: notes}, nil
+	return LimitsUpdate{Limits: limitsOf(nc), Notes: append(sizeNotes, notes...)}, nil
+}
+
+// sizeConsequences checks a lowered max_msg_size against the SIZE each
+// running receiver advertises (ProcessStats). A receiver reads a message up
+// to its own SIZE and only then publishes it; one the queue then refuses
+// as too large gets 552 5.3.4, which the sender bounces to its user. So a
+// max_msg_size below any receiver's SIZE plus SizeMargin is refused
+// (ErrWouldBounce) unless force.
+func (a *Admin) sizeConsequences(ctx context.Context, maxMsgSize int32, force bool) ([]string, error) {
+	procs, err := a.Processes(ctx, processWait)
+	if err != nil && len(procs) == 0 {
+		return nil, fmt.Errorf("queue: receivers' SIZE: %w", err)
+	}
+	var over []string
+	receivers := 0
+	for _, p := range procs {
+		if p.SMTP == nil || p.SMTP.MaxMessageBytes <= 0 {
+			continue
+		}
+		receivers++
+		if p.SMTP.MaxMessageBytes+SizeMargin > int64(maxMsgSize) {
+			over = append(over, fmt.Sprintf("%s (SIZE %d)", p.Instance, p.SMTP.MaxMessageBytes))
+		}
+	}
+	if receivers == 0 {
+		return []string{fmt.Sprintf("no receiver answered: keep smtp.max_message_bytes at most max_msg_size minus 64KiB (%d) on every receiver, or the mail between the two bounces (552 5.3.4)",
+			int64(maxMsgSize)-SizeMargin)}, nil
+	}
+	if len(over) == 0 {
+		return nil, nil
+	}
+	what := fmt.Sprintf("max_msg_size %d is below what receivers accept plus 64KiB of headers: %s; mail between the two would be refused with 552 5.3.4 and bounce",
+		maxMsgSize, strings.Join(over, ", "))
+	if !force {
+		return nil, fmt.Errorf("%w: %s; nothing was changed: lower smtp.max_message_bytes on those receivers first, or force the change", ErrWouldBounce, what)
+	}
+	a.log.Warn("queue: max_msg_size change forced although receivers accept larger mail", "what", what)
+	return []string{"FORCED, larger mail bounces: " + what}, nil
 }
 
 // lowersPerDomain: sc's per-domain cap is new or lower than old's.

@@ -546,3 +546,48 @@ func TestOpsSamplesOnlyOnceAsked(t *testing.T) {
 	}
 	waitFor(t, "samples once asked", func() bool { return len(o.sampler.History(time.Time{})) >= 2 })
 }
+
+// TestLoweringMaxMsgSizeBelowAReceiversSIZEIsRefused: a receiver reads mail
+// up to its own SIZE before publishing, so a max_msg_size below it (plus the
+// header room) would turn accepted-by-SIZE mail into 552 bounces.
+func TestLoweringMaxMsgSizeBelowAReceiversSIZEIsRefused(t *testing.T) {
+	q := openQueue(t, testConfig(t))
+	ctx := ctxT(t)
+	before := streamInfo(t, q, q.Config().Stream).Config.MaxMsgSize
+
+	// No receiver answers: the change applies, with the rule in its notes.
+	u, err := q.UpdateLimits(ctx, Limits{MaxMsgSize: before - 1024})
+	if err != nil || len(u.Notes) != 1 || !strings.Contains(u.Notes[0], "no receiver answered") {
+		t.Fatalf("without receivers: %+v %v", u, err)
+	}
+
+	const size = 1 << 20
+	for _, p := range []ProcessStats{
+		{Instance: "smtpd-1", SMTP: &SMTPStats{MaxMessageBytes: size}},
+		{Instance: "smtpd-2", SMTP: &SMTPStats{MaxMessageBytes: size / 2}},
+		{Instance: "worker-1", Worker: &WorkerStats{Concurrency: 1}},
+	} {
+		if err := q.ServeStats(func() ProcessStats { return p }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Raising is never refused; lowering to exactly SIZE plus the header
+	// room of the largest receiver is fine.
+	if _, err := q.UpdateLimits(ctx, Limits{MaxMsgSize: before}); err != nil {
+		t.Fatalf("raising max_msg_size: %v", err)
+	}
+	if u, err := q.UpdateLimits(ctx, Limits{MaxMsgSize: size + SizeMargin}); err != nil || len(u.Notes) != 0 {
+		t.Fatalf("max_msg_size at the largest SIZE plus header room: %+v %v", u, err)
+	}
+	_, err = q.UpdateLimits(ctx, Limits{MaxMsgSize: size + SizeMargin - 1})
+	if !errors.Is(err, ErrWouldBounce) || !strings.Contains(err.Error(), "smtpd-1 (SIZE 1048576)") || strings.Contains(err.Error(), "smtpd-2") {
+		t.Errorf("max_msg_size one byte below smtpd-1's SIZE plus header room: %v", err)
+	}
+	if got := streamInfo(t, q, q.Config().Stream).Config.MaxMsgSize; got != size+SizeMargin {
+		t.Errorf("a refused change changed max_msg_size to %d", got)
+	}
+	u, err = q.UpdateLimits(ctx, Limits{MaxMsgSize: size, Force: true})
+	if err != nil || len(u.Notes) != 1 || !strings.Contains(u.Notes[0], "FORCED") || u.Limits.MaxMsgSize != size {
+		t.Errorf("forced: %+v %v", u, err)
+	}
+}

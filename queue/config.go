@@ -29,6 +29,11 @@ const (
 	DefaultMinBatch        = 8
 	DefaultHost            = "127.0.0.1"
 
+	// SizeMargin is how much larger than a receiver's SMTP SIZE the
+	// stream's max_msg_size must be: the queued message carries Levee's
+	// Received header and NATS headers on top of what the sender sent.
+	SizeMargin = 64 << 10
+
 	// headerRoom is what the embedded server's max_payload allows beyond
 	// MaxMsgSize: the NATS payload limit counts headers and body together,
 	// and a dead-lettered copy carries a few more headers than the original.

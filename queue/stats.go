@@ -46,6 +46,9 @@ type SMTPStats struct {
 	Deferred uint64 `json:"deferred_total"`
 	Rejected uint64 `json:"rejected_total"`
 	Sessions int64  `json:"sessions"`
+	// MaxMessageBytes is the SIZE the receiver advertises: a live
+	// max_msg_size below it plus headers would bounce mail it accepts.
+	MaxMessageBytes int64 `json:"max_message_bytes,omitempty"`
 }
 
 // WorkerTotals sums the worker processes.
@@ -127,6 +130,11 @@ func (a *Admin) Processes(ctx context.Context, wait time.Duration) ([]ProcessSta
 	for {
 		select {
 		case m := <-ch:
+			if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+				// The server's "no responders": no process is
+				// listening, so no answer is coming.
+				return procs, bad
+			}
 			quiet.Reset(wait / 5)
 			var p ProcessStats
 			if err := json.Unmarshal(m.Data, &p); err != nil {

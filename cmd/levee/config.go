@@ -76,7 +76,7 @@ func (c *Config) finish() error {
 	c.Worker.MaxDeliver = c.Queue.MaxDeliver
 	c.Worker.ProgressEvery = c.Queue.AckWait / 3
 	// The queue must take the largest message SMTP accepts, plus its headers.
-	if int64(c.Queue.MaxMsgSize) < c.SMTP.MaxMessageBytes+64<<10 {
+	if int64(c.Queue.MaxMsgSize) < c.SMTP.MaxMessageBytes+queue.SizeMargin {
 		return fmt.Errorf("queue.max_msg_size: %d is smaller than smtp.max_message_bytes (%d) plus 64KiB of headers", c.Queue.MaxMsgSize, c.SMTP.MaxMessageBytes)
 	}
 	c.Queue = c.Queue.WithDefaults()

@@ -121,6 +121,7 @@ func (l *Levee) start(ctx context.Context) (err error) {
 		if l.SMTP, err = ingest.New(cfg.SMTP, queuePublisher{l.Queue}, l.Queue, reg, log); err != nil {
 			return err
 		}
+		l.warnIfSIZEBounces(ctx)
 	}
 	ready := map[string]web.Check{}
 	// A process that receives or drains mail is not ready without JetStream;
@@ -256,6 +257,22 @@ func (p queuePublisher) Publish(ctx context.Context, m *mail.Message) (bool, err
 	}
 }
 
+// warnIfSIZEBounces says loudly when the stream's max_msg_size, which may
+// have been lowered live (and live limits outlast restarts), is below what
+// this receiver advertises in SIZE plus header room: the mail between the
+// two will be read, refused by the queue and bounced (552 5.3.4). It does
+// not refuse to start, since receiving the rest of the mail matters more.
+func (l *Levee) warnIfSIZEBounces(ctx context.Context) {
+	lim, err := l.Queue.Admin().Limits(ctx)
+	if err != nil {
+		return
+	}
+	if need := l.cfg.SMTP.MaxMessageBytes + queue.SizeMargin; int64(lim.MaxMsgSize) < need {
+		l.log.Error("smtp.max_message_bytes is above the queue's live max_msg_size minus 64KiB of headers: mail between the two will bounce (552 5.3.4); lower smtp.max_message_bytes or raise the limit with `levee queue limits set --max-msg-size`",
+			"smtp.max_message_bytes", l.cfg.SMTP.MaxMessageBytes, "queue max_msg_size", lim.MaxMsgSize)
+	}
+}
+
 // processStats is this process's answer to a stats request (see
 // queue.ServeStats): what `levee queue status` sums over a deployment.
 func (l *Levee) processStats() queue.ProcessStats {
@@ -265,7 +282,8 @@ func (l *Levee) processStats() queue.ProcessStats {
 	}
 	if l.SMTP != nil {
 		st := l.SMTP.Stats()
-		p.SMTP = &queue.SMTPStats{Accepted: st.Accepted, Deferred: st.Deferred, Rejected: st.Rejected, Sessions: st.Sessions}
+		p.SMTP = &queue.SMTPStats{Accepted: st.Accepted, Deferred: st.Deferred, Rejected: st.Rejected, Sessions: st.Sessions,
+			MaxMessageBytes: l.cfg.SMTP.MaxMessageBytes}
 	}
 	return p
 }

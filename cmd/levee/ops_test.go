@@ -65,6 +65,12 @@ func TestQueueStatusJSONMatchesStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The consumer's pending count trails the stream by a moment after the
+	// last publish (the server updates it asynchronously): settle first.
+	waitFor(t, 10*time.Second, "the consumer to count the 7 queued", func() bool {
+		info, err := c.Info(ctx)
+		return err == nil && info.NumPending == 7
+	})
 	ci := c.CachedInfo()
 	for _, via := range [][]string{{"--server", l.httpURL}, {"--nats-url", l.natsURL(), "--interval", "200ms"}} {
 		t.Run(via[0], func(t *testing.T) {
@@ -139,6 +145,13 @@ func TestQueueLimitsCLIAndAdminToken(t *testing.T) {
 	}
 	if _, errOut, code := cli(t, append([]string{"queue", "limits", "set", "--max-age", "1ms"}, auth...)...); code != 1 || !strings.Contains(errOut, "max_age") {
 		t.Errorf("max_age below the duplicate window: exit %d, %q", code, errOut)
+	}
+	// This process's receiver advertises smtp.max_message_bytes: a
+	// max_msg_size that would bounce what it accepts is refused.
+	tooSmall := strconv.FormatInt(cfg.SMTP.MaxMessageBytes, 10)
+	if _, errOut, code := cli(t, append([]string{"queue", "limits", "set", "--max-msg-size", tooSmall}, auth...)...); code != 1 ||
+		!strings.Contains(errOut, "SIZE "+tooSmall) || !strings.Contains(errOut, "bounce") {
+		t.Errorf("max_msg_size below the receiver's SIZE: exit %d, %q", code, errOut)
 	}
 	if _, errOut, code := cli(t, "queue", "limits", "set", "--max-bytes", "lots"); code != 2 || !strings.Contains(errOut, "--max-bytes") {
 		t.Errorf("bad size: exit %d, %q", code, errOut)

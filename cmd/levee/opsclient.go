@@ -92,7 +92,8 @@ func newHTTPOps(server, token string) (*httpOps, error) {
 func (o *httpOps) Close() { o.c.CloseIdleConnections() }
 
 // apiError is an error answer of the ops API; errors.Is matches the queue
-// sentinel its 400, 404 or 409 stands for.
+// sentinel its 400, 404 or 409 stands for (409 is either refusal of a
+// change that Force would apply).
 type apiError struct {
 	status int
 	msg    string
@@ -105,7 +106,7 @@ func (e *apiError) Is(target error) bool {
 	case http.StatusBadRequest:
 		return target == queue.ErrInvalidLimit
 	case http.StatusConflict:
-		return target == queue.ErrWouldDelete
+		return target == queue.ErrWouldDelete || target == queue.ErrWouldBounce
 	case http.StatusNotFound:
 		return target == queue.ErrNotFound
 	}

@@ -32,7 +32,9 @@ Lowering max_msgs or max_bytes below what is queued deletes nothing: new mail
 is deferred (452 4.3.1) until the workers drained below the limit. A change
 that would make JetStream delete queued mail (max_age below the oldest
 message's age, a per-domain cap below a domain's queued count) is refused
-unless --force, which loses that mail.
+unless --force, which loses that mail. So is a max_msg_size below what a
+running receiver accepts (smtp.max_message_bytes plus 64KiB): mail between
+the two would bounce.
 `
 
 const dlqUsage = `Usage:
@@ -262,7 +264,7 @@ func queueLimitsCmd(args, environ []string, stdout, stderr io.Writer) int {
 		fs.StringVar(&raw.maxAge, "max-age", "", "age at which JetStream deletes queued mail (168h); must exceed the longest outage")
 		fs.StringVar(&raw.maxMsgSize, "max-msg-size", "", "largest message (10MiB)")
 		fs.StringVar(&raw.perDomain, "per-domain-max-msgs", "", "queued messages per recipient domain; 0 removes the cap")
-		fs.BoolVar(&force, "force", false, "apply even when JetStream will delete queued mail because of it (that mail is lost)")
+		fs.BoolVar(&force, "force", false, "apply even when JetStream will delete queued mail because of it (that mail is lost), or receivers accept larger mail than max_msg_size (it bounces)")
 	}
 	if pos, err := parseArgs(fs, args); err != nil || len(pos) > 0 {
 		return usageError(fs, stderr, pos, err)
