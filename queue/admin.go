@@ -263,29 +263,14 @@ func (a *Admin) UpdateLimits(ctx context.Context, l Limits) (LimitsUpdate, error
 	checked := old
 	frozen := false
 	if lowersPerDomain(old.Config, sc) && old.State.Msgs > 0 && !l.Force {
-		// JetStream trims every domain to a lowered cap on update, so mail
-		// arriving between the check and the update would be deleted.
-		// Freeze first: max_msgs 1 refuses all new mail for the moment (452,
-		// senders retry) and deletes nothing (discard-new), so the counts
-		// can only fall while they are checked and the cap applied.
-		fc := old.Config
-		fc.MaxMsgs = 1
-		fs, err := a.js.UpdateStream(ctx, fc)
-		if err != nil {
+		if checked, err = a.freezeIntake(ctx, old.Config); err != nil {
 			return LimitsUpdate{}, a.updateError(err)
 		}
 		frozen = true
-		checked = &jetstream.StreamInfo{Config: old.Config, State: fs.CachedInfo().State}
 	}
 	unfreeze := func() {
-		if !frozen {
-			return
-		}
-		// A fresh context: ctx may be what ended.
-		rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if _, err := a.js.UpdateStream(rctx, old.Config); err != nil {
-			a.log.Error("queue: could not lift the moment's max_msgs 1 after a failed limit change: set queue.max_msgs again", "max_msgs", old.Config.MaxMsgs, "err", err)
+		if frozen {
+			a.unfreezeIntake(old.Config)
 		}
 	}
 	notes, err := a.consequences(ctx, s, checked, sc, l.Force)
@@ -343,6 +328,34 @@ func (a *Admin) sizeConsequences(ctx context.Context, maxMsgSize int32, force bo
 	}
 	a.log.Warn("queue: max_msg_size change forced although receivers accept larger mail", "what", what)
 	return []string{"FORCED, larger mail bounces: " + what}, nil
+}
+
+// freezeIntake stops new mail for the moment a lowered per-domain cap is
+// checked and applied. JetStream trims every domain to a lowered cap on
+// update, so mail arriving between the check and the update would be
+// deleted. max_msgs 1 refuses all new mail (452, senders retry) and deletes
+// nothing (discard-new), so the counts can only fall while they are checked
+// and the cap applied. It returns the stream as it is frozen: cfg (the
+// config to restore) with the frozen state, for the check.
+func (a *Admin) freezeIntake(ctx context.Context, cfg jetstream.StreamConfig) (*jetstream.StreamInfo, error) {
+	fc := cfg
+	fc.MaxMsgs = 1
+	fs, err := a.js.UpdateStream(ctx, fc)
+	if err != nil {
+		return nil, err
+	}
+	return &jetstream.StreamInfo{Config: cfg, State: fs.CachedInfo().State}, nil
+}
+
+// unfreezeIntake restores cfg after freezeIntake when the change failed (a
+// change that applies replaces the frozen max_msgs itself).
+func (a *Admin) unfreezeIntake(cfg jetstream.StreamConfig) {
+	// A fresh context: the change's may be what ended.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := a.js.UpdateStream(ctx, cfg); err != nil {
+		a.log.Error("queue: could not lift the moment's max_msgs 1 after a failed limit change: set queue.max_msgs again", "max_msgs", cfg.MaxMsgs, "err", err)
+	}
 }
 
 // lowersPerDomain: sc's per-domain cap is new or lower than old's.

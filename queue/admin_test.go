@@ -473,59 +473,85 @@ func TestReplayAllStopsAtWhatWasThereAndRacesAreHarmless(t *testing.T) {
 }
 
 // TestLoweringPerDomainCapUnderLoadDeletesNothing: publishes keep arriving
-// while the per-domain cap is lowered; every acknowledged message is still
-// queued afterwards (the change freezes intake while it checks and applies).
+// while the per-domain cap is lowered, live or by a starting process with a
+// changed config; every acknowledged message is still queued afterwards
+// (both freeze intake while they check and apply the cap).
 func TestLoweringPerDomainCapUnderLoadDeletesNothing(t *testing.T) {
-	cfg := testConfig(t)
-	q := openQueue(t, cfg)
-	ctx := ctxT(t)
-	var acked atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for g := range 6 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
+	for _, how := range []string{"live", "start"} {
+		t.Run(how, func(t *testing.T) {
+			cfg := testConfig(t)
+			q := openQueue(t, cfg)
+			ctx := ctxT(t)
+			// setCap sets the per-domain cap (-1: none) the way under test
+			// and says whether it applied (a refused or withheld lower cap,
+			// a domain being above it at the check, is fine).
+			setCap := func(cap int64) (applied bool) {
+				if how == "live" {
+					_, err := q.UpdateLimits(ctx, Limits{PerDomainMaxMsgs: cap})
+					if err != nil && !errors.Is(err, ErrWouldDelete) {
+						t.Fatal(err)
+					}
+					return err == nil
 				}
-				_, err := q.Publish(ctx, messageTo(fmt.Sprintf("p-%d-%d", g, i), "x@flood.test"))
-				switch {
-				case err == nil:
-					acked.Add(1)
-				case errors.Is(err, ErrQueueFull):
-					time.Sleep(time.Millisecond)
-				default:
-					t.Error(err)
-					return
+				c := cfg
+				c.URL, c.PerDomainMaxMsgs = q.Server().ClientURL(), max(cap, 0)
+				starting, err := Open(ctx, c, nil, testLog(t))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer starting.Close(ctx)
+				return streamInfo(t, starting, c.Stream).Config.MaxMsgsPerSubject == cap
+			}
+			var acked atomic.Int64
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			for g := range 6 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; ; i++ {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						_, err := q.Publish(ctx, messageTo(fmt.Sprintf("p-%d-%d", g, i), "x@flood.test"))
+						switch {
+						case err == nil:
+							acked.Add(1)
+						case errors.Is(err, ErrQueueFull):
+							time.Sleep(time.Millisecond)
+						default:
+							t.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			// Each round lifts the cap and lowers it to a few above the
+			// domain's count: the senders outrun that margin at once, so
+			// any mail let in between the check and the update would be
+			// trimmed.
+			applied := 0
+			for range 20 {
+				setCap(-1)
+				n := streamInfo(t, q, cfg.Stream).State.Msgs
+				waitFor(t, "more mail queued", func() bool { return streamInfo(t, q, cfg.Stream).State.Msgs > n })
+				if setCap(int64(streamInfo(t, q, cfg.Stream).State.Msgs) + 3) {
+					applied++
 				}
 			}
-		}()
+			close(stop)
+			wg.Wait()
+			if n := streamInfo(t, q, q.Config().Stream).State.Msgs; int64(n) != acked.Load() {
+				t.Fatalf("%d messages acknowledged, %d queued: a cap change deleted accepted mail", acked.Load(), n)
+			}
+			if applied == 0 {
+				t.Fatal("no cap change applied: the test exercised nothing")
+			}
+			t.Logf("%d of 20 cap changes applied, %d messages acknowledged and all still queued", applied, acked.Load())
+		})
 	}
-	applied := 0
-	for cap := int64(400); cap >= 20; cap -= 20 {
-		waitFor(t, "some mail queued", func() bool { return acked.Load() > 0 })
-		_, err := q.UpdateLimits(ctx, Limits{PerDomainMaxMsgs: cap})
-		switch {
-		case err == nil:
-			applied++
-		case errors.Is(err, ErrWouldDelete): // above the cap at the check: refused, fine
-		default:
-			t.Fatal(err)
-		}
-	}
-	close(stop)
-	wg.Wait()
-	if n := streamInfo(t, q, q.Config().Stream).State.Msgs; int64(n) != acked.Load() {
-		t.Fatalf("%d messages acknowledged, %d queued: a cap change deleted accepted mail", acked.Load(), n)
-	}
-	if applied == 0 {
-		t.Fatal("no cap change applied: the test exercised nothing")
-	}
-	t.Logf("%d of 20 cap changes applied, %d messages acknowledged and all still queued", applied, acked.Load())
 }
 
 // TestOpsSamplesOnlyOnceAsked: a process whose ops API nobody asks (most

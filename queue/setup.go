@@ -142,17 +142,15 @@ func (c Config) configuredLimits() string {
 //     JetStream delete queued mail (see Admin.deletions): that limit keeps
 //     the server's value, with a warning naming it, and is recorded as
 //     withheld, for a later start to apply once it is safe.
-func (q *Queue) startConfig(ctx context.Context) (jetstream.StreamConfig, error) {
+//
+// old is the stream as it is (nil when it does not exist yet); s is its
+// handle, for the per-domain counts.
+func (q *Queue) startConfig(ctx context.Context, s jetstream.Stream, old *jetstream.StreamInfo) (jetstream.StreamConfig, error) {
 	want := q.cfg.streamConfig()
 	want.Metadata = map[string]string{metaConfiguredLimits: q.cfg.configuredLimits()}
-	s, err := q.js.Stream(ctx, q.cfg.Stream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
+	if old == nil {
 		return want, nil
 	}
-	if err != nil {
-		return want, err
-	}
-	old := s.CachedInfo()
 	for k, v := range old.Config.Metadata { // the server's own keys stay
 		if k != metaConfiguredLimits && k != metaWithheldLimits {
 			want.Metadata[k] = v
@@ -208,17 +206,9 @@ func (q *Queue) startConfig(ctx context.Context) (jetstream.StreamConfig, error)
 // as far as startConfig lets it.
 func (q *Queue) ensure(ctx context.Context) error {
 	var info *jetstream.StreamInfo
-	err := retryUnready(ctx, func(ctx context.Context) error {
-		sc, err := q.startConfig(ctx)
-		if err != nil {
-			return err
-		}
-		s, err := q.js.CreateOrUpdateStream(ctx, sc)
-		if err != nil {
-			return err
-		}
-		info = s.CachedInfo()
-		return nil
+	err := retryUnready(ctx, func(ctx context.Context) (err error) {
+		info, err = q.applyStartConfig(ctx)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("queue: stream %s: %w", q.cfg.Stream, err)
@@ -240,6 +230,52 @@ func (q *Queue) ensure(ctx context.Context) error {
 		return fmt.Errorf("queue: consumer %s: %w", q.cfg.Durable, err)
 	}
 	return nil
+}
+
+// applyStartConfig creates the mail stream, or updates it to startConfig's
+// plan. A plan that lowers the per-domain cap on a stream holding mail is
+// made and applied with intake frozen, as a live change is (see
+// Admin.freezeIntake): otherwise mail arriving between the check and the
+// update could be trimmed away.
+func (q *Queue) applyStartConfig(ctx context.Context) (*jetstream.StreamInfo, error) {
+	s, err := q.js.Stream(ctx, q.cfg.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		want, _ := q.startConfig(ctx, nil, nil)
+		s, err := q.js.CreateOrUpdateStream(ctx, want)
+		if err != nil {
+			return nil, err
+		}
+		return s.CachedInfo(), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	old := s.CachedInfo()
+	want, err := q.startConfig(ctx, s, old)
+	if err != nil {
+		return nil, err
+	}
+	frozen := false
+	if lowersPerDomain(old.Config, want) && old.State.Msgs > 0 {
+		checked, err := q.admin.freezeIntake(ctx, old.Config)
+		if err != nil {
+			return nil, err
+		}
+		frozen = true
+		if want, err = q.startConfig(ctx, s, checked); err != nil {
+			q.admin.unfreezeIntake(old.Config)
+			return nil, err
+		}
+	}
+	// The update also lifts a freeze: want has its own max_msgs.
+	s, err = q.js.UpdateStream(ctx, want)
+	if err != nil {
+		if frozen {
+			q.admin.unfreezeIntake(old.Config)
+		}
+		return nil, err
+	}
+	return s.CachedInfo(), nil
 }
 
 // retryUnready retries f while JetStream is not answering yet (a server just
