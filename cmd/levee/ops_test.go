@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -359,4 +360,58 @@ func TestDLQReplayDeliversExactlyOnce(t *testing.T) {
 	if _, errOut, code := cli(t, "dlq", "replay"); code != 2 || !strings.Contains(errOut, "--all") {
 		t.Errorf("replay without a target: exit %d %q", code, errOut)
 	}
+}
+
+// TestReceiverStartWarnsWhenLiveMaxMsgSizeWouldBounce: live limits outlast
+// restarts, so a receiver starting under a max_msg_size forced below its
+// SIZE says loudly that the mail between the two will bounce; with a SIZE
+// that fits, it says nothing.
+func TestReceiverStartWarnsWhenLiveMaxMsgSizeWouldBounce(t *testing.T) {
+	cfg := testConfig(t)
+	l := startLevee(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := l.Queue.UpdateLimits(ctx, queue.Limits{MaxMsgSize: 1 << 20, Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	startReceiver := func(size int64) string {
+		t.Helper()
+		rc := cfg
+		rc.DataDir = t.TempDir()
+		rc.Queue.URL = l.natsURL()
+		rc.SMTP.MaxMessageBytes = size
+		var logs lockedBuffer
+		r, err := Start(ctx, rc, RoleSMTP, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
+		if err != nil {
+			t.Fatalf("start receiver: %v", err)
+		}
+		if err := r.Shutdown(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return logs.String()
+	}
+	if out := startReceiver(4 << 20); !strings.Contains(out, "mail between the two will bounce") || !strings.Contains(out, "level=ERROR") {
+		t.Errorf("SIZE 4MiB under a live max_msg_size of 1MiB: logged %q", out)
+	}
+	if out := startReceiver(1<<20 - queue.SizeMargin); strings.Contains(out, "bounce") {
+		t.Errorf("SIZE that fits: logged %q", out)
+	}
+}
+
+// lockedBuffer collects a process's logs, written from its goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
