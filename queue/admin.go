@@ -231,7 +231,7 @@ func (a *Admin) UpdateLimits(ctx context.Context, l Limits) (LimitsUpdate, error
 	if err != nil {
 		return LimitsUpdate{}, fmt.Errorf("queue: update limits: %w", err)
 	}
-	old := s.CachedInfo()
+	old := withoutFreeze(s.CachedInfo())
 	sc := old.Config
 	if l.MaxMsgs != 0 {
 		sc.MaxMsgs = l.MaxMsgs
@@ -328,34 +328,6 @@ func (a *Admin) sizeConsequences(ctx context.Context, maxMsgSize int32, force bo
 	}
 	a.log.Warn("queue: max_msg_size change forced although receivers accept larger mail", "what", what)
 	return []string{"FORCED, larger mail bounces: " + what}, nil
-}
-
-// freezeIntake stops new mail for the moment a lowered per-domain cap is
-// checked and applied. JetStream trims every domain to a lowered cap on
-// update, so mail arriving between the check and the update would be
-// deleted. max_msgs 1 refuses all new mail (452, senders retry) and deletes
-// nothing (discard-new), so the counts can only fall while they are checked
-// and the cap applied. It returns the stream as it is frozen: cfg (the
-// config to restore) with the frozen state, for the check.
-func (a *Admin) freezeIntake(ctx context.Context, cfg jetstream.StreamConfig) (*jetstream.StreamInfo, error) {
-	fc := cfg
-	fc.MaxMsgs = 1
-	fs, err := a.js.UpdateStream(ctx, fc)
-	if err != nil {
-		return nil, err
-	}
-	return &jetstream.StreamInfo{Config: cfg, State: fs.CachedInfo().State}, nil
-}
-
-// unfreezeIntake restores cfg after freezeIntake when the change failed (a
-// change that applies replaces the frozen max_msgs itself).
-func (a *Admin) unfreezeIntake(cfg jetstream.StreamConfig) {
-	// A fresh context: the change's may be what ended.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := a.js.UpdateStream(ctx, cfg); err != nil {
-		a.log.Error("queue: could not lift the moment's max_msgs 1 after a failed limit change: set queue.max_msgs again", "max_msgs", cfg.MaxMsgs, "err", err)
-	}
 }
 
 // lowersPerDomain: sc's per-domain cap is new or lower than old's.

@@ -250,7 +250,7 @@ func (q *Queue) applyStartConfig(ctx context.Context) (*jetstream.StreamInfo, er
 	if err != nil {
 		return nil, err
 	}
-	old := s.CachedInfo()
+	old := withoutFreeze(s.CachedInfo())
 	want, err := q.startConfig(ctx, s, old)
 	if err != nil {
 		return nil, err

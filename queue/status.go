@@ -169,6 +169,7 @@ func (q *Queue) refresh(ctx context.Context) {
 		return
 	}
 	q.metrics.up.Set(1)
+	q.admin.liftStaleFreeze(ctx, si)
 	f := fillOf(si)
 	q.fill.Store(f.Max)
 	m := q.metrics
