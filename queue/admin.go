@@ -16,8 +16,8 @@ import (
 )
 
 // Errors of the operator's tools (Admin). The web API maps them onto HTTP
-// statuses: ErrInvalidLimit 400, ErrWouldDelete and ErrWouldBounce 409,
-// ErrNotFound 404.
+// statuses: ErrInvalidLimit 400, ErrWouldDelete, ErrWouldBounce and
+// ErrBusy 409, ErrNotFound 404.
 var (
 	// ErrInvalidLimit: a limit change was refused as invalid.
 	ErrInvalidLimit = errors.New("queue: invalid limit")
@@ -118,7 +118,7 @@ func (a *Admin) basicStatus(ctx context.Context) (Status, jetstream.Stream, erro
 	if err != nil {
 		return Status{}, nil, err
 	}
-	return a.statusFrom(s.CachedInfo(), ci, di, time.Now()), s, nil
+	return a.statusFrom(a.withoutFreeze(s.CachedInfo()), ci, di, time.Now()), s, nil
 }
 
 func topDomains(subjects map[string]uint64, prefix string, n int) []DomainCount {
@@ -165,7 +165,7 @@ func (a *Admin) Limits(ctx context.Context) (StreamLimits, error) {
 	if err != nil {
 		return StreamLimits{}, err
 	}
-	return limitsOf(si.Config), nil
+	return limitsOf(a.withoutFreeze(si).Config), nil
 }
 
 func limitsOf(sc jetstream.StreamConfig) StreamLimits {
@@ -222,16 +222,19 @@ const ageMargin = time.Minute
 // discards new mail, not old): new mail is refused (452 4.3.1) until the
 // workers drained below the new limit, which the returned notes say.
 //
-// The change is made on the server; the next start of Levee applies the
-// configured values again, so a lasting change belongs in the config too.
+// A lowered per-domain cap is checked and applied with intake frozen (see
+// freezeIntake). While another process's change holds intake frozen, it
+// waits a moment, then answers ErrBusy.
+//
+// The change is made on the server and outlasts restarts (see
+// Queue.startConfig) until the config's limits change.
 func (a *Admin) UpdateLimits(ctx context.Context, l Limits) (LimitsUpdate, error) {
 	a.limitsMu.Lock()
 	defer a.limitsMu.Unlock()
-	s, err := a.js.Stream(ctx, a.cfg.Stream)
+	s, old, err := a.unfrozenStream(ctx)
 	if err != nil {
 		return LimitsUpdate{}, fmt.Errorf("queue: update limits: %w", err)
 	}
-	old := withoutFreeze(s.CachedInfo())
 	sc := old.Config
 	if l.MaxMsgs != 0 {
 		sc.MaxMsgs = l.MaxMsgs
@@ -260,20 +263,21 @@ func (a *Admin) UpdateLimits(ctx context.Context, l Limits) (LimitsUpdate, error
 			return LimitsUpdate{}, err
 		}
 	}
-	checked := old
-	frozen := false
-	if lowersPerDomain(old.Config, sc) && old.State.Msgs > 0 && !l.Force {
-		if checked, err = a.freezeIntake(ctx, old.Config); err != nil {
+	checked, token := old, ""
+	if lowersPerDomain(old.Config, sc) && !l.Force {
+		if checked, token, err = a.freezeIntake(ctx, old); err != nil {
 			return LimitsUpdate{}, a.updateError(err)
 		}
-		frozen = true
 	}
 	unfreeze := func() {
-		if frozen {
-			a.unfreezeIntake(old.Config)
+		if token != "" {
+			a.unfreezeIntake(token, old.Config)
 		}
 	}
 	notes, err := a.consequences(ctx, s, checked, sc, l.Force)
+	if err == nil && token != "" {
+		err = a.confirmFreeze(ctx, token)
+	}
 	if err != nil {
 		unfreeze()
 		return LimitsUpdate{}, err
@@ -299,27 +303,36 @@ func (a *Admin) UpdateLimits(ctx context.Context, l Limits) (LimitsUpdate, error
 // max_msg_size below any receiver's SIZE plus SizeMargin is refused
 // (ErrWouldBounce) unless force.
 func (a *Admin) sizeConsequences(ctx context.Context, maxMsgSize int32, force bool) ([]string, error) {
-	procs, err := a.Processes(ctx, processWait)
+	// A safety check: it listens longer than a status does, for receivers
+	// far away or busy.
+	procs, err := a.Processes(ctx, sizeCheckWait)
 	if err != nil && len(procs) == 0 {
 		return nil, fmt.Errorf("queue: receivers' SIZE: %w", err)
 	}
-	var over []string
+	var over, unknown []string
 	receivers := 0
 	for _, p := range procs {
-		if p.SMTP == nil || p.SMTP.MaxMessageBytes <= 0 {
+		switch {
+		case p.SMTP == nil:
 			continue
-		}
-		receivers++
-		if p.SMTP.MaxMessageBytes+SizeMargin > int64(maxMsgSize) {
+		case p.SMTP.MaxMessageBytes <= 0:
+			unknown = append(unknown, p.Instance)
+		case p.SMTP.MaxMessageBytes+SizeMargin > int64(maxMsgSize):
 			over = append(over, fmt.Sprintf("%s (SIZE %d)", p.Instance, p.SMTP.MaxMessageBytes))
 		}
+		receivers++
 	}
-	if receivers == 0 {
-		return []string{fmt.Sprintf("no receiver answered: keep smtp.max_message_bytes at most max_msg_size minus 64KiB (%d) on every receiver, or the mail between the two bounces (552 5.3.4)",
-			int64(maxMsgSize)-SizeMargin)}, nil
+	rule := fmt.Sprintf("keep smtp.max_message_bytes at most max_msg_size minus 64KiB (%d) on every receiver, or the mail between the two bounces (552 5.3.4)",
+		int64(maxMsgSize)-SizeMargin)
+	var notes []string
+	switch {
+	case receivers == 0:
+		notes = append(notes, "no receiver answered: "+rule)
+	case len(unknown) > 0:
+		notes = append(notes, fmt.Sprintf("receivers %s did not report their SIZE (older Levee): %s", strings.Join(unknown, ", "), rule))
 	}
 	if len(over) == 0 {
-		return nil, nil
+		return notes, nil
 	}
 	what := fmt.Sprintf("max_msg_size %d is below what receivers accept plus 64KiB of headers: %s; mail between the two would be refused with 552 5.3.4 and bounce",
 		maxMsgSize, strings.Join(over, ", "))
@@ -327,7 +340,7 @@ func (a *Admin) sizeConsequences(ctx context.Context, maxMsgSize int32, force bo
 		return nil, fmt.Errorf("%w: %s; nothing was changed: lower smtp.max_message_bytes on those receivers first, or force the change", ErrWouldBounce, what)
 	}
 	a.log.Warn("queue: max_msg_size change forced although receivers accept larger mail", "what", what)
-	return []string{"FORCED, larger mail bounces: " + what}, nil
+	return append(notes, "FORCED, larger mail bounces: "+what), nil
 }
 
 // lowersPerDomain: sc's per-domain cap is new or lower than old's.

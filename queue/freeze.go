@@ -2,107 +2,231 @@ package queue
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"maps"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Lowering the per-domain cap on a stream that holds mail freezes intake
-// for a moment (see freezeIntake). The freeze is written into the stream
-// itself, so every reader of the stream's config can tell a frozen max_msgs
-// of 1 from a real one:
-//   - another process changing limits or starting meanwhile builds on the
-//     real max_msgs, instead of making the freeze permanent;
-//   - a freeze whose maker died (a crash between freeze and change) is
-//     lifted by the next start or limit change, and by any running
-//     process's monitor once it is older than freezeStale.
+// Lowering the per-domain cap freezes intake for a moment (see
+// freezeIntake), and the freeze is marked in the stream's metadata, with
+// the real max_msgs, the server's time and a token naming its maker. The
+// mark makes the freeze a lock among Levee processes, which share nothing
+// but the stream:
+//   - a limit change or a start that finds a fresh mark waits for it to go
+//     (ErrBusy after freezeWait), instead of lifting the freeze under its
+//     maker or making max_msgs 1 permanent;
+//   - the maker checks that its mark is still there just before it applies
+//     the change, and applies nothing otherwise;
+//   - a mark whose maker died is stale: older than freezeStale by the
+//     server's clock for a reader that finds it, or seen unchanged that
+//     long by a running process's monitor (its own clock), which lifts it.
+//     Readers of the limits see the real max_msgs meanwhile.
+//
+// It orders a freezing change against every other; two changes that do not
+// freeze can still overwrite each other's fields, last writer wins
+// (JetStream has no compare-and-set for a stream's config).
 const (
-	metaFrozenMaxMsgs = "levee.frozen_max_msgs" // the real max_msgs
-	metaFrozenAt      = "levee.frozen_at"       // RFC 3339, when frozen
+	metaFreeze = "levee.intake_freeze"
 
-	// freezeStale is how long a freeze may last before running processes
-	// take its maker for dead. A freeze lasts as long as a check of the
-	// per-domain counts: well under a second, a few seconds at worst.
-	freezeStale = time.Minute
+	// freezeWait is how long a limit change or a start waits for another
+	// one's freeze to go before answering ErrBusy (a start retries).
+	freezeWait = 2 * time.Second
 )
+
+// freezeStale is how long a freeze may last before it is taken for one
+// whose maker died. A freeze lasts as long as a check of the per-domain
+// counts: well under a second, a few seconds at worst. (A variable for the
+// tests, which set it before they open a queue.)
+var freezeStale = time.Minute
+
+// ErrBusy: another process's limit change is in progress (intake is frozen
+// for it); nothing was changed, try again.
+var ErrBusy = errors.New("queue: another limit change is in progress")
+
+// freezeMark is the metadata value of a freeze.
+type freezeMark struct {
+	MaxMsgs int64     `json:"max_msgs"` // the real max_msgs
+	At      time.Time `json:"at"`       // when frozen, by the server's clock
+	Token   string    `json:"token"`    // the maker's
+}
+
+// freezeOf reads the freeze mark of sc. An unreadable mark counts as a
+// freeze made long ago with an unknown max_msgs.
+func freezeOf(sc jetstream.StreamConfig) (freezeMark, bool) {
+	v, ok := sc.Metadata[metaFreeze]
+	if !ok {
+		return freezeMark{}, false
+	}
+	var m freezeMark
+	_ = json.Unmarshal([]byte(v), &m)
+	return m, true
+}
+
+// serverNow is the server's time of info, or this host's when the server
+// does not say (servers before 2.10).
+func serverNow(info *jetstream.StreamInfo) time.Time {
+	if info.TimeStamp.IsZero() {
+		return time.Now()
+	}
+	return info.TimeStamp
+}
 
 // freezeIntake stops new mail for the moment a lowered per-domain cap is
 // checked and applied. JetStream trims every domain to a lowered cap on
 // update, so mail arriving between the check and the update would be
 // deleted. max_msgs 1 refuses all new mail (452, senders retry) and deletes
 // nothing (discard-new), so the counts can only fall while they are checked
-// and the cap applied. It returns the stream as it is frozen: cfg (the
-// config to restore) with the frozen state, for the check.
-func (a *Admin) freezeIntake(ctx context.Context, cfg jetstream.StreamConfig) (*jetstream.StreamInfo, error) {
-	fc := cfg
+// and the cap applied. It returns the stream as it is frozen (old's config,
+// the frozen state), for the check, and the freeze's token.
+func (a *Admin) freezeIntake(ctx context.Context, old *jetstream.StreamInfo) (*jetstream.StreamInfo, string, error) {
+	token := rand.Text()
+	mark, err := json.Marshal(freezeMark{MaxMsgs: old.Config.MaxMsgs, At: serverNow(old), Token: token})
+	if err != nil {
+		return nil, "", err
+	}
+	fc := old.Config
 	fc.MaxMsgs = 1
-	fc.Metadata = maps.Clone(cfg.Metadata)
+	fc.Metadata = maps.Clone(old.Config.Metadata)
 	if fc.Metadata == nil {
 		fc.Metadata = map[string]string{}
 	}
-	fc.Metadata[metaFrozenMaxMsgs] = strconv.FormatInt(cfg.MaxMsgs, 10)
-	fc.Metadata[metaFrozenAt] = time.Now().UTC().Format(time.RFC3339Nano)
+	fc.Metadata[metaFreeze] = string(mark)
 	fs, err := a.js.UpdateStream(ctx, fc)
 	if err != nil {
-		return nil, err
+		// The server may have applied it all the same (a lost reply).
+		a.unfreezeIntake(token, old.Config)
+		return nil, "", err
 	}
-	return &jetstream.StreamInfo{Config: cfg, State: fs.CachedInfo().State}, nil
+	return &jetstream.StreamInfo{Config: old.Config, State: fs.CachedInfo().State}, token, nil
 }
 
-// unfreezeIntake restores cfg after freezeIntake when the change failed (a
-// change that applies replaces the frozen config itself).
-func (a *Admin) unfreezeIntake(cfg jetstream.StreamConfig) {
+// confirmFreeze checks, just before the change it was made for applies,
+// that the freeze named by token is still in force: if somebody lifted it,
+// mail may have arrived since the check, and the change must not apply.
+func (a *Admin) confirmFreeze(ctx context.Context, token string) error {
+	s, err := a.js.Stream(ctx, a.cfg.Stream)
+	if err != nil {
+		return err
+	}
+	if m, ok := freezeOf(s.CachedInfo().Config); !ok || m.Token != token {
+		return fmt.Errorf("%w: intake was unfrozen by another process during the check; nothing was changed", ErrBusy)
+	}
+	return nil
+}
+
+// unfreezeIntake restores cfg after freezeIntake when the change did not
+// apply (one that applies replaces the frozen config itself), unless the
+// freeze named by token is gone already: then somebody else has written
+// the config since, and their write stands.
+func (a *Admin) unfreezeIntake(token string, cfg jetstream.StreamConfig) {
 	// A fresh context: the change's may be what ended.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := a.js.UpdateStream(ctx, cfg); err != nil {
-		a.log.Error("queue: could not lift the moment's max_msgs 1 after a failed limit change; the next start or limit change will", "max_msgs", cfg.MaxMsgs, "err", err)
+	s, err := a.js.Stream(ctx, a.cfg.Stream)
+	if err == nil {
+		if m, ok := freezeOf(s.CachedInfo().Config); !ok || m.Token != token {
+			return
+		}
+		_, err = a.js.UpdateStream(ctx, cfg)
+	}
+	if err != nil {
+		a.log.Error("queue: could not lift the moment's intake freeze after a limit change that did not apply; running processes lift it within a minute",
+			"max_msgs", cfg.MaxMsgs, "err", err)
 	}
 }
 
-// withoutFreeze returns info with the config as it is without a freeze:
-// the real max_msgs, and no freeze marks. It returns info itself when the
-// stream is not frozen.
-func withoutFreeze(info *jetstream.StreamInfo) *jetstream.StreamInfo {
-	saved, ok := info.Config.Metadata[metaFrozenMaxMsgs]
+// withoutFreeze returns info as it is without a freeze: the real max_msgs
+// (the configured one if the mark does not say), no mark. It returns info
+// itself when the stream is not frozen.
+func (a *Admin) withoutFreeze(info *jetstream.StreamInfo) *jetstream.StreamInfo {
+	m, ok := freezeOf(info.Config)
 	if !ok {
 		return info
 	}
 	out := *info
 	out.Config.Metadata = maps.Clone(info.Config.Metadata)
-	delete(out.Config.Metadata, metaFrozenMaxMsgs)
-	delete(out.Config.Metadata, metaFrozenAt)
-	if n, err := strconv.ParseInt(saved, 10, 64); err == nil && n > 0 {
-		out.Config.MaxMsgs = n
+	delete(out.Config.Metadata, metaFreeze)
+	out.Config.MaxMsgs = m.MaxMsgs
+	if m.MaxMsgs <= 0 {
+		out.Config.MaxMsgs = a.cfg.MaxMsgs
 	}
 	return &out
 }
 
-// frozenSince says when the stream described by cfg was frozen (false when
-// it is not, or the mark is unreadable, which counts as long ago).
-func frozenSince(cfg jetstream.StreamConfig) (time.Time, bool) {
-	if _, ok := cfg.Metadata[metaFrozenMaxMsgs]; !ok {
-		return time.Time{}, false
+// unfrozenStream reads the mail stream for a change of its config. A fresh
+// freeze is another process's change in progress: it waits up to
+// freezeWait for it to go, then answers ErrBusy. A stale one (its maker
+// died) it reads through: the change it makes lifts it.
+func (a *Admin) unfrozenStream(ctx context.Context) (jetstream.Stream, *jetstream.StreamInfo, error) {
+	deadline := time.Now().Add(freezeWait)
+	for {
+		s, err := a.js.Stream(ctx, a.cfg.Stream)
+		if err != nil {
+			return nil, nil, err
+		}
+		info := s.CachedInfo()
+		m, frozen := freezeOf(info.Config)
+		if !frozen {
+			return s, info, nil
+		}
+		if age := serverNow(info).Sub(m.At); age > freezeStale {
+			a.log.Warn("queue: lifting a stale intake freeze: the limit change that made it did not finish", "frozen_for", age.Round(time.Second))
+			return s, a.withoutFreeze(info), nil
+		}
+		if time.Now().After(deadline) {
+			return nil, nil, fmt.Errorf("%w: intake is frozen for it since %s; nothing was changed, try again", ErrBusy, m.At.Format(time.RFC3339))
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		case <-time.After(25 * time.Millisecond):
+		}
 	}
-	at, _ := time.Parse(time.RFC3339Nano, cfg.Metadata[metaFrozenAt])
-	return at, true
 }
 
-// liftStaleFreeze lifts a freeze older than freezeStale: its maker died
-// between freezing and changing the limits, and mail would be refused
-// (452) until somebody noticed.
-func (a *Admin) liftStaleFreeze(ctx context.Context, info *jetstream.StreamInfo) {
-	at, frozen := frozenSince(info.Config)
-	if !frozen || time.Since(at) < freezeStale {
+// freezeSighting is a monitor's memory of a freeze mark: which, and since
+// when by its own clock.
+type freezeSighting struct {
+	token string
+	since time.Time
+}
+
+// liftStaleFreeze lifts a freeze this process has seen unchanged for
+// freezeStale: its maker died between freezing and changing the limits,
+// and mail would be refused (452) until somebody noticed. It judges by its
+// own clock, so no clock skew between hosts can make it lift a live one.
+func (q *Queue) liftStaleFreeze(ctx context.Context, info *jetstream.StreamInfo) {
+	m, frozen := freezeOf(info.Config)
+	switch {
+	case !frozen:
+		q.freezeSeen = freezeSighting{}
+		return
+	case m.Token != q.freezeSeen.token || q.freezeSeen.since.IsZero():
+		q.freezeSeen = freezeSighting{token: m.Token, since: time.Now()}
+		return
+	case time.Since(q.freezeSeen.since) < freezeStale:
 		return
 	}
-	unfrozen := withoutFreeze(info).Config
-	if _, err := a.js.UpdateStream(ctx, unfrozen); err != nil {
-		a.log.Warn("queue: could not lift a stale intake freeze", "frozen_at", at, "err", err)
+	// Read it again: the config written back must be the latest.
+	s, err := q.js.Stream(ctx, q.cfg.Stream)
+	if err != nil {
 		return
 	}
-	a.log.Warn("queue: lifted an intake freeze left by a limit change that did not finish (its process died?)",
-		"frozen_at", at, "max_msgs", unfrozen.MaxMsgs)
+	fresh := s.CachedInfo()
+	if fm, ok := freezeOf(fresh.Config); !ok || fm.Token != m.Token {
+		return
+	}
+	unfrozen := q.admin.withoutFreeze(fresh).Config
+	if _, err := q.js.UpdateStream(ctx, unfrozen); err != nil {
+		q.log.Warn("queue: could not lift a stale intake freeze", "frozen_at", m.At, "err", err)
+		return
+	}
+	q.freezeSeen = freezeSighting{}
+	q.log.Warn("queue: lifted an intake freeze left by a limit change that did not finish (its process died?)",
+		"frozen_at", m.At, "max_msgs", unfrozen.MaxMsgs)
 }

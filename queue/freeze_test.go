@@ -1,49 +1,69 @@
 package queue
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"maps"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// freezeAndDie freezes intake the way a per-domain cap change does, and
-// leaves it, as a process that died right after would. at backdates the
-// freeze mark.
-func freezeAndDie(t *testing.T, q *Queue, at time.Time) jetstream.StreamConfig {
+// freezeAndDie freezes intake the way a per-domain cap change does and
+// leaves it, as a process that died right after would. It returns the
+// freeze's token.
+func freezeAndDie(t *testing.T, q *Queue) string {
 	t.Helper()
-	real := withoutFreeze(streamInfo(t, q, q.Config().Stream)).Config
-	if _, err := q.Admin().freezeIntake(ctxT(t), real); err != nil {
+	info := q.Admin().withoutFreeze(streamInfo(t, q, q.Config().Stream))
+	frozen, token, err := q.Admin().freezeIntake(ctxT(t), info)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if !at.IsZero() {
-		fc := streamInfo(t, q, q.Config().Stream).Config
-		fc.Metadata = maps.Clone(fc.Metadata)
-		fc.Metadata[metaFrozenAt] = at.UTC().Format(time.RFC3339Nano)
-		if _, err := q.JetStream().UpdateStream(ctxT(t), fc); err != nil {
-			t.Fatal(err)
-		}
+	if frozen.Config.MaxMsgs != info.Config.MaxMsgs {
+		t.Fatalf("freezeIntake returned the frozen config (max_msgs %d), want the real one", frozen.Config.MaxMsgs)
 	}
-	if got := streamInfo(t, q, q.Config().Stream).Config.MaxMsgs; got != 1 {
-		t.Fatalf("frozen max_msgs %d, want 1", got)
+	// Read it back at once: a monitor could lift a stale freeze later.
+	if sc := streamInfo(t, q, q.Config().Stream).Config; sc.MaxMsgs != 1 {
+		t.Fatalf("frozen max_msgs %d, want 1", sc.MaxMsgs)
 	}
-	return real
+	return token
+}
+
+// backdate moves the freeze mark's time back by d, as if it were that old.
+func backdate(t *testing.T, q *Queue, d time.Duration) {
+	t.Helper()
+	sc := streamInfo(t, q, q.Config().Stream).Config
+	m, ok := freezeOf(sc)
+	if !ok {
+		t.Fatal("not frozen")
+	}
+	m.At = m.At.Add(-d)
+	v, _ := json.Marshal(m)
+	sc.Metadata = maps.Clone(sc.Metadata)
+	sc.Metadata[metaFreeze] = string(v)
+	if _, err := q.JetStream().UpdateStream(ctxT(t), sc); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func assertUnfrozen(t *testing.T, sc jetstream.StreamConfig, wantMaxMsgs int64) {
 	t.Helper()
-	if _, frozen := frozenSince(sc); frozen || sc.MaxMsgs != wantMaxMsgs {
-		t.Errorf("max_msgs %d (want %d), freeze marks %v", sc.MaxMsgs, wantMaxMsgs, sc.Metadata)
+	if _, frozen := freezeOf(sc); frozen || sc.MaxMsgs != wantMaxMsgs {
+		t.Errorf("max_msgs %d (want %d), metadata %v", sc.MaxMsgs, wantMaxMsgs, sc.Metadata)
 	}
 }
 
-// TestAFreezeIsNeverMadePermanent: a limit change or a start that reads the
-// stream while it is frozen builds on the real max_msgs, so the moment's
-// max_msgs 1 never outlives the change that set it, even when that
-// change's process died.
-func TestAFreezeIsNeverMadePermanent(t *testing.T) {
+// TestAFreezeIsALock: another process's limit change waits for a fresh
+// freeze and then gives up (ErrBusy) rather than lift it under its maker;
+// a start waits until the maker is done; a stale freeze (its maker died) is
+// read through and lifted by the next change, never made permanent; a
+// maker whose freeze was lifted under it applies nothing.
+func TestAFreezeIsALock(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.MaxMsgs = 500
 	q := openQueue(t, cfg)
@@ -51,55 +71,148 @@ func TestAFreezeIsNeverMadePermanent(t *testing.T) {
 	if _, err := q.Publish(ctx, messageTo("before", "x@one.test")); err != nil {
 		t.Fatal(err)
 	}
-
-	freezeAndDie(t, q, time.Time{})
-	if _, err := q.Publish(ctx, messageTo("frozen", "x@one.test")); !errors.Is(err, ErrQueueFull) {
-		t.Errorf("publish while frozen: %v, want ErrQueueFull", err)
-	}
 	other, err := NewAdmin(q.Conn(), cfg, testLog(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	u, err := other.UpdateLimits(ctx, Limits{MaxBytes: 32 << 20})
-	if err != nil {
-		t.Fatal(err)
+
+	token := freezeAndDie(t, q)
+	if _, err := q.Publish(ctx, messageTo("frozen", "x@one.test")); !errors.Is(err, ErrQueueFull) {
+		t.Errorf("publish while frozen: %v, want ErrQueueFull", err)
 	}
-	if u.Limits.MaxMsgs != 500 || u.Limits.MaxBytes != 32<<20 {
-		t.Errorf("a change made while frozen: %+v, want max_msgs 500 kept", u.Limits)
+	if lim, err := other.Limits(ctx); err != nil || lim.MaxMsgs != 500 {
+		t.Errorf("limits while frozen: %+v %v; want the real max_msgs 500", lim, err)
+	}
+	if st, err := q.Status(ctx); err != nil || st.Limits.MaxMsgs != 500 || st.Fill.Messages != 1.0/500 {
+		t.Errorf("status while frozen: limits %+v fill %+v %v; want the real max_msgs", st.Limits, st.Fill, err)
+	}
+	if _, err := other.UpdateLimits(ctx, Limits{MaxBytes: 32 << 20}); !errors.Is(err, ErrBusy) {
+		t.Errorf("a change while another's freeze is fresh: %v, want ErrBusy", err)
+	}
+	if sc := streamInfo(t, q, cfg.Stream).Config; sc.MaxMsgs != 1 || sc.MaxBytes == 32<<20 {
+		t.Errorf("the refused change changed the stream: max_msgs %d max_bytes %d", sc.MaxMsgs, sc.MaxBytes)
+	}
+
+	// A start waits for the maker to finish.
+	ext := cfg
+	ext.URL = q.Server().ClientURL()
+	started := make(chan error, 1)
+	go func() {
+		s, err := Open(ctx, ext, nil, testLog(t))
+		if err == nil {
+			s.Close(context.Background())
+		}
+		started <- err
+	}()
+	select {
+	case err := <-started:
+		t.Fatalf("a start went through another's fresh freeze: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	q.Admin().unfreezeIntake(token, withoutFreezeOf(t, q).Config) // the maker's change did not apply
+	if err := <-started; err != nil {
+		t.Fatalf("start after the freeze was lifted: %v", err)
 	}
 	assertUnfrozen(t, streamInfo(t, q, cfg.Stream).Config, 500)
 
-	// A start with the same config keeps live limits: the real ones.
-	freezeAndDie(t, q, time.Time{})
-	ext := cfg
-	ext.URL = q.Server().ClientURL()
-	starting, err := Open(ctx, ext, nil, testLog(t))
-	if err != nil {
+	// A stale freeze is read through: the next change lifts it.
+	freezeAndDie(t, q)
+	backdate(t, q, 2*freezeStale)
+	u, err := other.UpdateLimits(ctx, Limits{MaxBytes: 32 << 20})
+	if err != nil || u.Limits.MaxMsgs != 500 || u.Limits.MaxBytes != 32<<20 {
+		t.Fatalf("a change over a stale freeze: %+v %v; want max_msgs 500 kept", u.Limits, err)
+	}
+	assertUnfrozen(t, streamInfo(t, q, cfg.Stream).Config, 500)
+
+	// A maker whose freeze somebody lifted must not apply its change.
+	token = freezeAndDie(t, q)
+	backdate(t, q, 2*freezeStale)
+	if _, err := other.UpdateLimits(ctx, Limits{MaxMsgs: 600}); err != nil {
 		t.Fatal(err)
 	}
-	defer starting.Close(ctx)
-	assertUnfrozen(t, streamInfo(t, q, cfg.Stream).Config, 500)
-	if _, err := q.Publish(ctx, messageTo("after", "x@one.test")); err != nil {
-		t.Errorf("publish after the start: %v", err)
+	if err := q.Admin().confirmFreeze(ctx, token); !errors.Is(err, ErrBusy) {
+		t.Errorf("confirm a freeze that was lifted: %v, want ErrBusy", err)
 	}
+	q.Admin().unfreezeIntake(token, withoutFreezeOf(t, q).Config)
+	if sc := streamInfo(t, q, cfg.Stream).Config; sc.MaxMsgs != 600 {
+		t.Errorf("the maker's unfreeze undid the later change: max_msgs %d, want 600", sc.MaxMsgs)
+	}
+	if _, err := q.Publish(ctx, messageTo("after", "x@one.test")); err != nil {
+		t.Errorf("publish after all that: %v", err)
+	}
+}
+
+func withoutFreezeOf(t *testing.T, q *Queue) *jetstream.StreamInfo {
+	return q.Admin().withoutFreeze(streamInfo(t, q, q.Config().Stream))
 }
 
 // TestStaleFreezeIsLiftedByRunningProcesses: nobody starts or changes
 // limits after a freeze's maker died: a running process's monitor lifts
-// it once it is stale, and a fresh one it leaves alone.
+// it once it has seen it for freezeStale, and not before.
 func TestStaleFreezeIsLiftedByRunningProcesses(t *testing.T) {
+	defer func(d time.Duration) { freezeStale = d }(freezeStale)
+	freezeStale = 2 * time.Second // set before the queue's monitor starts
 	cfg := testConfig(t)
 	cfg.MaxMsgs = 500
 	q := openQueue(t, cfg)
-	freezeAndDie(t, q, time.Now())
-	time.Sleep(3 * monitorInterval)
-	if got := streamInfo(t, q, cfg.Stream).Config.MaxMsgs; got != 1 {
-		t.Fatalf("a fresh freeze was lifted: max_msgs %d", got)
-	}
-	freezeAndDie(t, q, time.Now().Add(-2*freezeStale))
+	frozenAt := time.Now()
+	freezeAndDie(t, q)
 	waitFor(t, "the stale freeze lifted", func() bool {
-		_, frozen := frozenSince(streamInfo(t, q, cfg.Stream).Config)
+		_, frozen := freezeOf(streamInfo(t, q, cfg.Stream).Config)
 		return !frozen
 	})
+	if held := time.Since(frozenAt); held < freezeStale {
+		t.Errorf("the freeze was lifted after %s, before it was stale (%s)", held, freezeStale)
+	}
 	assertUnfrozen(t, streamInfo(t, q, cfg.Stream).Config, 500)
+}
+
+// TestStartWithholdsAMaxMsgSizeThatWouldBounce: a start's config may lower
+// max_msg_size below what other, running receivers accept; it keeps the
+// stream's until they are gone.
+func TestStartWithholdsAMaxMsgSizeThatWouldBounce(t *testing.T) {
+	cfg := testConfig(t)
+	q := openQueue(t, cfg)
+	ctx := ctxT(t)
+	// A receiver elsewhere with SIZE 1MiB, on its own connection.
+	nc, err := nats.Connect(q.Server().ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	sub, err := nc.Subscribe(StatsSubject(cfg.Stream), func(m *nats.Msg) {
+		b, _ := json.Marshal(ProcessStats{Instance: "old-smtpd", SMTP: &SMTPStats{MaxMessageBytes: 1 << 20}})
+		_ = m.Respond(b)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	ext := cfg
+	ext.URL = q.Server().ClientURL()
+	ext.MaxMsgSize = 512 << 10
+	reopen := func() jetstream.StreamConfig {
+		t.Helper()
+		s, err := Open(ctx, ext, nil, testLog(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close(ctx)
+		return streamInfo(t, s, cfg.Stream).Config
+	}
+	sc := reopen()
+	if sc.MaxMsgSize != cfg.MaxMsgSize || !slices.Contains(strings.Split(sc.Metadata[metaWithheldLimits], ","), limitMaxMsgSize) {
+		t.Fatalf("with a receiver of SIZE 1MiB running: max_msg_size %d, withheld %q", sc.MaxMsgSize, sc.Metadata[metaWithheldLimits])
+	}
+	if err := sub.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if sc := reopen(); sc.MaxMsgSize != 512<<10 || sc.Metadata[metaWithheldLimits] != "" {
+		t.Errorf("with that receiver gone: max_msg_size %d, withheld %q; want 512KiB applied", sc.MaxMsgSize, sc.Metadata[metaWithheldLimits])
+	}
 }

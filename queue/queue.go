@@ -53,10 +53,11 @@ type Queue struct {
 	flushWG     sync.WaitGroup
 
 	// Monitor.
-	monCancel context.CancelFunc
-	monWG     sync.WaitGroup
-	kick      chan struct{}
-	fill      atomicFloat
+	monCancel  context.CancelFunc
+	monWG      sync.WaitGroup
+	kick       chan struct{}
+	fill       atomicFloat
+	freezeSeen freezeSighting // the monitor's own
 
 	// connCtx lives as long as the current connection to the server: it
 	// is cancelled on disconnect, so that publishes waiting for a reply

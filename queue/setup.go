@@ -122,8 +122,9 @@ const (
 	metaConfiguredLimits = "levee.configured_limits"
 	metaWithheldLimits   = "levee.withheld_limits"
 
-	limitMaxAge    = "max_age"
-	limitPerDomain = "per_domain_max_msgs"
+	limitMaxAge     = "max_age"
+	limitPerDomain  = "per_domain_max_msgs"
+	limitMaxMsgSize = "max_msg_size"
 )
 
 // configuredLimits fingerprints the limits the config asks for.
@@ -139,9 +140,11 @@ func (c Config) configuredLimits() string {
 //     (the metadata fingerprint), the stream's current limits stay, as
 //     `levee queue limits set` left them;
 //   - a changed config applies its limits, except one that would make
-//     JetStream delete queued mail (see Admin.deletions): that limit keeps
-//     the server's value, with a warning naming it, and is recorded as
-//     withheld, for a later start to apply once it is safe.
+//     JetStream delete queued mail (see Admin.deletions), or a max_msg_size
+//     that would bounce mail running receivers accept (see
+//     Admin.sizeConsequences): that limit keeps the server's value, with a
+//     warning naming it, and is recorded as withheld, for a later start to
+//     apply once it is safe.
 //
 // old is the stream as it is (nil when it does not exist yet); s is its
 // handle, for the per-domain counts.
@@ -170,7 +173,10 @@ func (q *Queue) startConfig(ctx context.Context, s jetstream.Stream, old *jetstr
 			q.log.Info("queue: keeping the stream limits changed live; the config's are unchanged since they were applied",
 				"limits", limitsOf(old.Config))
 		}
-		want.MaxMsgs, want.MaxBytes, want.MaxMsgSize = old.Config.MaxMsgs, old.Config.MaxBytes, old.Config.MaxMsgSize
+		want.MaxMsgs, want.MaxBytes = old.Config.MaxMsgs, old.Config.MaxBytes
+		if !slices.Contains(withheldBefore, limitMaxMsgSize) {
+			want.MaxMsgSize = old.Config.MaxMsgSize
+		}
 		if !slices.Contains(withheldBefore, limitMaxAge) {
 			keepAge()
 		}
@@ -194,6 +200,18 @@ func (q *Queue) startConfig(ctx context.Context, s jetstream.Stream, old *jetstr
 			"why", d.perDomain, "kept", old.Config.MaxMsgsPerSubject)
 		keepPerDomain()
 		withheld = append(withheld, limitPerDomain)
+	}
+	if want.MaxMsgSize < old.Config.MaxMsgSize {
+		// This process's own SIZE fits (the config is checked), but running
+		// receivers with another config may not.
+		if _, err := q.admin.sizeConsequences(ctx, want.MaxMsgSize, false); errors.Is(err, ErrWouldBounce) {
+			q.log.Warn("queue: queue.max_msg_size from the config not applied: running receivers accept larger mail, which would bounce; the stream keeps its own until a start finds it safe",
+				"why", err, "kept", old.Config.MaxMsgSize)
+			want.MaxMsgSize = old.Config.MaxMsgSize
+			withheld = append(withheld, limitMaxMsgSize)
+		} else if err != nil {
+			return want, err
+		}
 	}
 	if len(withheld) > 0 {
 		want.Metadata[metaWithheldLimits] = strings.Join(withheld, ",")
@@ -233,12 +251,12 @@ func (q *Queue) ensure(ctx context.Context) error {
 }
 
 // applyStartConfig creates the mail stream, or updates it to startConfig's
-// plan. A plan that lowers the per-domain cap on a stream holding mail is
-// made and applied with intake frozen, as a live change is (see
-// Admin.freezeIntake): otherwise mail arriving between the check and the
-// update could be trimmed away.
+// plan. A plan that lowers the per-domain cap is made and applied with
+// intake frozen, as a live change is (see Admin.freezeIntake): otherwise
+// mail arriving between the check and the update could be trimmed away.
+// Another process's change in progress makes it wait (ErrBusy, retried).
 func (q *Queue) applyStartConfig(ctx context.Context) (*jetstream.StreamInfo, error) {
-	s, err := q.js.Stream(ctx, q.cfg.Stream)
+	s, old, err := q.admin.unfrozenStream(ctx)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		want, _ := q.startConfig(ctx, nil, nil)
 		s, err := q.js.CreateOrUpdateStream(ctx, want)
@@ -250,29 +268,27 @@ func (q *Queue) applyStartConfig(ctx context.Context) (*jetstream.StreamInfo, er
 	if err != nil {
 		return nil, err
 	}
-	old := withoutFreeze(s.CachedInfo())
 	want, err := q.startConfig(ctx, s, old)
 	if err != nil {
 		return nil, err
 	}
-	frozen := false
-	if lowersPerDomain(old.Config, want) && old.State.Msgs > 0 {
-		checked, err := q.admin.freezeIntake(ctx, old.Config)
+	if lowersPerDomain(old.Config, want) {
+		checked, token, err := q.admin.freezeIntake(ctx, old)
 		if err != nil {
 			return nil, err
 		}
-		frozen = true
-		if want, err = q.startConfig(ctx, s, checked); err != nil {
-			q.admin.unfreezeIntake(old.Config)
+		want, err = q.startConfig(ctx, s, checked)
+		if err == nil {
+			err = q.admin.confirmFreeze(ctx, token)
+		}
+		if err != nil {
+			q.admin.unfreezeIntake(token, old.Config)
 			return nil, err
 		}
 	}
-	// The update also lifts a freeze: want has its own max_msgs.
+	// The update also lifts a freeze: want has no mark and its own max_msgs.
 	s, err = q.js.UpdateStream(ctx, want)
 	if err != nil {
-		if frozen {
-			q.admin.unfreezeIntake(old.Config)
-		}
 		return nil, err
 	}
 	return s.CachedInfo(), nil
@@ -310,6 +326,6 @@ func unready(err error) bool {
 	case codeClusterNotAvail, codeClusterNotLeader, codeClusterIncomplete, codeClusterNoPeers:
 		return true
 	}
-	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
+	return errors.Is(err, ErrBusy) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
 		errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)
 }

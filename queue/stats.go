@@ -26,6 +26,11 @@ func StatsSubject(stream string) string { return "_LEVEE.stats." + stream }
 // stops early once the answers stop coming.
 const processWait = 250 * time.Millisecond
 
+// sizeCheckWait is processWait for the check that no receiver accepts
+// larger mail than a lowered max_msg_size: a receiver missed there means
+// bounced mail, so it listens longer.
+const sizeCheckWait = time.Second
+
 // ProcessStats is one Levee process's own figures.
 type ProcessStats struct {
 	Instance  string       `json:"instance"` // host:pid

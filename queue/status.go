@@ -169,7 +169,8 @@ func (q *Queue) refresh(ctx context.Context) {
 		return
 	}
 	q.metrics.up.Set(1)
-	q.admin.liftStaleFreeze(ctx, si)
+	q.liftStaleFreeze(ctx, si)
+	si = q.admin.withoutFreeze(si)
 	f := fillOf(si)
 	q.fill.Store(f.Max)
 	m := q.metrics

@@ -104,7 +104,7 @@ func (s *Server) queueError(w http.ResponseWriter, r *http.Request, op string, e
 	switch {
 	case errors.Is(err, queue.ErrInvalidLimit):
 		code, msg = http.StatusBadRequest, err.Error()
-	case errors.Is(err, queue.ErrWouldDelete), errors.Is(err, queue.ErrWouldBounce), errors.Is(err, queue.ErrTooLarge), errors.Is(err, queue.ErrMalformed):
+	case errors.Is(err, queue.ErrWouldDelete), errors.Is(err, queue.ErrWouldBounce), errors.Is(err, queue.ErrBusy), errors.Is(err, queue.ErrTooLarge), errors.Is(err, queue.ErrMalformed):
 		code, msg = http.StatusConflict, err.Error()
 	case errors.Is(err, queue.ErrNotFound):
 		code, msg = http.StatusNotFound, err.Error()

@@ -92,8 +92,8 @@ func newHTTPOps(server, token string) (*httpOps, error) {
 func (o *httpOps) Close() { o.c.CloseIdleConnections() }
 
 // apiError is an error answer of the ops API; errors.Is matches the queue
-// sentinel its 400, 404 or 409 stands for (409 is either refusal of a
-// change that Force would apply).
+// sentinel its 400, 404 or 409 stands for (409: a change refused for what
+// it would do, or because another is in progress).
 type apiError struct {
 	status int
 	msg    string
@@ -106,7 +106,7 @@ func (e *apiError) Is(target error) bool {
 	case http.StatusBadRequest:
 		return target == queue.ErrInvalidLimit
 	case http.StatusConflict:
-		return target == queue.ErrWouldDelete || target == queue.ErrWouldBounce
+		return target == queue.ErrWouldDelete || target == queue.ErrWouldBounce || target == queue.ErrBusy
 	case http.StatusNotFound:
 		return target == queue.ErrNotFound
 	}
