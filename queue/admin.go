@@ -254,6 +254,13 @@ func (a *Admin) UpdateLimits(ctx context.Context, l Limits) (LimitsUpdate, error
 	case l.PerDomainMaxMsgs > 0:
 		sc.MaxMsgsPerSubject, sc.DiscardNewPerSubject = l.PerDomainMaxMsgs, true
 	}
+	var set []string
+	for name, isSet := range map[string]bool{limitMaxAge: l.MaxAge != 0, limitMaxMsgSize: l.MaxMsgSize != 0, limitPerDomain: l.PerDomainMaxMsgs != 0} {
+		if isSet {
+			set = append(set, name)
+		}
+	}
+	sc.Metadata = forgetWithheld(sc.Metadata, set...)
 	if err := a.validLimits(sc); err != nil {
 		return LimitsUpdate{}, err
 	}
@@ -306,8 +313,9 @@ func (a *Admin) sizeConsequences(ctx context.Context, maxMsgSize int32, force bo
 	// A safety check: it listens longer than a status does, for receivers
 	// far away or busy.
 	procs, err := a.Processes(ctx, sizeCheckWait)
-	if err != nil && len(procs) == 0 {
-		return nil, fmt.Errorf("queue: receivers' SIZE: %w", err)
+	if (err != nil && len(procs) == 0) || ctx.Err() != nil {
+		// Cut short, it may have missed a receiver: no verdict.
+		return nil, fmt.Errorf("queue: receivers' SIZE: %w", errors.Join(err, ctx.Err()))
 	}
 	var over, unknown []string
 	receivers := 0

@@ -150,8 +150,11 @@ func withoutFreezeOf(t *testing.T, q *Queue) *jetstream.StreamInfo {
 // limits after a freeze's maker died: a running process's monitor lifts
 // it once it has seen it for freezeStale, and not before.
 func TestStaleFreezeIsLiftedByRunningProcesses(t *testing.T) {
-	defer func(d time.Duration) { freezeStale = d }(freezeStale)
-	freezeStale = 2 * time.Second // set before the queue's monitor starts
+	// Set before the queue's monitor starts, restored after it stopped
+	// (cleanups run last first).
+	was := freezeStale
+	t.Cleanup(func() { freezeStale = was })
+	freezeStale = 2 * time.Second
 	cfg := testConfig(t)
 	cfg.MaxMsgs = 500
 	q := openQueue(t, cfg)
@@ -169,7 +172,7 @@ func TestStaleFreezeIsLiftedByRunningProcesses(t *testing.T) {
 
 // TestStartWithholdsAMaxMsgSizeThatWouldBounce: a start's config may lower
 // max_msg_size below what other, running receivers accept; it keeps the
-// stream's until they are gone.
+// stream's until they are gone, unless an operator set one live meanwhile.
 func TestStartWithholdsAMaxMsgSizeThatWouldBounce(t *testing.T) {
 	cfg := testConfig(t)
 	q := openQueue(t, cfg)
@@ -180,39 +183,91 @@ func TestStartWithholdsAMaxMsgSizeThatWouldBounce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	sub, err := nc.Subscribe(StatsSubject(cfg.Stream), func(m *nats.Msg) {
-		b, _ := json.Marshal(ProcessStats{Instance: "old-smtpd", SMTP: &SMTPStats{MaxMessageBytes: 1 << 20}})
-		_ = m.Respond(b)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	ext := cfg
-	ext.URL = q.Server().ClientURL()
-	ext.MaxMsgSize = 512 << 10
-	reopen := func() jetstream.StreamConfig {
+	var sub *nats.Subscription
+	receiverUp := func(up bool) {
 		t.Helper()
-		s, err := Open(ctx, ext, nil, testLog(t))
+		var err error
+		if up {
+			sub, err = nc.Subscribe(StatsSubject(cfg.Stream), func(m *nats.Msg) {
+				b, _ := json.Marshal(ProcessStats{Instance: "old-smtpd", SMTP: &SMTPStats{MaxMessageBytes: 1 << 20}})
+				_ = m.Respond(b)
+			})
+		} else {
+			err = sub.Unsubscribe()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	startWith := func(maxMsgSize int32) jetstream.StreamConfig {
+		t.Helper()
+		c := cfg
+		c.URL, c.MaxMsgSize = q.Server().ClientURL(), maxMsgSize
+		s, err := Open(ctx, c, nil, testLog(t))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer s.Close(ctx)
 		return streamInfo(t, s, cfg.Stream).Config
 	}
-	sc := reopen()
-	if sc.MaxMsgSize != cfg.MaxMsgSize || !slices.Contains(strings.Split(sc.Metadata[metaWithheldLimits], ","), limitMaxMsgSize) {
+	withheld := func(sc jetstream.StreamConfig) bool {
+		return slices.Contains(strings.Split(sc.Metadata[metaWithheldLimits], ","), limitMaxMsgSize)
+	}
+
+	receiverUp(true)
+	if sc := startWith(512 << 10); sc.MaxMsgSize != cfg.MaxMsgSize || !withheld(sc) {
 		t.Fatalf("with a receiver of SIZE 1MiB running: max_msg_size %d, withheld %q", sc.MaxMsgSize, sc.Metadata[metaWithheldLimits])
 	}
-	if err := sub.Unsubscribe(); err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if sc := reopen(); sc.MaxMsgSize != 512<<10 || sc.Metadata[metaWithheldLimits] != "" {
+	receiverUp(false)
+	if sc := startWith(512 << 10); sc.MaxMsgSize != 512<<10 || withheld(sc) {
 		t.Errorf("with that receiver gone: max_msg_size %d, withheld %q; want 512KiB applied", sc.MaxMsgSize, sc.Metadata[metaWithheldLimits])
+	}
+
+	// Withheld again, then set live: a later start keeps the live value.
+	receiverUp(true)
+	if sc := startWith(384 << 10); !withheld(sc) {
+		t.Fatalf("a second lowering with the receiver running was not withheld: %+v", sc.Metadata)
+	}
+	if _, err := q.UpdateLimits(ctx, Limits{MaxMsgSize: 256 << 10, Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	receiverUp(false)
+	if sc := startWith(384 << 10); sc.MaxMsgSize != 256<<10 || withheld(sc) {
+		t.Errorf("a start after a live change: max_msg_size %d, withheld %q; want the live 256KiB kept", sc.MaxMsgSize, sc.Metadata[metaWithheldLimits])
+	}
+}
+
+// TestAFailedStartLeavesNoFreeze: a start that froze intake to lower the
+// per-domain cap and then had its update refused lifts its freeze, so the
+// next start (and the mail) can go on.
+func TestAFailedStartLeavesNoFreeze(t *testing.T) {
+	cfg := testConfig(t)
+	q := openQueue(t, cfg)
+	ctx := ctxT(t)
+	if _, err := q.Publish(ctx, messageTo("m", "x@one.test")); err != nil {
+		t.Fatal(err)
+	}
+	bad := cfg
+	bad.URL, bad.PerDomainMaxMsgs, bad.MaxBytes = q.Server().ClientURL(), 10, 1<<50 // more than the server has
+	if s, err := Open(ctx, bad, nil, testLog(t)); err == nil {
+		s.Close(ctx)
+		t.Fatal("a start with max_bytes of 1PiB succeeded")
+	}
+	assertUnfrozen(t, streamInfo(t, q, cfg.Stream).Config, cfg.MaxMsgs)
+	good := bad
+	good.MaxBytes = cfg.MaxBytes
+	s, err := Open(ctx, good, nil, testLog(t))
+	if err != nil {
+		t.Fatalf("the start after: %v", err)
+	}
+	defer s.Close(ctx)
+	if sc := streamInfo(t, q, cfg.Stream).Config; sc.MaxMsgsPerSubject != 10 {
+		t.Errorf("per-domain cap %d, want 10", sc.MaxMsgsPerSubject)
+	}
+	if _, err := q.Publish(ctx, messageTo("after", "x@one.test")); err != nil {
+		t.Errorf("publish after: %v", err)
 	}
 }

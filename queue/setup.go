@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -127,6 +128,24 @@ const (
 	limitMaxMsgSize = "max_msg_size"
 )
 
+// forgetWithheld returns md without the named limits in its withheld list:
+// a live change sets them, and a later start must not replace the
+// operator's value with the config's. md itself is not changed.
+func forgetWithheld(md map[string]string, names ...string) map[string]string {
+	list, ok := md[metaWithheldLimits]
+	if !ok {
+		return md
+	}
+	kept := slices.DeleteFunc(strings.Split(list, ","), func(s string) bool { return s == "" || slices.Contains(names, s) })
+	out := maps.Clone(md)
+	if len(kept) == 0 {
+		delete(out, metaWithheldLimits)
+	} else {
+		out[metaWithheldLimits] = strings.Join(kept, ",")
+	}
+	return out
+}
+
 // configuredLimits fingerprints the limits the config asks for.
 func (c Config) configuredLimits() string {
 	return fmt.Sprintf("max_msgs=%d max_bytes=%d max_age=%s max_msg_size=%d per_domain_max_msgs=%d",
@@ -201,22 +220,33 @@ func (q *Queue) startConfig(ctx context.Context, s jetstream.Stream, old *jetstr
 		keepPerDomain()
 		withheld = append(withheld, limitPerDomain)
 	}
-	if want.MaxMsgSize < old.Config.MaxMsgSize {
-		// This process's own SIZE fits (the config is checked), but running
-		// receivers with another config may not.
-		if _, err := q.admin.sizeConsequences(ctx, want.MaxMsgSize, false); errors.Is(err, ErrWouldBounce) {
-			q.log.Warn("queue: queue.max_msg_size from the config not applied: running receivers accept larger mail, which would bounce; the stream keeps its own until a start finds it safe",
-				"why", err, "kept", old.Config.MaxMsgSize)
-			want.MaxMsgSize = old.Config.MaxMsgSize
-			withheld = append(withheld, limitMaxMsgSize)
-		} else if err != nil {
-			return want, err
-		}
-	}
 	if len(withheld) > 0 {
 		want.Metadata[metaWithheldLimits] = strings.Join(withheld, ",")
 	}
 	return want, nil
+}
+
+// sizeBounces says whether want lowers max_msg_size below what running
+// receivers accept (see Admin.sizeConsequences): this process's own SIZE
+// fits (the config is checked), but receivers with another config may not.
+func (q *Queue) sizeBounces(ctx context.Context, old *jetstream.StreamInfo, want jetstream.StreamConfig) (bool, error) {
+	if want.MaxMsgSize >= old.Config.MaxMsgSize {
+		return false, nil
+	}
+	_, err := q.admin.sizeConsequences(ctx, want.MaxMsgSize, false)
+	if errors.Is(err, ErrWouldBounce) {
+		q.log.Warn("queue: queue.max_msg_size from the config not applied: running receivers accept larger mail, which would bounce; the stream keeps its own until a start finds it safe",
+			"why", err, "kept", old.Config.MaxMsgSize)
+		return true, nil
+	}
+	return false, err
+}
+
+// withholdSize keeps old's max_msg_size in want, recorded as withheld.
+func withholdSize(want *jetstream.StreamConfig, old *jetstream.StreamInfo) {
+	want.MaxMsgSize = old.Config.MaxMsgSize
+	withheld := slices.DeleteFunc(strings.Split(want.Metadata[metaWithheldLimits], ","), func(s string) bool { return s == "" })
+	want.Metadata[metaWithheldLimits] = strings.Join(append(withheld, limitMaxMsgSize), ",")
 }
 
 // ensure creates or updates the streams and the consumer: Open is
@@ -272,12 +302,24 @@ func (q *Queue) applyStartConfig(ctx context.Context) (*jetstream.StreamInfo, er
 	if err != nil {
 		return nil, err
 	}
+	// Asked once, before any freeze: it listens for the receivers a while.
+	bounces, err := q.sizeBounces(ctx, old, want)
+	if err != nil {
+		return nil, err
+	}
+	if bounces {
+		withholdSize(&want, old)
+	}
+	token := ""
 	if lowersPerDomain(old.Config, want) {
-		checked, token, err := q.admin.freezeIntake(ctx, old)
-		if err != nil {
+		var checked *jetstream.StreamInfo
+		if checked, token, err = q.admin.freezeIntake(ctx, old); err != nil {
 			return nil, err
 		}
 		want, err = q.startConfig(ctx, s, checked)
+		if err == nil && bounces {
+			withholdSize(&want, old)
+		}
 		if err == nil {
 			err = q.admin.confirmFreeze(ctx, token)
 		}
@@ -289,6 +331,10 @@ func (q *Queue) applyStartConfig(ctx context.Context) (*jetstream.StreamInfo, er
 	// The update also lifts a freeze: want has no mark and its own max_msgs.
 	s, err = q.js.UpdateStream(ctx, want)
 	if err != nil {
+		if token != "" {
+			// Undone only if still ours: the update may have applied.
+			q.admin.unfreezeIntake(token, old.Config)
+		}
 		return nil, err
 	}
 	return s.CachedInfo(), nil

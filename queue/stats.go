@@ -152,7 +152,7 @@ func (a *Admin) Processes(ctx context.Context, wait time.Duration) ([]ProcessSta
 		case <-deadline.C:
 			return procs, bad
 		case <-ctx.Done():
-			return procs, bad
+			return procs, errors.Join(bad, ctx.Err())
 		}
 	}
 }
