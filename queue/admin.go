@@ -313,9 +313,14 @@ func (a *Admin) sizeConsequences(ctx context.Context, maxMsgSize int32, force bo
 	// A safety check: it listens longer than a status does, for receivers
 	// far away or busy.
 	procs, err := a.Processes(ctx, sizeCheckWait)
-	if (err != nil && len(procs) == 0) || ctx.Err() != nil {
-		// Cut short, it may have missed a receiver: no verdict.
-		return nil, fmt.Errorf("queue: receivers' SIZE: %w", errors.Join(err, ctx.Err()))
+	if err = errors.Join(err, ctx.Err()); err != nil {
+		// Cut short, or an answer unreadable: a receiver may have been
+		// missed, so no verdict.
+		err = fmt.Errorf("queue: could not tell every receiver's SIZE: %w", err)
+		if !force {
+			return nil, err
+		}
+		return []string{"FORCED without knowing every receiver's SIZE: " + err.Error()}, nil
 	}
 	var over, unknown []string
 	receivers := 0

@@ -104,8 +104,11 @@ func (a *Admin) freezeIntake(ctx context.Context, old *jetstream.StreamInfo) (*j
 	}
 	if m, ok := freezeOf(fs.CachedInfo().Config); !ok || m.Token != token {
 		// A server that drops stream metadata (before 2.10) would keep
-		// max_msgs 1 with nothing to tell it from a real one.
-		if _, err := a.js.UpdateStream(ctx, old.Config); err != nil {
+		// max_msgs 1 with nothing to tell it from a real one. A fresh
+		// context: the caller's may be nearly spent.
+		rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := a.js.UpdateStream(rctx, old.Config); err != nil {
 			a.log.Error("queue: could not lift an intake freeze the server kept no mark of: set queue.max_msgs again", "max_msgs", old.Config.MaxMsgs, "err", err)
 		}
 		return nil, "", fmt.Errorf("%w: the server does not keep stream metadata, which lowering the per-domain cap safely needs (nats-server 2.10 or later)", ErrInvalidLimit)

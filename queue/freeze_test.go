@@ -271,3 +271,40 @@ func TestAFailedStartLeavesNoFreeze(t *testing.T) {
 		t.Errorf("publish after: %v", err)
 	}
 }
+
+// TestUnreadableStatsAnswerGivesNoSIZEVerdict: an answer on the stats
+// subject that is not a process's stats may hide a receiver: a live lowering
+// of max_msg_size is refused (unless forced) and a start keeps the stream's.
+func TestUnreadableStatsAnswerGivesNoSIZEVerdict(t *testing.T) {
+	cfg := testConfig(t)
+	q := openQueue(t, cfg)
+	ctx := ctxT(t)
+	nc, err := nats.Connect(q.Server().ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := nc.Subscribe(StatsSubject(cfg.Stream), func(m *nats.Msg) { _ = m.Respond([]byte("not json")) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.UpdateLimits(ctx, Limits{MaxMsgSize: 1 << 20}); err == nil || !strings.Contains(err.Error(), "could not tell every receiver's SIZE") {
+		t.Errorf("live lowering with an unreadable answer: %v", err)
+	}
+	c := cfg
+	c.URL, c.MaxMsgSize = q.Server().ClientURL(), 512<<10
+	s, err := Open(ctx, c, nil, testLog(t))
+	if err != nil {
+		t.Fatalf("a start with an unreadable answer about: %v", err)
+	}
+	defer s.Close(ctx)
+	if sc := streamInfo(t, q, cfg.Stream).Config; sc.MaxMsgSize != cfg.MaxMsgSize || !strings.Contains(sc.Metadata[metaWithheldLimits], limitMaxMsgSize) {
+		t.Errorf("start: max_msg_size %d, withheld %q; want the stream's kept", sc.MaxMsgSize, sc.Metadata[metaWithheldLimits])
+	}
+	u, err := q.UpdateLimits(ctx, Limits{MaxMsgSize: 1 << 20, Force: true})
+	if err != nil || u.Limits.MaxMsgSize != 1<<20 || len(u.Notes) == 0 || !strings.Contains(u.Notes[0], "FORCED") {
+		t.Errorf("forced: %+v %v", u, err)
+	}
+}

@@ -229,24 +229,30 @@ func (q *Queue) startConfig(ctx context.Context, s jetstream.Stream, old *jetstr
 // sizeBounces says whether want lowers max_msg_size below what running
 // receivers accept (see Admin.sizeConsequences): this process's own SIZE
 // fits (the config is checked), but receivers with another config may not.
-func (q *Queue) sizeBounces(ctx context.Context, old *jetstream.StreamInfo, want jetstream.StreamConfig) (bool, error) {
+func (q *Queue) sizeBounces(ctx context.Context, old *jetstream.StreamInfo, want jetstream.StreamConfig) bool {
 	if want.MaxMsgSize >= old.Config.MaxMsgSize {
-		return false, nil
+		return false
 	}
-	_, err := q.admin.sizeConsequences(ctx, want.MaxMsgSize, false)
-	if errors.Is(err, ErrWouldBounce) {
-		q.log.Warn("queue: queue.max_msg_size from the config not applied: running receivers accept larger mail, which would bounce; the stream keeps its own until a start finds it safe",
+	// Withheld also when it cannot tell: keeping the larger limit a while
+	// is always safe, and the next start asks again.
+	if _, err := q.admin.sizeConsequences(ctx, want.MaxMsgSize, false); err != nil {
+		q.log.Warn("queue: queue.max_msg_size from the config not applied: running receivers may accept larger mail, which would bounce; the stream keeps its own until a start finds it safe",
 			"why", err, "kept", old.Config.MaxMsgSize)
-		return true, nil
+		return true
 	}
-	return false, err
+	return false
 }
 
 // withholdSize keeps old's max_msg_size in want, recorded as withheld.
 func withholdSize(want *jetstream.StreamConfig, old *jetstream.StreamInfo) {
 	want.MaxMsgSize = old.Config.MaxMsgSize
-	withheld := slices.DeleteFunc(strings.Split(want.Metadata[metaWithheldLimits], ","), func(s string) bool { return s == "" })
-	want.Metadata[metaWithheldLimits] = strings.Join(append(withheld, limitMaxMsgSize), ",")
+	withhold(want.Metadata, limitMaxMsgSize)
+}
+
+// withhold adds name to md's withheld list.
+func withhold(md map[string]string, name string) {
+	withheld := slices.DeleteFunc(strings.Split(md[metaWithheldLimits], ","), func(s string) bool { return s == "" || s == name })
+	md[metaWithheldLimits] = strings.Join(append(withheld, name), ",")
 }
 
 // ensure creates or updates the streams and the consumer: Open is
@@ -303,17 +309,21 @@ func (q *Queue) applyStartConfig(ctx context.Context) (*jetstream.StreamInfo, er
 		return nil, err
 	}
 	// Asked once, before any freeze: it listens for the receivers a while.
-	bounces, err := q.sizeBounces(ctx, old, want)
-	if err != nil {
-		return nil, err
-	}
+	bounces := q.sizeBounces(ctx, old, want)
 	if bounces {
 		withholdSize(&want, old)
 	}
 	token := ""
 	if lowersPerDomain(old.Config, want) {
 		var checked *jetstream.StreamInfo
-		if checked, token, err = q.admin.freezeIntake(ctx, old); err != nil {
+		checked, token, err = q.admin.freezeIntake(ctx, old)
+		if errors.Is(err, ErrInvalidLimit) {
+			// The server cannot hold the freeze's mark: without it the cap
+			// cannot be lowered safely, but the process can start.
+			q.log.Warn("queue: queue.per_domain_max_msgs from the config not applied", "why", err, "kept", old.Config.MaxMsgsPerSubject)
+			return q.applyStream(ctx, withholdPerDomain(want, old))
+		}
+		if err != nil {
 			return nil, err
 		}
 		want, err = q.startConfig(ctx, s, checked)
@@ -329,15 +339,28 @@ func (q *Queue) applyStartConfig(ctx context.Context) (*jetstream.StreamInfo, er
 		}
 	}
 	// The update also lifts a freeze: want has no mark and its own max_msgs.
-	s, err = q.js.UpdateStream(ctx, want)
+	info, err := q.applyStream(ctx, want)
+	if err != nil && token != "" {
+		// Undone only if still ours: the update may have applied.
+		q.admin.unfreezeIntake(token, old.Config)
+	}
+	return info, err
+}
+
+func (q *Queue) applyStream(ctx context.Context, sc jetstream.StreamConfig) (*jetstream.StreamInfo, error) {
+	s, err := q.js.UpdateStream(ctx, sc)
 	if err != nil {
-		if token != "" {
-			// Undone only if still ours: the update may have applied.
-			q.admin.unfreezeIntake(token, old.Config)
-		}
 		return nil, err
 	}
 	return s.CachedInfo(), nil
+}
+
+// withholdPerDomain keeps old's per-domain cap in want, recorded as withheld.
+func withholdPerDomain(want jetstream.StreamConfig, old *jetstream.StreamInfo) jetstream.StreamConfig {
+	want.MaxMsgsPerSubject, want.DiscardNewPerSubject = old.Config.MaxMsgsPerSubject, old.Config.DiscardNewPerSubject
+	want.Metadata = maps.Clone(want.Metadata)
+	withhold(want.Metadata, limitPerDomain)
+	return want
 }
 
 // retryUnready retries f while JetStream is not answering yet (a server just
