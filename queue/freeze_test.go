@@ -177,30 +177,16 @@ func TestStartWithholdsAMaxMsgSizeThatWouldBounce(t *testing.T) {
 	cfg := testConfig(t)
 	q := openQueue(t, cfg)
 	ctx := ctxT(t)
-	// A receiver elsewhere with SIZE 1MiB, on its own connection.
-	nc, err := nats.Connect(q.Server().ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	var sub *nats.Subscription
+	// A receiver elsewhere with SIZE 1MiB.
+	var stop func()
 	receiverUp := func(up bool) {
 		t.Helper()
-		var err error
-		if up {
-			sub, err = nc.Subscribe(StatsSubject(cfg.Stream), func(m *nats.Msg) {
-				b, _ := json.Marshal(ProcessStats{Instance: "old-smtpd", SMTP: &SMTPStats{MaxMessageBytes: 1 << 20}})
-				_ = m.Respond(b)
-			})
-		} else {
-			err = sub.Unsubscribe()
+		if !up {
+			stop()
+			return
 		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := nc.Flush(); err != nil {
-			t.Fatal(err)
-		}
+		b, _ := json.Marshal(ProcessStats{Instance: "old-smtpd", SMTP: &SMTPStats{MaxMessageBytes: 1 << 20}})
+		stop = answerStats(t, q, b)
 	}
 	startWith := func(maxMsgSize int32) jetstream.StreamConfig {
 		t.Helper()
@@ -279,17 +265,7 @@ func TestUnreadableStatsAnswerGivesNoSIZEVerdict(t *testing.T) {
 	cfg := testConfig(t)
 	q := openQueue(t, cfg)
 	ctx := ctxT(t)
-	nc, err := nats.Connect(q.Server().ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	if _, err := nc.Subscribe(StatsSubject(cfg.Stream), func(m *nats.Msg) { _ = m.Respond([]byte("not json")) }); err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	answerStats(t, q, []byte("not json"))
 	if _, err := q.UpdateLimits(ctx, Limits{MaxMsgSize: 1 << 20}); err == nil || !strings.Contains(err.Error(), "could not tell every receiver's SIZE") {
 		t.Errorf("live lowering with an unreadable answer: %v", err)
 	}
@@ -306,5 +282,34 @@ func TestUnreadableStatsAnswerGivesNoSIZEVerdict(t *testing.T) {
 	u, err := q.UpdateLimits(ctx, Limits{MaxMsgSize: 1 << 20, Force: true})
 	if err != nil || u.Limits.MaxMsgSize != 1<<20 || len(u.Notes) == 0 || !strings.Contains(u.Notes[0], "FORCED") {
 		t.Errorf("forced: %+v %v", u, err)
+	}
+}
+
+// answerStats answers stats requests on q's stats subject with answer, as
+// another process would, on its own connection, until stop (or the test's
+// end).
+func answerStats(t *testing.T, q *Queue, answer []byte) (stop func()) {
+	t.Helper()
+	nc, err := nats.Connect(q.Server().ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	sub, err := nc.Subscribe(StatsSubject(q.Config().Stream), func(m *nats.Msg) { _ = m.Respond(answer) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		t.Helper()
+		// Flushed: the server has dropped the subscription on return.
+		if err := sub.Unsubscribe(); err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

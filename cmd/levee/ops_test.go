@@ -380,7 +380,7 @@ func TestReceiverStartWarnsWhenLiveMaxMsgSizeWouldBounce(t *testing.T) {
 		rc.DataDir = t.TempDir()
 		rc.Queue.URL = l.natsURL()
 		rc.SMTP.MaxMessageBytes = size
-		var logs lockedBuffer
+		var logs syncBuffer
 		r, err := Start(ctx, rc, RoleSMTP, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
 		if err != nil {
 			t.Fatalf("start receiver: %v", err)
@@ -396,22 +396,4 @@ func TestReceiverStartWarnsWhenLiveMaxMsgSizeWouldBounce(t *testing.T) {
 	if out := startReceiver(1<<20 - queue.SizeMargin); strings.Contains(out, "bounce") {
 		t.Errorf("SIZE that fits: logged %q", out)
 	}
-}
-
-// lockedBuffer collects a process's logs, written from its goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
