@@ -139,6 +139,9 @@ func (r reply) codeLabel() string { return strconv.Itoa(r.code) }
 
 // result is the metrics label for a transaction that ended with r.
 func (r reply) result() string {
+	if r == replyTooManyRecipients {
+		return resultRecipientLimit
+	}
 	switch r.code / 100 {
 	case 2:
 		return resultAccepted

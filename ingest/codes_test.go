@@ -94,7 +94,7 @@ func TestReplyCodes(t *testing.T) {
 				c.expect("RCPT TO:<r2@example.com>", "250")
 				return c.cmd("RCPT TO:<r3@example.com>")
 			},
-			want: "452 4.5.3", result: resultDeferred, code: "452",
+			want: "452 4.5.3", result: resultRecipientLimit, code: "452",
 		},
 		{
 			name: "repeated recipient does not count twice",

@@ -13,6 +13,12 @@ const (
 	resultDuplicate = "duplicate"
 	resultRejected  = "rejected"
 	resultDeferred  = "deferred"
+	// resultRecipientLimit: 452 4.5.3 for a RCPT beyond smtp.max_recipients.
+	// Not a transaction outcome (the transaction goes on with the
+	// recipients so far; the client sends the rest in another one) nor a
+	// sign of load, so not counted as deferred: one mailing to a thousand
+	// recipients would otherwise look like a deferral storm.
+	resultRecipientLimit = "recipient_limit"
 
 	sessionAccepted         = "accepted"
 	sessionRejectedLimit    = "rejected_limit"
@@ -50,7 +56,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "levee_smtp_messages_total",
-			Help: "Transaction outcomes Levee decided, by result (accepted, duplicate, rejected = 5xx, deferred = 4xx) and SMTP reply code: one per end of DATA, plus one per MAIL or RCPT that Levee refused.",
+			Help: "Transaction outcomes Levee decided, by result (accepted, duplicate, rejected = 5xx, deferred = 4xx, recipient_limit = 452 4.5.3 for a RCPT beyond smtp.max_recipients) and SMTP reply code: one per end of DATA, plus one per MAIL or RCPT that Levee refused.",
 		}, []string{"result", "code"}),
 		size: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "levee_smtp_message_size_bytes",
