@@ -242,23 +242,21 @@ func (a *Admin) UpdateLimits(ctx context.Context, l Limits) (LimitsUpdate, error
 	if l.MaxBytes != 0 {
 		sc.MaxBytes = l.MaxBytes
 	}
+	var set []string // the limits a start may withhold that this change sets
 	if l.MaxAge != 0 {
 		sc.MaxAge = l.MaxAge
+		set = append(set, limitMaxAge)
 	}
 	if l.MaxMsgSize != 0 {
 		sc.MaxMsgSize = l.MaxMsgSize
+		set = append(set, limitMaxMsgSize)
 	}
-	switch {
-	case l.PerDomainMaxMsgs < 0:
+	if l.PerDomainMaxMsgs != 0 {
 		sc.MaxMsgsPerSubject, sc.DiscardNewPerSubject = -1, false
-	case l.PerDomainMaxMsgs > 0:
-		sc.MaxMsgsPerSubject, sc.DiscardNewPerSubject = l.PerDomainMaxMsgs, true
-	}
-	var set []string
-	for name, isSet := range map[string]bool{limitMaxAge: l.MaxAge != 0, limitMaxMsgSize: l.MaxMsgSize != 0, limitPerDomain: l.PerDomainMaxMsgs != 0} {
-		if isSet {
-			set = append(set, name)
+		if l.PerDomainMaxMsgs > 0 {
+			sc.MaxMsgsPerSubject, sc.DiscardNewPerSubject = l.PerDomainMaxMsgs, true
 		}
+		set = append(set, limitPerDomain)
 	}
 	sc.Metadata = forgetWithheld(sc.Metadata, set...)
 	if err := a.validLimits(sc); err != nil {

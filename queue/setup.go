@@ -183,9 +183,6 @@ func (q *Queue) startConfig(ctx context.Context, s jetstream.Stream, old *jetstr
 	changed := old.Config.Metadata[metaConfiguredLimits] != want.Metadata[metaConfiguredLimits]
 	withheldBefore := strings.Split(old.Config.Metadata[metaWithheldLimits], ",")
 	keepAge := func() { want.MaxAge = old.Config.MaxAge }
-	keepPerDomain := func() {
-		want.MaxMsgsPerSubject, want.DiscardNewPerSubject = old.Config.MaxMsgsPerSubject, old.Config.DiscardNewPerSubject
-	}
 	if !changed {
 		if old.Config.MaxMsgs != want.MaxMsgs || old.Config.MaxBytes != want.MaxBytes || old.Config.MaxMsgSize != want.MaxMsgSize ||
 			old.Config.MaxAge != want.MaxAge || old.Config.MaxMsgsPerSubject != want.MaxMsgsPerSubject {
@@ -200,28 +197,23 @@ func (q *Queue) startConfig(ctx context.Context, s jetstream.Stream, old *jetstr
 			keepAge()
 		}
 		if !slices.Contains(withheldBefore, limitPerDomain) {
-			keepPerDomain()
+			keepPerDomain(&want, old)
 		}
 	}
 	d, err := q.admin.deletions(ctx, s, old, want)
 	if err != nil {
 		return want, err
 	}
-	var withheld []string
 	if d.maxAge != "" {
 		q.log.Warn("queue: queue.max_age from the config not applied: it would delete queued mail; the stream keeps its own until a start finds it safe",
 			"why", d.maxAge, "kept", old.Config.MaxAge)
 		keepAge()
-		withheld = append(withheld, limitMaxAge)
+		withhold(want.Metadata, limitMaxAge)
 	}
 	if d.perDomain != "" {
 		q.log.Warn("queue: queue.per_domain_max_msgs from the config not applied: it would delete queued mail; the stream keeps its own until a start finds it safe",
 			"why", d.perDomain, "kept", old.Config.MaxMsgsPerSubject)
-		keepPerDomain()
-		withheld = append(withheld, limitPerDomain)
-	}
-	if len(withheld) > 0 {
-		want.Metadata[metaWithheldLimits] = strings.Join(withheld, ",")
+		withholdPerDomain(&want, old)
 	}
 	return want, nil
 }
@@ -249,7 +241,19 @@ func withholdSize(want *jetstream.StreamConfig, old *jetstream.StreamInfo) {
 	withhold(want.Metadata, limitMaxMsgSize)
 }
 
-// withhold adds name to md's withheld list.
+// keepPerDomain keeps old's per-domain cap in want.
+func keepPerDomain(want *jetstream.StreamConfig, old *jetstream.StreamInfo) {
+	want.MaxMsgsPerSubject, want.DiscardNewPerSubject = old.Config.MaxMsgsPerSubject, old.Config.DiscardNewPerSubject
+}
+
+// withholdPerDomain keeps old's per-domain cap in want, recorded as withheld.
+func withholdPerDomain(want *jetstream.StreamConfig, old *jetstream.StreamInfo) {
+	keepPerDomain(want, old)
+	withhold(want.Metadata, limitPerDomain)
+}
+
+// withhold adds name to md's withheld list, in place: md is a want's metadata,
+// which startConfig builds afresh.
 func withhold(md map[string]string, name string) {
 	withheld := slices.DeleteFunc(strings.Split(md[metaWithheldLimits], ","), func(s string) bool { return s == "" || s == name })
 	md[metaWithheldLimits] = strings.Join(append(withheld, name), ",")
@@ -321,7 +325,8 @@ func (q *Queue) applyStartConfig(ctx context.Context) (*jetstream.StreamInfo, er
 			// The server cannot hold the freeze's mark: without it the cap
 			// cannot be lowered safely, but the process can start.
 			q.log.Warn("queue: queue.per_domain_max_msgs from the config not applied", "why", err, "kept", old.Config.MaxMsgsPerSubject)
-			return q.applyStream(ctx, withholdPerDomain(want, old))
+			withholdPerDomain(&want, old)
+			return q.applyStream(ctx, want)
 		}
 		if err != nil {
 			return nil, err
@@ -353,14 +358,6 @@ func (q *Queue) applyStream(ctx context.Context, sc jetstream.StreamConfig) (*je
 		return nil, err
 	}
 	return s.CachedInfo(), nil
-}
-
-// withholdPerDomain keeps old's per-domain cap in want, recorded as withheld.
-func withholdPerDomain(want jetstream.StreamConfig, old *jetstream.StreamInfo) jetstream.StreamConfig {
-	want.MaxMsgsPerSubject, want.DiscardNewPerSubject = old.Config.MaxMsgsPerSubject, old.Config.DiscardNewPerSubject
-	want.Metadata = maps.Clone(want.Metadata)
-	withhold(want.Metadata, limitPerDomain)
-	return want
 }
 
 // retryUnready retries f while JetStream is not answering yet (a server just
