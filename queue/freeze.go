@@ -120,14 +120,23 @@ func (a *Admin) freezeIntake(ctx context.Context, old *jetstream.StreamInfo) (*j
 // that the freeze named by token is still in force: if somebody lifted it,
 // mail may have arrived since the check, and the change must not apply.
 func (a *Admin) confirmFreeze(ctx context.Context, token string) error {
+	_, held, err := a.freezeHeld(ctx, token)
+	if err == nil && !held {
+		err = fmt.Errorf("%w: intake was unfrozen by another process during the check; nothing was changed", ErrBusy)
+	}
+	return err
+}
+
+// freezeHeld reads the mail stream afresh and says whether the freeze
+// named by token is in force.
+func (a *Admin) freezeHeld(ctx context.Context, token string) (*jetstream.StreamInfo, bool, error) {
 	s, err := a.js.Stream(ctx, a.cfg.Stream)
 	if err != nil {
-		return err
+		return nil, false, err
 	}
-	if m, ok := freezeOf(s.CachedInfo().Config); !ok || m.Token != token {
-		return fmt.Errorf("%w: intake was unfrozen by another process during the check; nothing was changed", ErrBusy)
-	}
-	return nil
+	info := s.CachedInfo()
+	m, frozen := freezeOf(info.Config)
+	return info, frozen && m.Token == token, nil
 }
 
 // unfreezeIntake restores cfg after freezeIntake when the change did not
@@ -138,9 +147,9 @@ func (a *Admin) unfreezeIntake(token string, cfg jetstream.StreamConfig) {
 	// A fresh context: the change's may be what ended.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := a.js.Stream(ctx, a.cfg.Stream)
+	_, held, err := a.freezeHeld(ctx, token)
 	if err == nil {
-		if m, ok := freezeOf(s.CachedInfo().Config); !ok || m.Token != token {
+		if !held {
 			return
 		}
 		_, err = a.js.UpdateStream(ctx, cfg)
@@ -224,12 +233,8 @@ func (q *Queue) liftStaleFreeze(ctx context.Context, info *jetstream.StreamInfo)
 		return
 	}
 	// Read it again: the config written back must be the latest.
-	s, err := q.js.Stream(ctx, q.cfg.Stream)
-	if err != nil {
-		return
-	}
-	fresh := s.CachedInfo()
-	if fm, ok := freezeOf(fresh.Config); !ok || fm.Token != m.Token {
+	fresh, held, err := q.admin.freezeHeld(ctx, m.Token)
+	if err != nil || !held {
 		return
 	}
 	unfrozen := q.admin.withoutFreeze(fresh).Config
