@@ -19,7 +19,7 @@ import (
 // freeze's token.
 func freezeAndDie(t *testing.T, q *Queue) string {
 	t.Helper()
-	info := q.Admin().withoutFreeze(streamInfo(t, q, q.Config().Stream))
+	info := withoutFreezeOf(t, q)
 	frozen, token, err := q.Admin().freezeIntake(ctxT(t), info)
 	if err != nil {
 		t.Fatal(err)
