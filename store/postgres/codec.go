@@ -1,12 +1,10 @@
 package postgres
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -97,45 +95,19 @@ func fromTimestamp(ts pgtype.Timestamptz) time.Time {
 	return ts.Time.UTC()
 }
 
-// cursor is the position of the last summary on a page: listing goes on
-// below (stored_at, message_id). The format is the SQLite backend's, opaque
-// to clients; the version prefix lets a later format reject an old one.
-type cursor struct {
-	storedAt int64 // microseconds since the Unix epoch
-	id       string
-}
-
-const cursorVersion = "1"
-
-func (c cursor) encode() string {
-	return base64.RawURLEncoding.EncodeToString([]byte(cursorVersion + ":" + strconv.FormatInt(c.storedAt, 10) + ":" + c.id))
-}
-
-// decodeCursor rejects what this backend did not issue, including values it
-// could not even bind (a time outside timestamptz's range, an id that is
-// not text), so that a forged cursor is a 400 and never a database error.
-func decodeCursor(s string) (cursor, error) {
-	bad := fmt.Errorf("%w: cursor %q", store.ErrInvalid, s)
-	b, err := base64.RawURLEncoding.DecodeString(s)
+// decodeCursor rejects what this backend could not even bind (a time
+// outside timestamptz's range, an id that is not text) besides what
+// store.DecodeCursor rejects, so that a forged cursor is a 400 and never a
+// database error.
+func decodeCursor(s string) (store.Cursor, error) {
+	c, err := store.DecodeCursor(s)
 	if err != nil {
-		return cursor{}, bad
+		return c, err
 	}
-	v, rest, ok := strings.Cut(string(b), ":")
-	if !ok || v != cursorVersion {
-		return cursor{}, bad
+	if y := time.UnixMicro(c.StoredAt).Year(); !storable(c.ID) || y < minYear || y > maxYear {
+		return store.Cursor{}, fmt.Errorf("%w: cursor %q", store.ErrInvalid, s)
 	}
-	at, id, ok := strings.Cut(rest, ":")
-	if !ok || id == "" || !storable(id) {
-		return cursor{}, bad
-	}
-	n, err := strconv.ParseInt(at, 10, 64)
-	if err != nil {
-		return cursor{}, bad
-	}
-	if y := time.UnixMicro(n).Year(); y < minYear || y > maxYear {
-		return cursor{}, bad
-	}
-	return cursor{storedAt: n, id: id}, nil
+	return c, nil
 }
 
 // nonNil keeps a nil slice from binding as NULL in a NOT NULL bytea column.

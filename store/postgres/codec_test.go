@@ -48,15 +48,15 @@ func TestPrefixCountsCharacters(t *testing.T) {
 }
 
 func TestCursorRoundTrip(t *testing.T) {
-	c := cursor{storedAt: time.Date(2024, 11, 26, 10, 0, 0, 123456000, time.UTC).UnixMicro(), id: "id:with:colons"}
-	got, err := decodeCursor(c.encode())
+	c := store.Cursor{StoredAt: time.Date(2024, 11, 26, 10, 0, 0, 123456000, time.UTC).UnixMicro(), ID: "id:with:colons"}
+	got, err := decodeCursor(c.Encode())
 	if err != nil || got != c {
 		t.Fatalf("decodeCursor(encode(%+v)) = %+v, %v", c, got, err)
 	}
 	for _, bad := range []string{
-		cursor{storedAt: 1, id: "a\x00b"}.encode(),                     // an id PostgreSQL cannot bind
-		cursor{storedAt: 291000 * 365 * 86400 * 1e6, id: "x"}.encode(), // beyond timestamptz
-		cursor{storedAt: -10000 * 366 * 86400 * 1e6, id: "x"}.encode(), // before timestamptz
+		store.Cursor{StoredAt: 1, ID: "a\x00b"}.Encode(),                     // an id PostgreSQL cannot bind
+		store.Cursor{StoredAt: 291000 * 365 * 86400 * 1e6, ID: "x"}.Encode(), // beyond timestamptz
+		store.Cursor{StoredAt: -10000 * 366 * 86400 * 1e6, ID: "x"}.Encode(), // before timestamptz
 		"MTp4Ong", // "1:x:x"
 		"Mjox",    // "2:1"
 	} {

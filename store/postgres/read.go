@@ -57,8 +57,8 @@ func (s *Store) Messages(ctx context.Context, address string, page store.Page) (
 		if err != nil {
 			return store.MessagePage{}, fmt.Errorf("postgres: messages: %w", err)
 		}
-		after = pgtype.Timestamptz{Time: time.UnixMicro(c.storedAt), Valid: true}
-		afterID = c.id
+		after = pgtype.Timestamptz{Time: time.UnixMicro(c.StoredAt), Valid: true}
+		afterID = c.ID
 	}
 	limit := page.EffectiveLimit()
 	rows, err := s.pool.Query(ctx, listSQL, addr, after, afterID, limit+1)
@@ -67,17 +67,17 @@ func (s *Store) Messages(ctx context.Context, address string, page store.Page) (
 	}
 	defer rows.Close()
 	out := store.MessagePage{Messages: make([]store.Summary, 0, min(limit, 64))}
-	var last cursor
+	var last store.Cursor
 	for rows.Next() {
 		if len(out.Messages) == limit {
-			out.NextCursor = last.encode()
+			out.NextCursor = last.Encode()
 			break
 		}
 		sum, err := scanSummary(rows)
 		if err != nil {
 			return store.MessagePage{}, wrap(ctx, "messages", err)
 		}
-		last = cursor{storedAt: sum.StoredAt.UnixMicro(), id: sum.ID}
+		last = store.Cursor{StoredAt: sum.StoredAt.UnixMicro(), ID: sum.ID}
 		out.Messages = append(out.Messages, sum)
 	}
 	rows.Close()

@@ -49,35 +49,35 @@ const listSQL = `SELECT l.stored_at, m.id, m.from_header, m.subject, m.date, m.m
 // the page holds, so that NextCursor is empty exactly on the last page.
 func (s *Store) Messages(ctx context.Context, address string, page store.Page) (store.MessagePage, error) {
 	addr := strings.ToLower(address)
-	after := cursor{storedAt: math.MaxInt64}
+	after := store.Cursor{StoredAt: math.MaxInt64}
 	if page.Cursor != "" {
 		var err error
-		if after, err = decodeCursor(page.Cursor); err != nil {
+		if after, err = store.DecodeCursor(page.Cursor); err != nil {
 			return store.MessagePage{}, fmt.Errorf("sqlite: messages: %w", err)
 		}
 	}
 	limit := page.EffectiveLimit()
-	rows, err := s.read.QueryContext(ctx, listSQL, addr, after.storedAt, after.id, limit+1)
+	rows, err := s.read.QueryContext(ctx, listSQL, addr, after.StoredAt, after.ID, limit+1)
 	if err != nil {
 		return store.MessagePage{}, wrap(ctx, "messages", err)
 	}
 	defer rows.Close()
 	out := store.MessagePage{Messages: make([]store.Summary, 0, min(limit, 64))}
-	var last cursor
+	var last store.Cursor
 	for rows.Next() {
 		if len(out.Messages) == limit {
-			out.NextCursor = last.encode()
+			out.NextCursor = last.Encode()
 			break
 		}
 		var sum store.Summary
 		var date, received sql.NullInt64
-		if err := rows.Scan(&last.storedAt, &sum.ID, &sum.From, &sum.Subject, &date, &sum.MessageID, &sum.Size,
+		if err := rows.Scan(&last.StoredAt, &sum.ID, &sum.From, &sum.Subject, &date, &sum.MessageID, &sum.Size,
 			&sum.Attachments, &received); err != nil {
 			return store.MessagePage{}, wrap(ctx, "messages", err)
 		}
-		last.id = sum.ID
+		last.ID = sum.ID
 		sum.Date, sum.ReceivedAt = fromMicros(date), fromMicros(received)
-		sum.StoredAt = fromMicros(sql.NullInt64{Int64: last.storedAt, Valid: true})
+		sum.StoredAt = fromMicros(sql.NullInt64{Int64: last.StoredAt, Valid: true})
 		out.Messages = append(out.Messages, sum)
 	}
 	if err := rows.Err(); err != nil {
