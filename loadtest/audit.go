@@ -13,9 +13,9 @@ import (
 	"time"
 )
 
-// MaxLookup is how many Message-IDs one look-up request carries (Levee's
+// maxLookup is how many Message-IDs one look-up request carries (Levee's
 // limit for POST /api/v1/messages/lookup).
-const MaxLookup = 1000
+const maxLookup = 1000
 
 // AuditResult says whether every accepted message was stored exactly once.
 type AuditResult struct {
@@ -74,7 +74,7 @@ type lookupResponse struct {
 	Found map[string][]storedSummary `json:"found"`
 }
 
-// lookup asks Levee for up to MaxLookup Message-IDs.
+// lookup asks Levee for up to maxLookup Message-IDs.
 func (r *run) lookup(ctx context.Context, ids []string) (map[string][]storedSummary, error) {
 	body, err := json.Marshal(map[string][]string{"message_ids": ids})
 	if err != nil {
@@ -116,7 +116,7 @@ func (r *run) lookupAll(ctx context.Context, ids []string) (map[string][]storedS
 	sem := make(chan struct{}, r.cfg.Audit.Concurrency)
 	errs := 0
 	var fatal error
-	for batch := range slices.Chunk(ids, MaxLookup) {
+	for batch := range slices.Chunk(ids, maxLookup) {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
@@ -145,18 +145,49 @@ func (r *run) lookupAll(ctx context.Context, ids []string) (map[string][]storedS
 // stored although the sender saw no 250.
 func (r *run) audit(ctx context.Context) *AuditResult {
 	began := time.Now()
+	accepted, refused := r.auditedMessages()
+	res := &AuditResult{Accepted: int64(len(accepted)), LateAfter: r.cfg.Audit.LateAfter.Seconds()}
+	r.auditing.wanted.Store(res.Accepted)
+	r.auditing.running.Store(true)
+	defer r.auditing.running.Store(false)
+
+	first, err := r.pollUntilStored(ctx, accepted, res)
+	if err != nil {
+		res.Error = err.Error()
+		res.Lost = res.Accepted // unknown: nothing could be checked
+		res.Duration = time.Since(began).Seconds()
+		return res
+	}
+	again := r.finalPass(ctx, accepted, refused, res)
+	r.tallyAccepted(res, accepted, first, again)
+	for _, mid := range refused {
+		if len(again[mid]) > 0 {
+			res.StoredDespiteRefusal++
+		}
+	}
+	res.Duration = time.Since(began).Seconds()
+	r.auditing.found.Store(res.Stored)
+	return res
+}
+
+// acceptedMsg is a message answered 250, with the Message-ID the audit
+// looks it up by.
+type acceptedMsg struct {
+	f   final
+	mid string
+}
+
+// auditedMessages splits what was sent into the accepted messages, which
+// must be stored, and the Message-IDs of the others, which the final pass
+// checks for copies stored anyway.
+// Both are sorted by sequence number, so that the samples of lost and
+// duplicated messages are the first ones offered, whatever order the
+// messages finished in.
+func (r *run) auditedMessages() (accepted []acceptedMsg, refused []string) {
 	r.stats.mu.Lock()
 	finals := slices.Clone(r.stats.finals)
 	r.stats.mu.Unlock()
 	slices.SortFunc(finals, func(a, b final) int { return int(a.seq) - int(b.seq) })
-
-	res := &AuditResult{LateAfter: r.cfg.Audit.LateAfter.Seconds()}
-	type acceptedMsg struct {
-		f   final
-		mid string
-	}
-	var accepted []acceptedMsg
-	var refused []string
 	for _, f := range finals {
 		mid := messageID(f.seq, r.runID)
 		if f.state == stateAccepted {
@@ -165,24 +196,26 @@ func (r *run) audit(ctx context.Context) *AuditResult {
 			refused = append(refused, mid)
 		}
 	}
-	res.Accepted = int64(len(accepted))
-	r.auditing.wanted.Store(res.Accepted)
-	r.auditing.running.Store(true)
-	defer r.auditing.running.Store(false)
+	return accepted, refused
+}
 
-	first := map[string]storedSummary{} // earliest copy of each found message
+// pollUntilStored looks the accepted messages up every Audit.Poll until
+// each one is found or ctx ends, and returns the earliest copy of each
+// found. It sets res.Complete and counts failed look-ups in
+// res.LookupErrors. It gives up at once with an error (wrapping
+// errLookupUnsupported) when the API cannot answer look-ups at all:
+// polling until the deadline would change nothing.
+func (r *run) pollUntilStored(ctx context.Context, accepted []acceptedMsg, res *AuditResult) (map[string]storedSummary, error) {
 	pending := make([]string, len(accepted))
 	for i, a := range accepted {
 		pending[i] = a.mid
 	}
+	first := map[string]storedSummary{}
 	for len(pending) > 0 {
 		found, errs, fatal := r.lookupAll(ctx, pending)
 		res.LookupErrors += errs
 		if fatal != nil {
-			res.Error = fatal.Error()
-			res.Lost = int64(len(accepted)) // unknown: nothing could be checked
-			res.Duration = time.Since(began).Seconds()
-			return res
+			return nil, fatal
 		}
 		pending = slices.DeleteFunc(pending, func(mid string) bool {
 			copies := found[mid]
@@ -196,24 +229,21 @@ func (r *run) audit(ctx context.Context) *AuditResult {
 		if len(pending) == 0 || ctx.Err() != nil {
 			break
 		}
-		t := time.NewTimer(r.cfg.Audit.Poll)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-		case <-t.C:
-		}
+		sleep(ctx, r.cfg.Audit.Poll)
 	}
 	res.Complete = len(pending) == 0
+	return first, nil
+}
 
-	// Final pass, on its own clock: the deadline bounds the wait for
-	// stragglers, not this check.
+// finalPass looks every message sent up once more, after waiting Settle
+// when polling found everything, so that a duplicate stored after its first
+// copy was seen is caught, and so is a refused message stored anyway. It
+// runs on its own clock, because the audit's deadline bounds the wait for
+// stragglers, not this check. Failed look-ups are counted in
+// res.LookupErrors and their messages left out of the answer.
+func (r *run) finalPass(ctx context.Context, accepted []acceptedMsg, refused []string, res *AuditResult) map[string][]storedSummary {
 	if res.Complete {
-		t := time.NewTimer(r.cfg.Audit.Settle)
-		select {
-		case <-ctx.Done():
-		case <-t.C:
-		}
-		t.Stop()
+		sleep(ctx, r.cfg.Audit.Settle)
 	}
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(30*time.Second, r.cfg.Audit.Settle))
 	defer cancel()
@@ -224,13 +254,20 @@ func (r *run) audit(ctx context.Context) *AuditResult {
 	all = append(all, refused...)
 	again, errs, _ := r.lookupAll(fctx, all)
 	res.LookupErrors += errs
+	return again
+}
 
-	e2e, server := NewHistogram(), NewHistogram()
+// tallyAccepted fills res's figures for the accepted messages from the
+// copies the final pass found (again), falling back on what polling found
+// (first) where the final pass failed for a message's batch, so that a
+// failed request does not turn a stored message into a lost one.
+func (r *run) tallyAccepted(res *AuditResult, accepted []acceptedMsg, first map[string]storedSummary, again map[string][]storedSummary) {
+	e2e, server := newHistogram(), newHistogram()
 	var lastStored time.Time
 	for _, a := range accepted {
 		copies := again[a.mid]
 		if f, ok := first[a.mid]; ok && len(copies) == 0 {
-			copies = []storedSummary{f} // the final pass failed for its batch
+			copies = []storedSummary{f}
 		}
 		if len(copies) == 0 {
 			res.Lost++
@@ -260,20 +297,23 @@ func (r *run) audit(ctx context.Context) *AuditResult {
 			lastStored = f.StoredAt
 		}
 	}
-	for _, mid := range refused {
-		if len(again[mid]) > 0 {
-			res.StoredDespiteRefusal++
-		}
-	}
 	res.EndToEnd = e2e.Summary()
 	res.ServerSide = server.Summary()
 	res.Distribution = e2e.Bins(40)
 	if end := r.loadEnd.Load(); end != 0 && !lastStored.IsZero() {
 		res.CatchUp = max(0, lastStored.Sub(time.Unix(0, end)).Seconds())
 	}
-	res.Duration = time.Since(began).Seconds()
-	r.auditing.found.Store(res.Stored)
-	return res
+}
+
+// sleep waits d, cut short when ctx ends: no pause of the audit may
+// outlast its deadline.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }
 
 func earliest(copies []storedSummary) storedSummary {

@@ -71,90 +71,146 @@ func (r *run) generate(ctx context.Context) {
 // the last arrival.
 func (r *run) dispatch(ctx context.Context) {
 	defer close(r.jobs)
-	var ready []*job
-	delayed := &jobHeap{}
-	outstanding := 0 // handed to a worker and not yet back
+	d := newDispatcher(r)
 	arrivals := r.arrivals
 	var drainC <-chan time.Time
-	aborting := false
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	var timerAt time.Time
 	done := ctx.Done()
-
-	abort := func() {
-		aborting = true
-		now := time.Now()
-		for _, j := range ready {
-			r.stats.finish(j, stateUnsent, now)
-		}
-		ready = nil
-		for delayed.Len() > 0 {
-			r.stats.finish(heap.Pop(delayed).(*job), stateUnsent, now)
-		}
-	}
 	for {
-		r.backlog.Store(int64(len(ready)))
-		r.retrying.Store(int64(delayed.Len()))
-		if arrivals == nil && len(ready) == 0 && delayed.Len() == 0 && outstanding == 0 {
+		r.backlog.Store(int64(len(d.ready)))
+		r.retrying.Store(int64(d.delayed.Len()))
+		if arrivals == nil && d.empty() {
 			return
 		}
+		// A send on a nil channel never proceeds: nothing is offered to
+		// the workers while no job is ready.
 		var out chan<- *job
 		var head *job
-		if len(ready) > 0 {
-			out, head = r.jobs, ready[0]
+		if len(d.ready) > 0 {
+			out, head = r.jobs, d.ready[0]
 		}
-		var timerC <-chan time.Time
-		if delayed.Len() > 0 {
-			if next := (*delayed)[0].notBefore; !next.Equal(timerAt) {
-				timer.Reset(time.Until(next))
-				timerAt = next
-			}
-			timerC = timer.C
-		}
+		retryC := d.retryTimer()
 		select {
 		case j, ok := <-arrivals:
 			if !ok {
 				arrivals = nil
-				r.loadEnd.Store(time.Now().UnixNano())
-				if ctx.Err() != nil {
-					abort()
-				} else {
-					drainC = time.After(r.cfg.DrainTimeout)
-				}
+				drainC = d.arrivalsEnded(ctx)
 				continue
 			}
-			if aborting {
-				r.stats.finish(j, stateUnsent, time.Now())
-				continue
-			}
-			ready = append(ready, j)
+			d.arrived(j)
 		case out <- head:
-			ready[0] = nil
-			ready = ready[1:]
-			outstanding++
+			d.ready[0] = nil
+			d.ready = d.ready[1:]
+			d.outstanding++
 		case j := <-r.back:
-			outstanding--
-			if !j.final {
-				if aborting {
-					r.stats.finish(j, stateUnsent, time.Now())
-				} else {
-					heap.Push(delayed, j)
-				}
-			}
-		case <-timerC:
-			timerAt = time.Time{}
-			now := time.Now()
-			for delayed.Len() > 0 && !(*delayed)[0].notBefore.After(now) {
-				ready = append(ready, heap.Pop(delayed).(*job))
-			}
+			d.returned(j)
+		case <-retryC:
+			d.releaseDue()
 		case <-drainC:
 			drainC = nil
-			abort()
+			d.abort()
 		case <-done:
 			done = nil
-			abort()
+			d.abort()
 		}
+	}
+}
+
+// dispatcher is the backlog dispatch holds between its select rounds. Only
+// the dispatch goroutine touches it, so it needs no lock; the backlog and
+// retrying gauges publish its size to the sampler.
+type dispatcher struct {
+	r           *run
+	ready       []*job  // waiting for a free session, first come first served
+	delayed     jobHeap // deferred, waiting for their retry time
+	outstanding int     // handed to a worker and not yet back
+	// aborting: the run is over (interrupted, or the drain timeout
+	// passed), so whatever arrives or comes back to retry is unsent.
+	aborting bool
+	timer    *time.Timer
+	timerAt  time.Time // the retry time timer is set for, to reset it only when that changes
+}
+
+func newDispatcher(r *run) *dispatcher {
+	d := &dispatcher{r: r, timer: time.NewTimer(time.Hour)}
+	d.timer.Stop()
+	return d
+}
+
+// empty: no job waits and none is with a worker, so none can come back.
+func (d *dispatcher) empty() bool {
+	return len(d.ready) == 0 && d.delayed.Len() == 0 && d.outstanding == 0
+}
+
+// retryTimer returns the channel that fires when the earliest deferred job
+// is due, or nil when none is deferred.
+func (d *dispatcher) retryTimer() <-chan time.Time {
+	if d.delayed.Len() == 0 {
+		return nil
+	}
+	if next := d.delayed[0].notBefore; !next.Equal(d.timerAt) {
+		d.timer.Reset(time.Until(next))
+		d.timerAt = next
+	}
+	return d.timer.C
+}
+
+// arrivalsEnded marks the end of the load and returns the drain timeout's
+// channel; an interrupted run gets none and stops at once.
+func (d *dispatcher) arrivalsEnded(ctx context.Context) <-chan time.Time {
+	d.r.loadEnd.Store(time.Now().UnixNano())
+	if ctx.Err() != nil {
+		d.abort()
+		return nil
+	}
+	return time.After(d.r.cfg.DrainTimeout)
+}
+
+// arrived puts a new arrival at the back of the line, unless the run is
+// over: then it will never be sent.
+func (d *dispatcher) arrived(j *job) {
+	if d.aborting {
+		d.r.stats.finish(j, stateUnsent, time.Now())
+		return
+	}
+	d.ready = append(d.ready, j)
+}
+
+// returned takes a job back from a worker: a final one is done, the others
+// wait for their retry time.
+func (d *dispatcher) returned(j *job) {
+	d.outstanding--
+	if j.final {
+		return
+	}
+	if d.aborting {
+		d.r.stats.finish(j, stateUnsent, time.Now())
+		return
+	}
+	heap.Push(&d.delayed, j)
+}
+
+// releaseDue moves the deferred jobs whose retry time has come behind the
+// waiting arrivals.
+func (d *dispatcher) releaseDue() {
+	d.timerAt = time.Time{}
+	now := time.Now()
+	for d.delayed.Len() > 0 && !d.delayed[0].notBefore.After(now) {
+		d.ready = append(d.ready, heap.Pop(&d.delayed).(*job))
+	}
+}
+
+// abort ends the run for every job still waiting: they count as unsent.
+// Jobs with a worker finish their attempt and are counted when they come
+// back.
+func (d *dispatcher) abort() {
+	d.aborting = true
+	now := time.Now()
+	for _, j := range d.ready {
+		d.r.stats.finish(j, stateUnsent, now)
+	}
+	d.ready = nil
+	for d.delayed.Len() > 0 {
+		d.r.stats.finish(heap.Pop(&d.delayed).(*job), stateUnsent, now)
 	}
 }
 

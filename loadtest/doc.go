@@ -27,8 +27,23 @@
 // until every accepted message is stored or a deadline passes.
 //
 // The package talks to the system under test only over SMTP and HTTP and
-// imports no other Levee package, so it can test any SMTP server (without
-// the audit, the reader probe and the queue figures, which need Levee's API).
+// imports no other Levee package but the leaf internal/bytesize (so that
+// sizes are spelled as in the config), so it can test any SMTP server
+// (without the audit, the reader probe and the queue figures, which need
+// Levee's API).
+//
+// The package exports far more names than the project's rule of about 120,
+// on purpose: about three quarters of them are two sets of struct types
+// whose fields are the interface. Result and the types it holds (Counts,
+// Series, AuditResult, ReaderResult, ReaderPhase, QueuePoint, CheckResult,
+// Quantiles, HistBin, Phase, ReplyCount) are the schema of the JSON result
+// file, whose fields docs/loadtesting.md refers to and which readers decode
+// back into Result (cmd/levee's tests do). Config and the structs it takes
+// (RetryPolicy, AuditConfig), with Thresholds, BurstSpec and
+// ArrivalOptions, are what `levee loadtest` or any other caller fills in,
+// one field per knob. The rest is the API a caller needs: Run, the
+// schedules, the message sources, the parsers for rates and sizes. Helpers
+// used only here (the histogram, the look-up batch size) are unexported.
 //
 // The SMTP client is written here on net/textproto rather than taken from
 // go-smtp's Client, which (v0.25.1) cannot pipeline commands and re-sends

@@ -189,7 +189,7 @@ func startAPI(t *testing.T, sink *sinkServer) *fakeAPI {
 		var req struct {
 			MessageIDs []string `json:"message_ids"`
 		}
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || len(req.MessageIDs) > MaxLookup {
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || len(req.MessageIDs) > maxLookup {
 			http.Error(w, `{"error":"bad request"}`, http.StatusBadRequest)
 			return
 		}

@@ -5,12 +5,12 @@ import (
 	"time"
 )
 
-// Histogram records durations in logarithmic buckets 2% wide, from 1µs to
+// histogram records durations in logarithmic buckets 2% wide, from 1µs to
 // about an hour (longer values land in the last bucket; min and max stay
 // exact). Its memory is fixed, whatever the number of samples, so that a
 // long run at a high rate does not grow with every message. Not safe for
 // concurrent use: callers hold their own lock.
-type Histogram struct {
+type histogram struct {
 	counts []uint64
 	n      uint64
 	sum    float64 // seconds
@@ -26,8 +26,8 @@ const (
 
 var histLogGrowth = math.Log(histGrowth)
 
-// NewHistogram returns an empty histogram.
-func NewHistogram() *Histogram { return &Histogram{counts: make([]uint64, histBuckets)} }
+// newHistogram returns an empty histogram.
+func newHistogram() *histogram { return &histogram{counts: make([]uint64, histBuckets)} }
 
 func histIndex(d time.Duration) int {
 	if float64(d) <= histBase {
@@ -43,7 +43,7 @@ func bucketBounds(i int) (lo, hi time.Duration) {
 }
 
 // Record adds one sample; negative durations count as 0.
-func (h *Histogram) Record(d time.Duration) {
+func (h *histogram) Record(d time.Duration) {
 	d = max(d, 0)
 	h.counts[histIndex(d)]++
 	if h.n == 0 || d < h.min {
@@ -57,7 +57,7 @@ func (h *Histogram) Record(d time.Duration) {
 }
 
 // Merge adds o's samples to h.
-func (h *Histogram) Merge(o *Histogram) {
+func (h *histogram) Merge(o *histogram) {
 	if o == nil || o.n == 0 {
 		return
 	}
@@ -73,11 +73,11 @@ func (h *Histogram) Merge(o *Histogram) {
 }
 
 // Count is the number of samples.
-func (h *Histogram) Count() uint64 { return h.n }
+func (h *histogram) Count() uint64 { return h.n }
 
 // Quantile returns the value below which a fraction q (0..1) of the samples
 // lie, to the bucket's 2% precision; 0 when empty.
-func (h *Histogram) Quantile(q float64) time.Duration {
+func (h *histogram) Quantile(q float64) time.Duration {
 	if h.n == 0 {
 		return 0
 	}
@@ -105,7 +105,7 @@ func (h *Histogram) Quantile(q float64) time.Duration {
 }
 
 // Summary condenses the histogram for the JSON result.
-func (h *Histogram) Summary() Quantiles {
+func (h *histogram) Summary() Quantiles {
 	q := Quantiles{Count: h.n}
 	if h.n == 0 {
 		return q
@@ -122,7 +122,7 @@ func (h *Histogram) Summary() Quantiles {
 
 // Bins returns the non-empty range of buckets regrouped into about n bins of
 // equal width on a log scale, for plotting a distribution.
-func (h *Histogram) Bins(n int) []HistBin {
+func (h *histogram) Bins(n int) []HistBin {
 	if h.n == 0 || n < 1 {
 		return nil
 	}

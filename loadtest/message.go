@@ -140,7 +140,7 @@ func (g *Generator) Compose(seq uint64, a Arrival, from string, to []string, hdr
 	r := rand.New(rand.NewPCG(g.seed, seq))
 	size := a.Size
 	if size == 0 {
-		size = g.sizes.Draw(r)
+		size = g.sizes.draw(r)
 	}
 	withAttachment := g.attachments > 0 && r.Float64() < g.attachments
 	fmt.Fprintf(hdr, "From: Levee load test <%s>\r\nTo: %s\r\nSubject: Load test %s message %d\r\nMIME-Version: 1.0\r\n",

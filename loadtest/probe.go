@@ -102,7 +102,7 @@ func (p *readerProbe) get(ctx context.Context, u string, v any) bool {
 // recentP99 is the 99th percentile over the last window, for the progress line.
 func (p *readerProbe) recentP99(now time.Time, window time.Duration) (time.Duration, bool) {
 	from := now.Add(-window).Sub(p.r.start)
-	h := NewHistogram()
+	h := newHistogram()
 	p.mu.Lock()
 	for i := len(p.samples) - 1; i >= 0 && p.samples[i].at >= from; i-- {
 		h.Record(p.samples[i].lat)
@@ -135,16 +135,16 @@ func (p *readerProbe) result(window time.Duration) (res *ReaderResult, ts, p50, 
 	samples := slices.Clone(p.samples)
 	p.mu.Unlock()
 	res = &ReaderResult{Readers: p.r.cfg.Readers}
-	all := NewHistogram()
-	byPhase := map[string]*Histogram{}
+	all := newHistogram()
+	byPhase := map[string]*histogram{}
 	errs := map[string]uint64{}
 	var order []string
-	var perWindow []*Histogram
+	var perWindow []*histogram
 	for _, s := range samples {
 		all.Record(s.lat)
 		h := byPhase[s.phase]
 		if h == nil {
-			h = NewHistogram()
+			h = newHistogram()
 			byPhase[s.phase] = h
 			order = append(order, s.phase)
 		}
@@ -158,7 +158,7 @@ func (p *readerProbe) result(window time.Duration) (res *ReaderResult, ts, p50, 
 			perWindow = append(perWindow, nil)
 		}
 		if perWindow[i] == nil {
-			perWindow[i] = NewHistogram()
+			perWindow[i] = newHistogram()
 		}
 		perWindow[i].Record(s.lat)
 	}
@@ -183,10 +183,10 @@ func phaseRank(p string) int {
 	return map[string]int{PhaseBefore: 0, PhaseLoad: 1, PhaseDuring: 2, PhaseAfter: 3, PhaseDrain: 4}[p]
 }
 
-// WorstReaderP99 is the highest per-phase p99: the figure --max-reader-p99
+// worstP99 is the highest per-phase p99: the figure --max-reader-p99
 // checks, because a surge that hurts readers only while it lasts must still
 // fail the gate.
-func (r *ReaderResult) WorstReaderP99() (time.Duration, string) {
+func (r *ReaderResult) worstP99() (time.Duration, string) {
 	var worst float64
 	phase := ""
 	for _, p := range r.Phases {

@@ -155,7 +155,7 @@ func (r *run) result(sendEnd time.Time, audit *AuditResult, pipelining, interrup
 		last = b
 		t := time.Duration(i) * iv
 		s.T = append(s.T, t.Seconds())
-		if exp := ExpectedArrivals(r.cfg.Schedule, t, t+iv); !math.IsNaN(exp) {
+		if exp := expectedArrivals(r.cfg.Schedule, t, t+iv); !math.IsNaN(exp) {
 			s.Scheduled = append(s.Scheduled, exp*perSec)
 			sched = true
 		}

@@ -45,6 +45,44 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	r, err := newRun(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.HTTPClient == nil { // ours: free its connections; a caller's stays as it was
+		defer r.http.CloseIdleConnections()
+	}
+	pipelining, err := r.probeTarget(ctx)
+	if err != nil {
+		return nil, err
+	}
+
+	r.start = time.Now()
+	r.stats = newStats(r.start, cfg.Interval)
+	r.arrivals = make(chan *job, 4096)
+	r.jobs = make(chan *job)
+	r.back = make(chan *job, cfg.Connections)
+
+	// Observers run from the start until the audit is over.
+	obsCtx, stopObservers := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopObservers()
+	observers := r.startObservers(obsCtx)
+	sendEnd := r.offerLoad(ctx)
+	audit := r.auditDelivery(ctx)
+	stopObservers()
+	observers.Wait()
+	r.progressDone()
+
+	res := r.result(sendEnd, audit, pipelining, ctx.Err() != nil)
+	if r.genErr != nil {
+		return res, r.genErr
+	}
+	return res, nil
+}
+
+// newRun fills in what cfg leaves to the run: its id, the default message
+// source and an HTTP client sized for the readers and the audit.
+func newRun(cfg Config) (*run, error) {
 	r := &run{cfg: cfg, runID: cfg.RunID, source: cfg.Source, http: cfg.HTTPClient}
 	if r.runID == "" {
 		r.runID = NewRunID()
@@ -61,69 +99,72 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			MaxIdleConnsPerHost: cfg.Readers + cfg.Audit.Concurrency + 4,
 			IdleConnTimeout:     30 * time.Second,
 		}}
-		defer r.http.CloseIdleConnections()
 	}
 	r.splitTo()
+	return r, nil
+}
 
-	// A first session before the clock starts: a wrong address, a server
-	// without STARTTLS or a bad certificate fail the run at once instead of
-	// turning every arrival into a retry.
+// probeTarget opens a first session before the clock starts: a wrong
+// address, a server without STARTTLS or a bad certificate fail the run at
+// once instead of turning every arrival into a retry. It reports whether
+// the sessions will pipeline, for the result.
+func (r *run) probeTarget(ctx context.Context) (pipelining bool, err error) {
 	probe, err := dialSession(ctx, r.sessionConfig())
 	if err != nil {
-		return nil, fmt.Errorf("loadtest: cannot open an SMTP session with %s: %w", cfg.Target, err)
+		return false, fmt.Errorf("loadtest: cannot open an SMTP session with %s: %w", r.cfg.Target, err)
 	}
-	pipelining := probe.pipelining
+	pipelining = probe.pipelining
 	probe.close(true)
+	return pipelining, nil
+}
 
-	r.start = time.Now()
-	r.stats = newStats(r.start, cfg.Interval)
-	r.arrivals = make(chan *job, 4096)
-	r.jobs = make(chan *job)
-	r.back = make(chan *job, cfg.Connections)
-
-	// Observers run from the start until the audit is over.
-	obsCtx, stopObservers := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopObservers()
+// startObservers starts what watches the run without taking part in it:
+// the queue scraper and the reader probe (which need the API), the gauge
+// sampler and the progress line. They run until ctx ends; wait for them
+// on the returned group.
+func (r *run) startObservers(ctx context.Context) *sync.WaitGroup {
 	var observers sync.WaitGroup
-	if cfg.API != "" {
+	if r.cfg.API != "" {
 		r.scraper = newScraper(r)
-		observers.Go(func() { r.scraper.loop(obsCtx) })
-		if cfg.Readers > 0 {
+		observers.Go(func() { r.scraper.loop(ctx) })
+		if r.cfg.Readers > 0 {
 			r.readers = newReaderProbe(r)
-			for i := range cfg.Readers {
-				observers.Go(func() { r.readers.loop(obsCtx, i) })
+			for i := range r.cfg.Readers {
+				observers.Go(func() { r.readers.loop(ctx, i) })
 			}
 		}
 	}
-	observers.Go(func() { r.sampleLoop(obsCtx) })
-	if cfg.Progress != nil {
-		observers.Go(func() { r.progressLoop(obsCtx) })
+	observers.Go(func() { r.sampleLoop(ctx) })
+	if r.cfg.Progress != nil {
+		observers.Go(func() { r.progressLoop(ctx) })
 	}
+	return &observers
+}
 
+// offerLoad runs the generator, the dispatcher and the workers until every
+// arrival is accepted, failed, expired or unsent, and returns when that was.
+func (r *run) offerLoad(ctx context.Context) time.Time {
 	var senders sync.WaitGroup
 	senders.Go(func() { r.generate(ctx) })
 	senders.Go(func() { r.dispatch(ctx) })
-	for i := range cfg.Connections {
+	for i := range r.cfg.Connections {
 		senders.Go(func() { r.work(ctx, i) })
 	}
 	senders.Wait()
-	sendEnd := time.Now()
+	return time.Now()
+}
 
-	var audit *AuditResult
-	if cfg.API != "" && !cfg.Audit.Disabled {
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Audit.Timeout)
-		audit = r.audit(actx)
-		cancel()
+// auditDelivery audits delivery when there is an API to ask and the
+// audit is wanted; nil otherwise. It runs even when ctx was cancelled,
+// within its own timeout, because an interrupted run must still tell
+// whether what it had accepted was lost.
+func (r *run) auditDelivery(ctx context.Context) *AuditResult {
+	if r.cfg.API == "" || r.cfg.Audit.Disabled {
+		return nil
 	}
-	stopObservers()
-	observers.Wait()
-	r.progressDone()
-
-	res := r.result(sendEnd, audit, pipelining, ctx.Err() != nil)
-	if r.genErr != nil {
-		return res, r.genErr
-	}
-	return res, nil
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.Audit.Timeout)
+	defer cancel()
+	return r.audit(actx)
 }
 
 // NewRunID returns a run id from the clock and randomness: it sorts by

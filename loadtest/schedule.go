@@ -115,13 +115,13 @@ func newProfile(desc string, segs []segment, opts ArrivalOptions) (*profile, err
 
 // Constant offers rate messages per second for d.
 func Constant(rate float64, d time.Duration, opts ArrivalOptions) (Schedule, error) {
-	return newProfile(fmt.Sprintf("constant %s for %s", FormatRate(rate), d),
+	return newProfile(fmt.Sprintf("constant %s for %s", formatRate(rate), d),
 		[]segment{{0, d, rate, rate, PhaseLoad}}, opts)
 }
 
 // Ramp changes the rate linearly from `from` to `to` over d.
 func Ramp(from, to float64, d time.Duration, opts ArrivalOptions) (Schedule, error) {
-	return newProfile(fmt.Sprintf("ramp %s to %s over %s", FormatRate(from), FormatRate(to), d),
+	return newProfile(fmt.Sprintf("ramp %s to %s over %s", formatRate(from), formatRate(to), d),
 		[]segment{{0, d, from, to, PhaseLoad}}, opts)
 }
 
@@ -170,7 +170,7 @@ func Burst(b BurstSpec, opts ArrivalOptions) (Schedule, error) {
 	}
 	segs = append(segs, segment{at, b.Duration - at, b.Baseline, b.Baseline, PhaseAfter})
 	desc := fmt.Sprintf("burst: baseline %s, surge %s for %s at %s, %s in all",
-		FormatRate(b.Baseline), FormatRate(b.Surge), b.SurgeFor, b.SurgeAt, b.Duration)
+		formatRate(b.Baseline), formatRate(b.Surge), b.SurgeFor, b.SurgeAt, b.Duration)
 	return newProfile(desc, segs, opts)
 }
 
@@ -255,9 +255,9 @@ func solveRamp(s segment, x float64) float64 {
 	return 2 * x / den
 }
 
-// ExpectedArrivals is Λ over [from, to): how many arrivals the schedule's
+// expectedArrivals is Λ over [from, to): how many arrivals the schedule's
 // rate profile promises in that interval (without a Count limit).
-func ExpectedArrivals(s Schedule, from, to time.Duration) float64 {
+func expectedArrivals(s Schedule, from, to time.Duration) float64 {
 	p, ok := s.(*profile)
 	if !ok {
 		return math.NaN()

@@ -57,7 +57,7 @@ func TestBurstScheduleShape(t *testing.T) {
 			t.Fatalf("counts = %v, want %v", counts, wantCounts)
 		}
 	}
-	if got := ExpectedArrivals(s, 0, 3*time.Second); math.Abs(got-700) > 1e-6 {
+	if got := expectedArrivals(s, 0, 3*time.Second); math.Abs(got-700) > 1e-6 {
 		t.Fatalf("expected arrivals %v, want 700", got)
 	}
 }
@@ -146,7 +146,7 @@ func TestOfferedLoadIndependentOfSlowServer(t *testing.T) {
 	iv := time.Duration(s.Interval * float64(time.Second))
 	for i := range 6 { // the 3s schedule in 500ms intervals
 		from := time.Duration(i) * iv
-		want := ExpectedArrivals(sched, from, from+iv)
+		want := expectedArrivals(sched, from, from+iv)
 		got := s.Offered[i] * s.Interval
 		// The tolerance covers a generator goroutine that a busy
 		// 2-core machine schedules up to ~90ms late.

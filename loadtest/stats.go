@@ -31,7 +31,7 @@ type bucket struct {
 	// gauges, last sampled value in the interval
 	backlog, retrying, sessions int64
 	sampled                     bool
-	smtp                        *Histogram // arrival -> 250 of messages accepted in the interval
+	smtp                        *histogram // arrival -> 250 of messages accepted in the interval
 }
 
 // stats gathers what the senders saw. One mutex: the critical sections are
@@ -45,13 +45,13 @@ type stats struct {
 	offered, attempts, accepted, deferred, failed, expired, unsent int64
 	connErrors, netErrors, rcptRejected, retries                   int64
 	replies                                                        map[string]int64
-	smtpLat, txLat                                                 *Histogram
+	smtpLat, txLat                                                 *histogram
 	finals                                                         []final
 }
 
 func newStats(start time.Time, interval time.Duration) *stats {
 	return &stats{start: start, interval: interval, replies: map[string]int64{},
-		smtpLat: NewHistogram(), txLat: NewHistogram()}
+		smtpLat: newHistogram(), txLat: newHistogram()}
 }
 
 // at returns the bucket for t, growing the series; mu held.
@@ -88,7 +88,7 @@ func (s *stats) accept(j *job, began, now time.Time, rejectedRcpts int) {
 	s.smtpLat.Record(lat)
 	s.txLat.Record(now.Sub(began))
 	if b.smtp == nil {
-		b.smtp = NewHistogram()
+		b.smtp = newHistogram()
 	}
 	b.smtp.Record(lat)
 	s.finals = append(s.finals, final{seq: j.seq, state: stateAccepted, attempts: uint16(min(j.attempts, 65535)), due: j.due.Sub(s.start), acceptedAt: now})

@@ -62,7 +62,7 @@ func (t Thresholds) Check(res *Result) bool {
 	if t.MaxReaderP99 > 0 {
 		c := CheckResult{Name: "reader p99", Limit: t.MaxReaderP99.String(), Value: "not measured"}
 		if res.Readers != nil && res.Readers.Requests > 0 {
-			worst, phase := res.Readers.WorstReaderP99()
+			worst, phase := res.Readers.worstP99()
 			c.Value, c.OK = fmt.Sprintf("%s (%s)", fmtDur(worst), phase), worst <= t.MaxReaderP99
 		}
 		res.Checks = append(res.Checks, c)

@@ -29,8 +29,8 @@ type traceLine struct {
 	Domain     string          `json:"domain"`
 }
 
-// MaxTraceRecipients bounds one trace line's recipients.
-const MaxTraceRecipients = 1000
+// maxTraceRecipients bounds one trace line's recipients.
+const maxTraceRecipients = 1000
 
 // traceSchedule replays a trace file, speed times faster than recorded. It
 // reads the file twice: once when opened, to reject a bad line before the
@@ -140,8 +140,8 @@ func parseTraceLine(line []byte) (Arrival, error) {
 	switch {
 	case l.Size < 0:
 		return Arrival{}, fmt.Errorf("size: must be >= 0, got %d", l.Size)
-	case l.Recipients < 0 || l.Recipients > MaxTraceRecipients:
-		return Arrival{}, fmt.Errorf("recipients: must be between 0 and %d, got %d", MaxTraceRecipients, l.Recipients)
+	case l.Recipients < 0 || l.Recipients > maxTraceRecipients:
+		return Arrival{}, fmt.Errorf("recipients: must be between 0 and %d, got %d", maxTraceRecipients, l.Recipients)
 	case !validDomain(l.Domain):
 		return Arrival{}, fmt.Errorf("domain: %q is not a domain name", l.Domain)
 	}

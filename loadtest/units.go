@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+
+	"github.com/levee-mail/levee/internal/bytesize"
 )
 
 // ParseRate reads an arrival rate in messages per second from "200/s",
@@ -42,31 +44,22 @@ func ParseSurge(s string, baseline float64) (float64, error) {
 	return ParseRate(s)
 }
 
-// FormatRate renders messages per second compactly ("200/s", "0.5/s").
-func FormatRate(r float64) string {
+// formatRate renders messages per second compactly ("200/s", "0.5/s").
+func formatRate(r float64) string {
 	return strconv.FormatFloat(r, 'f', -1, 64) + "/s"
 }
 
-// ParseSize reads a byte count: "4096", "4k", "4KiB", "1M", "1MiB".
-// Multiples are binary (k = 1024).
+// ParseSize reads a byte count spelled as everywhere else in Levee (see
+// bytesize.Parse): "4096", "4k", "4KiB", "1MiB", "4KB". k, m, KiB and MiB
+// are binary (k = 1024); KB and MB are decimal (KB = 1000), as in the
+// config. It refuses more than 2 GiB, far beyond any message or in-memory
+// corpus of a load test.
 func ParseSize(s string) (int, error) {
-	t := strings.TrimSpace(s)
-	mult := 1
-	lower := strings.ToLower(t)
-	for _, u := range []struct {
-		suffix string
-		mult   int
-	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"kb", 1 << 10}, {"mb", 1 << 20}, {"k", 1 << 10}, {"m", 1 << 20}, {"b", 1}} {
-		if strings.HasSuffix(lower, u.suffix) {
-			t, mult = strings.TrimSpace(t[:len(t)-len(u.suffix)]), u.mult
-			break
-		}
-	}
-	f, err := strconv.ParseFloat(t, 64)
-	if err != nil || f < 0 || f*float64(mult) > 1<<31 {
+	n, err := bytesize.Parse(s)
+	if err != nil || n > 1<<31 {
 		return 0, fmt.Errorf("size %q: want bytes like 4096, 4KiB or 1MiB", s)
 	}
-	return int(f * float64(mult)), nil
+	return int(n), nil
 }
 
 // SizeDist draws message sizes. Zero value: every message DefaultSize.
@@ -128,8 +121,8 @@ func (d SizeDist) String() string {
 	return d.spec
 }
 
-// Draw returns one size using r.
-func (d SizeDist) Draw(r *rand.Rand) int {
+// draw returns one size using r.
+func (d SizeDist) draw(r *rand.Rand) int {
 	var v float64
 	switch d.kind {
 	case "fixed":

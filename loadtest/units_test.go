@@ -38,7 +38,7 @@ func TestParseRateSurgeSize(t *testing.T) {
 func TestSizeDistributions(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	fixed, _ := ParseSizeDist("8KiB")
-	if fixed.Draw(r) != 8192 {
+	if fixed.draw(r) != 8192 {
 		t.Error("fixed size")
 	}
 	uni, err := ParseSizeDist("uniform:1KiB-2KiB")
@@ -51,17 +51,17 @@ func TestSizeDistributions(t *testing.T) {
 	}
 	var below int
 	for range 10000 {
-		if n := uni.Draw(r); n < 1024 || n > 2048 {
+		if n := uni.draw(r); n < 1024 || n > 2048 {
 			t.Fatalf("uniform draw %d", n)
 		}
-		if logn.Draw(r) < 8192 {
+		if logn.draw(r) < 8192 {
 			below++
 		}
 	}
 	if below < 4700 || below > 5300 { // the median splits the draws in half
 		t.Errorf("%d of 10000 log-normal draws below the median", below)
 	}
-	if n := logn.Capped(1000).Draw(rand.New(rand.NewPCG(1, 1))); n > 1000 {
+	if n := logn.Capped(1000).draw(rand.New(rand.NewPCG(1, 1))); n > 1000 {
 		t.Errorf("capped draw %d", n)
 	}
 	for _, bad := range []string{"uniform:2k-1k", "lognormal:8k", "pareto:1", "uniform:x-y"} {
@@ -72,7 +72,7 @@ func TestSizeDistributions(t *testing.T) {
 }
 
 func TestHistogramQuantiles(t *testing.T) {
-	h := NewHistogram()
+	h := newHistogram()
 	for i := 1; i <= 1000; i++ {
 		h.Record(time.Duration(i) * time.Millisecond)
 	}
@@ -89,7 +89,7 @@ func TestHistogramQuantiles(t *testing.T) {
 	if s.Count != 1000 || math.Abs(s.Mean-0.5005) > 1e-9 {
 		t.Errorf("summary %+v", s)
 	}
-	o := NewHistogram()
+	o := newHistogram()
 	o.Record(2 * time.Hour) // beyond the last bucket: still counted, max exact
 	o.Record(-time.Second)  // negative: 0
 	h.Merge(o)
