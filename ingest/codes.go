@@ -63,7 +63,7 @@ var (
 	replyBadSender = reply{501, smtp.EnhancedCode{5, 1, 7}, "Bad sender address syntax"}
 
 	// replyTooBig: DATA longer than smtp.max_message_bytes, or the queue
-	// refusing the size (ErrTooLarge). RFC 5321 552 "exceeded storage
+	// refusing the size (queue.ErrTooLarge). RFC 5321 552 "exceeded storage
 	// allocation" (RFC 1870 uses 552 for SIZE); RFC 3463 5.3.4 "Message too big for system".
 	replyTooBig = reply{552, smtp.EnhancedCode{5, 3, 4}, "Message size exceeds fixed maximum message size"}
 
@@ -72,7 +72,7 @@ var (
 	// rest in another transaction; RFC 3463 4.5.3 "Too many recipients".
 	replyTooManyRecipients = reply{452, smtp.EnhancedCode{4, 5, 3}, "Too many recipients"}
 
-	// replyQueueFull: Publish said ErrQueueFull. RFC 5321 452 "insufficient
+	// replyQueueFull: Publish said queue.ErrQueueFull. RFC 5321 452 "insufficient
 	// system storage"; RFC 3463 4.3.1 "Mail system full".
 	replyQueueFull = reply{452, smtp.EnhancedCode{4, 3, 1}, "Mail system full, try again later"}
 
@@ -81,7 +81,7 @@ var (
 	// before the sender spends bandwidth on DATA.
 	replyWatermark = reply{452, smtp.EnhancedCode{4, 3, 1}, "Mail system busy, try again later"}
 
-	// replyUnavailable: the queue is unreachable or slow (ErrUnavailable,
+	// replyUnavailable: the queue is unreachable or slow (queue.ErrUnavailable,
 	// publish timeout), any unexpected error, a panic, a broken read.
 	// RFC 5321 451 "local error in processing"; RFC 3463 4.3.0 "Other or
 	// undefined mail system status".

@@ -9,18 +9,19 @@ import (
 	"time"
 
 	"github.com/levee-mail/levee/mail"
+	"github.com/levee-mail/levee/queue"
 )
 
 // TestReplyCodes drives a real SMTP conversation over TCP for every reply
 // Levee decides, and checks the code a sender sees and the metric counted.
 func TestReplyCodes(t *testing.T) {
-	publishErr := func(err error) func(context.Context, *mail.Message) (bool, error) {
-		return func(context.Context, *mail.Message) (bool, error) { return false, err }
+	publishErr := func(err error) func(context.Context, *mail.Message) (queue.PublishResult, error) {
+		return func(context.Context, *mail.Message) (queue.PublishResult, error) { return queue.PublishResult{}, err }
 	}
 	cases := []struct {
 		name string
 		cfg  func(*Config)
-		pub  func(context.Context, *mail.Message) (bool, error)
+		pub  func(context.Context, *mail.Message) (queue.PublishResult, error)
 		// run drives the client after EHLO and returns the reply under test.
 		run  func(c *client) resp
 		want string // "550 5.7.1"
@@ -122,41 +123,43 @@ func TestReplyCodes(t *testing.T) {
 		},
 		{
 			name: "publisher panic is temporary",
-			pub:  func(context.Context, *mail.Message) (bool, error) { panic("publisher bug") },
+			pub:  func(context.Context, *mail.Message) (queue.PublishResult, error) { panic("publisher bug") },
 			run:  func(c *client) resp { return c.send("a@sender.org", []string{"rcpt@example.com"}, simpleBody) },
 			want: "451 4.3.0", result: resultDeferred, code: "451", published: true,
 		},
 		{
 			name: "queue full",
-			pub:  publishErr(fmt.Errorf("publish: %w", ErrQueueFull)),
+			pub:  publishErr(fmt.Errorf("publish: %w", queue.ErrQueueFull)),
 			run:  func(c *client) resp { return c.send("a@sender.org", []string{"rcpt@example.com"}, simpleBody) },
 			want: "452 4.3.1", result: resultDeferred, code: "452", published: true,
 		},
 		{
 			name: "queue unavailable",
-			pub:  publishErr(fmt.Errorf("publish: %w", ErrUnavailable)),
+			pub:  publishErr(fmt.Errorf("publish: %w", queue.ErrUnavailable)),
 			run:  func(c *client) resp { return c.send("a@sender.org", []string{"rcpt@example.com"}, simpleBody) },
 			want: "451 4.3.0", result: resultDeferred, code: "451", published: true,
 		},
 		{
 			name: "queue refuses the size",
-			pub:  publishErr(fmt.Errorf("publish: %w", ErrTooLarge)),
+			pub:  publishErr(fmt.Errorf("publish: %w", queue.ErrTooLarge)),
 			run:  func(c *client) resp { return c.send("a@sender.org", []string{"rcpt@example.com"}, simpleBody) },
 			want: "552 5.3.4", result: resultRejected, code: "552", published: true,
 		},
 		{
 			name: "publish timeout",
 			cfg:  func(c *Config) { c.PublishTimeout = 50 * time.Millisecond },
-			pub: func(ctx context.Context, _ *mail.Message) (bool, error) {
+			pub: func(ctx context.Context, _ *mail.Message) (queue.PublishResult, error) {
 				<-ctx.Done()
-				return false, ctx.Err()
+				return queue.PublishResult{}, ctx.Err()
 			},
 			run:  func(c *client) resp { return c.send("a@sender.org", []string{"rcpt@example.com"}, simpleBody) },
 			want: "451 4.3.0", result: resultDeferred, code: "451", published: true,
 		},
 		{
 			name: "duplicate is accepted",
-			pub:  func(context.Context, *mail.Message) (bool, error) { return true, nil },
+			pub: func(context.Context, *mail.Message) (queue.PublishResult, error) {
+				return queue.PublishResult{Duplicate: true}, nil
+			},
 			run:  func(c *client) resp { return c.send("a@sender.org", []string{"rcpt@example.com"}, simpleBody) },
 			want: "250 2.0.0", result: resultDuplicate, code: "250", published: true,
 		},
@@ -236,10 +239,10 @@ func TestReplyCodes(t *testing.T) {
 // Publish returned.
 func TestQueuedReplyNamesID(t *testing.T) {
 	returned := make(chan struct{})
-	pub := &fakePublisher{fn: func(context.Context, *mail.Message) (bool, error) {
+	pub := &fakePublisher{fn: func(context.Context, *mail.Message) (queue.PublishResult, error) {
 		time.Sleep(100 * time.Millisecond) // a slow durable write
 		close(returned)
-		return false, nil
+		return queue.PublishResult{}, nil
 	}}
 	_, addr := startServer(t, baseConfig(), pub, nil)
 	c := greet(t, addr)
@@ -269,7 +272,9 @@ func TestBDAT(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			pub := &fakePublisher{}
 			if tc.err != nil {
-				pub.fn = func(context.Context, *mail.Message) (bool, error) { return false, tc.err }
+				pub.fn = func(context.Context, *mail.Message) (queue.PublishResult, error) {
+					return queue.PublishResult{}, tc.err
+				}
 			}
 			_, addr := startServer(t, baseConfig(), pub, nil)
 			c := greet(t, addr)

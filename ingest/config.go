@@ -34,42 +34,42 @@ const minLineLength = 1000
 // set on purpose.
 type Config struct {
 	// Addr is the TCP address to listen on.
-	Addr string `yaml:"addr"`
+	Addr string `config:"addr" help:"SMTP listen address"`
 	// Hostname is this server's name in the greeting and in the "by" clause
 	// of the Received header. Default: os.Hostname(), else "levee".
-	Hostname string `yaml:"hostname"`
+	Hostname string `config:"hostname" default:"this host's name" help:"name in the SMTP banner and the Received header"`
 	// Domains are the recipient domains accepted (exact match, case-insensitive).
-	Domains []string `yaml:"domains"`
+	Domains []string `config:"domains" flag:"domains" help:"recipient domains to accept, comma-separated (others: 550 5.7.1)"`
 	// AcceptAllDomains accepts any recipient domain. It must be set
 	// explicitly: an empty Domains list is a config error, not "accept all".
-	AcceptAllDomains bool `yaml:"accept_all_domains"`
+	AcceptAllDomains bool `config:"accept_all_domains" help:"accept mail for every recipient domain (explicit opt-in)"`
 	// MaxMessageBytes is the largest DATA accepted, advertised as SIZE (RFC
 	// 1870). go-smtp's reader needs one byte of headroom, so a body must be
 	// strictly smaller than this; the Received header is not counted.
-	MaxMessageBytes int64 `yaml:"max_message_bytes"`
+	MaxMessageBytes int64 `config:"max_message_bytes" unit:"bytes" help:"largest message accepted, advertised as SIZE (larger: 552 5.3.4)"`
 	// MaxRecipients caps RCPTs per transaction; more get 452 4.5.3.
-	MaxRecipients int `yaml:"max_recipients"`
+	MaxRecipients int `config:"max_recipients" help:"recipients per message (more: 452 4.5.3)"`
 	// MaxLineLength caps any line, commands and DATA alike (at least 1000).
-	MaxLineLength int `yaml:"max_line_length"`
+	MaxLineLength int
 	// ReadTimeout is an idle timeout: the longest wait for the next byte,
 	// renewed on every read, including inside DATA. A slow but live sender
 	// is never cut off; a silent one is, after this long.
-	ReadTimeout time.Duration `yaml:"read_timeout"`
+	ReadTimeout time.Duration `config:"read_timeout" help:"idle read deadline, renewed by every read including during DATA"`
 	// WriteTimeout bounds each reply write.
-	WriteTimeout time.Duration `yaml:"write_timeout"`
+	WriteTimeout time.Duration `config:"write_timeout" help:"write deadline per reply"`
 	// PublishTimeout bounds one Publish call; past it the sender gets 451 4.3.0.
-	PublishTimeout time.Duration `yaml:"publish_timeout"`
+	PublishTimeout time.Duration `config:"publish_timeout" help:"how long DATA waits for the queue's acknowledgement (then 451 4.3.0)"`
 	// MaxConnections caps open SMTP connections; past it, 421 4.7.0.
-	MaxConnections int `yaml:"max_connections"`
+	MaxConnections int `config:"max_connections" help:"concurrent SMTP connections (more: 421 4.7.0)"`
 	// MaxConnectionsPerIP caps open connections from one client IP.
-	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
+	MaxConnectionsPerIP int `config:"max_connections_per_ip" help:"concurrent SMTP connections per client IP (more: 421 4.7.0)"`
 	// HighWatermark is the queue fill ratio at which MAIL is refused with
 	// 452 4.3.1 until the fill drops below LowWatermark.
-	HighWatermark float64 `yaml:"high_watermark"`
+	HighWatermark float64 `config:"high_watermark" help:"queue fill ratio at which MAIL FROM is deferred with 452 4.3.1"`
 	// LowWatermark: see HighWatermark.
-	LowWatermark float64 `yaml:"low_watermark"`
+	LowWatermark float64 `config:"low_watermark" help:"queue fill ratio below which MAIL FROM is accepted again"`
 	// ParseLimits bound the validation parse of each message.
-	ParseLimits mail.ParseLimits `yaml:"parse_limits"`
+	ParseLimits mail.ParseLimits
 }
 
 // WithDefaults returns c with zero fields set to their defaults and the

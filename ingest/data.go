@@ -10,23 +10,28 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
 	"github.com/levee-mail/levee/mail"
+	"github.com/levee-mail/levee/queue"
 )
 
-// Publisher makes a message durable. The caller adapts the queue to it.
-// duplicate reports that the queue already held a message with this ID (an
+// Publisher makes a message durable: the queue (*queue.Queue). A result
+// with Duplicate says the queue already held a message with this ID (an
 // MTA retransmitting after a lost 250); it is answered 250 like a new one.
-// Errors are classified with errors.Is against ErrQueueFull, ErrTooLarge and
-// ErrUnavailable; any other error, and a panic, is temporary (451 4.3.0).
+// Errors are the queue's: ErrQueueFull (452 4.3.1) and ErrTooLarge
+// (552 5.3.4) are told apart with errors.Is; any other error, and a panic,
+// is temporary (451 4.3.0).
 type Publisher interface {
-	Publish(ctx context.Context, m *mail.Message) (duplicate bool, err error)
+	Publish(ctx context.Context, m *mail.Message) (queue.PublishResult, error)
 }
 
 // PublisherFunc adapts a function to Publisher.
-type PublisherFunc func(ctx context.Context, m *mail.Message) (duplicate bool, err error)
+type PublisherFunc func(ctx context.Context, m *mail.Message) (queue.PublishResult, error)
 
 // Publish calls f.
-func (f PublisherFunc) Publish(ctx context.Context, m *mail.Message) (bool, error) { return f(ctx, m) }
+func (f PublisherFunc) Publish(ctx context.Context, m *mail.Message) (queue.PublishResult, error) {
+	return f(ctx, m)
+}
 
 // receivedHeadroom is space reserved in front of the body while it is read,
 // so the Received header can be put in front without copying the message.
@@ -165,13 +170,15 @@ func (s *session) readFailed(err error) (reply, string) {
 
 // publish calls the Publisher, turning a panic into an error.
 func (srv *Server) publish(ctx context.Context, m *mail.Message) (dup bool, err error) {
+	var res queue.PublishResult
 	defer func() {
 		if p := recover(); p != nil {
 			srv.log.Error("panic in Publisher", "panic", p, "stack", string(debug.Stack()))
 			dup, err = false, fmt.Errorf("%w: %v", errPublishPanic, p)
 		}
 	}()
-	return srv.pub.Publish(ctx, m)
+	res, err = srv.pub.Publish(ctx, m)
+	return res.Duplicate, err
 }
 
 // publishReply maps Publish's outcome to a reply. 250 only for a nil error.
@@ -181,12 +188,12 @@ func publishReply(id string, dup bool, err error) (reply, string) {
 		return replyQueued(id), resultDuplicate
 	case err == nil:
 		return replyQueued(id), resultAccepted
-	case errors.Is(err, ErrQueueFull):
+	case errors.Is(err, queue.ErrQueueFull):
 		return replyQueueFull, resultDeferred
-	case errors.Is(err, ErrTooLarge):
+	case errors.Is(err, queue.ErrTooLarge):
 		return replyTooBig, resultRejected
 	default:
-		// ErrUnavailable, the publish timeout, the lifetime context ending,
+		// queue.ErrUnavailable, the publish timeout, the lifetime context ending,
 		// a panic, and anything unexpected: temporary.
 		return replyUnavailable, resultDeferred
 	}

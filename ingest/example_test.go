@@ -10,15 +10,16 @@ import (
 
 	"github.com/levee-mail/levee/ingest"
 	"github.com/levee-mail/levee/mail"
+	"github.com/levee-mail/levee/queue"
 )
 
 // A receiver on a loopback port with a Publisher standing in for the queue;
 // a message sent with net/smtp is answered 250 only after Publish returned.
 func ExampleServer() {
-	pub := ingest.PublisherFunc(func(ctx context.Context, m *mail.Message) (bool, error) {
+	pub := ingest.PublisherFunc(func(ctx context.Context, m *mail.Message) (queue.PublishResult, error) {
 		first, _, _ := strings.Cut(string(m.Raw), "\r\n")
 		fmt.Println("published for", m.Envelope.To, "-", strings.TrimSpace(first[:strings.Index(first, "(")]))
-		return false, nil
+		return queue.PublishResult{}, nil
 	})
 	srv, err := ingest.New(ingest.Config{
 		Addr:     "127.0.0.1:0",

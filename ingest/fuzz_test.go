@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/levee-mail/levee/mail"
+	"github.com/levee-mail/levee/queue"
 )
 
 // FuzzSession feeds arbitrary client bytes to a real session over net.Pipe
@@ -48,19 +49,21 @@ func runFuzzSession(t *testing.T, mode fuzzMode, watermark bool, chunk int, in [
 	pub := &fakePublisher{}
 	switch mode {
 	case fuzzPlainError:
-		pub.fn = func(context.Context, *mail.Message) (bool, error) { return false, errors.New("flaky") }
+		pub.fn = func(context.Context, *mail.Message) (queue.PublishResult, error) {
+			return queue.PublishResult{}, errors.New("flaky")
+		}
 	case fuzzPanic:
-		pub.fn = func(context.Context, *mail.Message) (bool, error) { panic("publisher bug") }
+		pub.fn = func(context.Context, *mail.Message) (queue.PublishResult, error) { panic("publisher bug") }
 	case fuzzQueueErrors:
 		var mu sync.Mutex
-		pub.fn = func(context.Context, *mail.Message) (bool, error) {
+		pub.fn = func(context.Context, *mail.Message) (queue.PublishResult, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			n++
 			if n%2 == 0 {
-				return false, ErrQueueFull
+				return queue.PublishResult{}, queue.ErrQueueFull
 			}
-			return false, fmt.Errorf("wrapped: %w", ErrUnavailable)
+			return queue.PublishResult{}, fmt.Errorf("wrapped: %w", queue.ErrUnavailable)
 		}
 	}
 	fill := &fakeFill{}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/levee-mail/levee/mail"
+	"github.com/levee-mail/levee/queue"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -26,7 +27,7 @@ import (
 type fakePublisher struct {
 	// fn decides the outcome; nil accepts, reporting repeats of an ID as
 	// duplicates like JetStream's duplicate window does.
-	fn func(ctx context.Context, m *mail.Message) (bool, error)
+	fn func(ctx context.Context, m *mail.Message) (queue.PublishResult, error)
 
 	mu    sync.Mutex
 	msgs  []*mail.Message
@@ -34,7 +35,7 @@ type fakePublisher struct {
 	calls atomic.Int64
 }
 
-func (p *fakePublisher) Publish(ctx context.Context, m *mail.Message) (bool, error) {
+func (p *fakePublisher) Publish(ctx context.Context, m *mail.Message) (queue.PublishResult, error) {
 	p.calls.Add(1)
 	if p.fn != nil {
 		return p.fn(ctx, m)
@@ -47,7 +48,7 @@ func (p *fakePublisher) Publish(ctx context.Context, m *mail.Message) (bool, err
 	dup := p.seen[m.ID]
 	p.seen[m.ID] = true
 	p.msgs = append(p.msgs, m)
-	return dup, nil
+	return queue.PublishResult{Duplicate: dup}, nil
 }
 
 func (p *fakePublisher) messages() []*mail.Message {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/levee-mail/levee/mail"
+	"github.com/levee-mail/levee/queue"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -16,13 +17,13 @@ import (
 // returns nil.
 func TestShutdownDrains(t *testing.T) {
 	entered, release := make(chan struct{}), make(chan struct{})
-	pub := &fakePublisher{fn: func(ctx context.Context, _ *mail.Message) (bool, error) {
+	pub := &fakePublisher{fn: func(ctx context.Context, _ *mail.Message) (queue.PublishResult, error) {
 		close(entered)
 		select {
 		case <-release:
-			return false, nil
+			return queue.PublishResult{}, nil
 		case <-ctx.Done():
-			return false, ctx.Err()
+			return queue.PublishResult{}, ctx.Err()
 		}
 	}}
 	srv, addr := startServer(t, baseConfig(), pub, nil)
@@ -91,11 +92,11 @@ func TestShutdownForcesAtDeadline(t *testing.T) {
 	cfg := baseConfig()
 	cfg.PublishTimeout = time.Minute // the lifetime context must be what ends it
 	entered, aborted := make(chan struct{}), make(chan error, 1)
-	pub := &fakePublisher{fn: func(ctx context.Context, _ *mail.Message) (bool, error) {
+	pub := &fakePublisher{fn: func(ctx context.Context, _ *mail.Message) (queue.PublishResult, error) {
 		close(entered)
 		<-ctx.Done()
 		aborted <- ctx.Err()
-		return false, ctx.Err()
+		return queue.PublishResult{}, ctx.Err()
 	}}
 	srv, addr := startServer(t, cfg, pub, nil)
 

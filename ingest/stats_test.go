@@ -7,17 +7,18 @@ import (
 	"testing"
 
 	"github.com/levee-mail/levee/mail"
+	"github.com/levee-mail/levee/queue"
 )
 
 // TestStatsCountOutcomes: Stats, which the ops API sums over receivers,
 // counts what senders were answered: 250 (new or duplicate), 4xx, 5xx.
 func TestStatsCountOutcomes(t *testing.T) {
 	var full atomic.Bool
-	pub := &fakePublisher{fn: func(context.Context, *mail.Message) (bool, error) {
+	pub := &fakePublisher{fn: func(context.Context, *mail.Message) (queue.PublishResult, error) {
 		if full.Load() {
-			return false, ErrQueueFull
+			return queue.PublishResult{}, queue.ErrQueueFull
 		}
-		return false, nil
+		return queue.PublishResult{}, nil
 	}}
 	srv, addr := startServer(t, baseConfig(), pub, &fakeFill{})
 	c := greet(t, addr)

@@ -7,10 +7,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/levee-mail/levee/queue/natsserver"
 )
 
 // startCluster starts a three-node JetStream cluster of embedded servers.
-func startCluster(t *testing.T) []*Server {
+func startCluster(t *testing.T) []*natsserver.Server {
 	t.Helper()
 	// Every node lists every route, itself included (the server skips
 	// its own): a JetStream cluster needs configured routes on each node.
@@ -25,9 +27,9 @@ func startCluster(t *testing.T) []*Server {
 		routes = append(routes, fmt.Sprintf("nats-route://%s", l.Addr()))
 		l.Close()
 	}
-	var nodes []*Server
+	var nodes []*natsserver.Server
 	for i := range 3 {
-		sc := ServerConfig{
+		sc := natsserver.Config{
 			DataDir:     t.TempDir(),
 			Port:        -1,
 			SyncAlways:  true,
@@ -38,7 +40,7 @@ func startCluster(t *testing.T) []*Server {
 			Routes:      routes,
 			Log:         testLog(t),
 		}
-		s, err := StartServer(sc)
+		s, err := natsserver.Start(sc)
 		if err != nil {
 			t.Fatal(err)
 		}

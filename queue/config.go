@@ -53,7 +53,7 @@ var DefaultBackoff = []time.Duration{time.Second, 5 * time.Second, 30 * time.Sec
 // keys (queue.max_msgs ...).
 type Config struct {
 	// URL of an external JetStream (nats://...); "" starts an embedded server.
-	URL string
+	URL string `config:"nats_url" flag:"nats-url" help:"external JetStream URL; empty runs the embedded server"`
 	// DataDir is the embedded server's JetStream store directory. Required for
 	// the embedded server; it has no default here because the caller derives
 	// it from its own data directory (e.g. ./levee-data/jetstream).
@@ -61,7 +61,7 @@ type Config struct {
 	// Host and Port the embedded server listens on: 127.0.0.1 and a random
 	// port by default (0 and -1 both mean random; never the well-known 4222).
 	Host string
-	Port int
+	Port int `config:"port" help:"embedded JetStream's client port on 127.0.0.1 (-1: a random free port)"`
 	// SyncAlways makes the embedded server fsync every write before it
 	// acknowledges it. The zero value is false, so callers start from
 	// DefaultConfig (true). With false the server syncs every 2 minutes:
@@ -69,7 +69,7 @@ type Config struct {
 	// can lose mail that was already answered 250. Under many concurrent
 	// publishes, group commit (MaxBatch) recovers much of the throughput
 	// without that risk.
-	SyncAlways bool
+	SyncAlways bool `config:"sync_always" help:"embedded server fsyncs every write before acknowledging (false: faster, may lose the last seconds on power loss)"`
 
 	// Stream receives mail on "<SubjectPrefix>.<recipient domain>".
 	Stream        string
@@ -77,29 +77,29 @@ type Config struct {
 
 	// Stream limits. At any of them the stream refuses new mail (DiscardNew)
 	// and senders get a 4xx, instead of old mail being dropped silently.
-	MaxMsgs  int64
-	MaxBytes int64
+	MaxMsgs  int64 `config:"max_msgs" help:"stream limit: queued messages (then 452 4.3.1)"`
+	MaxBytes int64 `config:"max_bytes" unit:"bytes" help:"stream limit: queued bytes (then 452 4.3.1)"`
 	// PerDomainMaxMsgs caps the queued messages of one recipient domain
 	// (one subject), so that one tenant's flood defers only its own mail
 	// (discard-new per subject); 0 means no per-domain cap.
-	PerDomainMaxMsgs int64
-	MaxAge           time.Duration
-	MaxMsgSize       int32
-	DuplicateWindow  time.Duration
-	Replicas         int
+	PerDomainMaxMsgs int64         `config:"per_domain_max_msgs" help:"queued messages per recipient domain (of the first recipient), so one tenant's flood defers only its own mail; 0: no cap"`
+	MaxAge           time.Duration `config:"max_age" help:"stream limit: age after which an undelivered message expires"`
+	MaxMsgSize       int32         `config:"max_msg_size" unit:"bytes" help:"stream limit: largest queued message including headers"`
+	DuplicateWindow  time.Duration `config:"duplicate_window" help:"window in which JetStream drops a re-sent message id"`
+	Replicas         int           `config:"replicas" help:"stream replicas (1 embedded; 3 on a JetStream cluster)"`
 
 	// Durable is the workers' pull consumer.
 	Durable string
 	// AckWait is how long a worker may hold a delivery before it counts as
 	// failed (a worker can extend it with InProgress).
-	AckWait time.Duration
+	AckWait time.Duration `config:"ack_wait" help:"how long a worker may hold a message before it is redelivered"`
 	// MaxDeliver is the worker's dead-letter threshold. It is not given to
 	// the server (whose MaxDeliver stays unlimited): see ensureConsumer.
-	MaxDeliver int
+	MaxDeliver int `config:"max_deliver" help:"deliveries before a failing message is dead-lettered"`
 	// Backoff is the extra delay before each redelivery after AckWait ran
 	// out; the last value repeats.
 	Backoff       []time.Duration
-	MaxAckPending int
+	MaxAckPending int `config:"max_ack_pending" help:"messages handed to workers and not yet acknowledged"`
 
 	// DeadStream keeps dead-lettered messages on "<DeadSubjectPrefix>.<domain>"
 	// for DeadMaxAge.
@@ -113,7 +113,7 @@ type Config struct {
 	// Batching is used with an external server, or with the embedded one
 	// when SyncAlways: without per-write fsyncs to share, a single-node
 	// atomic batch costs more than the publishes it groups.
-	MaxBatch int
+	MaxBatch int `config:"max_batch" help:"messages per group commit (atomic batch) on publish; 1 disables batching"`
 	// MinBatch is the smallest group published as an atomic batch; smaller
 	// groups go as concurrent single publishes. On a single node with file
 	// storage the server stages every atomic batch in a file store of its

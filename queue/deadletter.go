@@ -11,16 +11,16 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// DeadLetter copies m (body and Levee headers) to the dead stream with the
-// reason and returns once the copy is acknowledged. The caller then
-// terminates or acknowledges the original. It is idempotent within the
+// deadLetter copies m (body and Levee headers) to the dead stream with the
+// reason and returns once the copy is acknowledged; GiveUp then terminates
+// the original. It is idempotent within the
 // dead stream's duplicate window (DuplicateWindow): the copy's Nats-Msg-Id
 // is the original's (or its stream position, for a message without one), so
 // a worker that crashes between DeadLetter and Term and dead-letters the
 // redelivery again leaves one copy. JetStream control headers (Nats-*) of
 // the original are not copied; the original's subject, stream sequence and
 // delivery count are recorded in Levee-Dead-* headers.
-func (q *Queue) DeadLetter(ctx context.Context, m jetstream.Msg, reason string) error {
+func (q *Queue) deadLetter(ctx context.Context, m jetstream.Msg, reason string) error {
 	h := nats.Header{}
 	for k, vs := range m.Headers() {
 		// JetStream control headers (batch markers, expectations, rollups)
@@ -62,7 +62,7 @@ func (q *Queue) DeadLetter(ctx context.Context, m jetstream.Msg, reason string) 
 	ctx, cancel := context.WithTimeout(ctx, q.cfg.PublishTimeout)
 	defer cancel()
 	if _, err := q.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: h, Data: m.Data()}); err != nil {
-		return fmt.Errorf("queue: dead-letter %s: %w: %w", id, classify(err), err)
+		return fmt.Errorf("queue: dead-letter %s: %w: %w", id, Classify(err), err)
 	}
 	return nil
 }

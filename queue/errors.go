@@ -11,6 +11,7 @@ import (
 // Publish outcomes other than success. Publish wraps exactly one of
 // ErrQueueFull, ErrTooLarge, ErrUnavailable (or ErrInvalidMessage for a
 // caller's bug), so the receiver can pick its SMTP reply with errors.Is.
+// Classify is the one place that maps JetStream's answers onto them.
 var (
 	// ErrQueueFull: the stream is at one of its limits (messages, bytes,
 	// storage). Temporary: the sender should retry later (452 4.3.1).
@@ -26,7 +27,7 @@ var (
 	// ErrInvalidMessage: the message cannot be published as given (no ID,
 	// no recipient). A programming error in the caller, not a queue state.
 	ErrInvalidMessage = errors.New("queue: invalid message")
-	// ErrMalformed: a consumed message lacks Levee's headers (Decode).
+	// ErrMalformed: a queued message lacks Levee's headers (see Delivery).
 	ErrMalformed = errors.New("queue: malformed message")
 )
 
@@ -48,10 +49,12 @@ const (
 	codeClusterNotLeader  jetstream.ErrorCode = 10009 // cluster can not handle request
 )
 
-// classify maps a publish error onto one sentinel, by JetStream error code,
-// never by message text. Anything not known to be final is ErrUnavailable:
-// a 4xx costs a retry, a wrong 5xx loses mail.
-func classify(err error) error {
+// Classify maps a publish error onto one of ErrQueueFull, ErrTooLarge and
+// ErrUnavailable, by JetStream error code, never by message text. Anything
+// not known to be final is ErrUnavailable: a 4xx costs a retry, a wrong 5xx
+// loses mail. (A stream update refused for want of storage is ErrQueueFull
+// too: the servers cannot hold what was asked.)
+func Classify(err error) error {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		switch apiErr.ErrorCode {
@@ -70,7 +73,7 @@ func classify(err error) error {
 
 // publishError wraps err with its class, keeping the cause for errors.Is.
 func publishError(err error) error {
-	class := classify(err)
+	class := Classify(err)
 	return fmt.Errorf("queue: publish: %w: %w", class, err)
 }
 

@@ -32,6 +32,7 @@ type metrics struct {
 	oldestAge   prometheus.Gauge
 	deadLetters prometheus.Gauge
 	up          prometheus.Gauge
+	drift       *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -79,9 +80,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "levee_queue_up",
 			Help: "1 while JetStream answers this process's status refresh (every 500ms), 0 after one failed: the other levee_queue_* gauges then hold their last values.",
 		}),
+		drift: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "levee_queue_limit_drift",
+			Help: "1 while the mail stream's live limit differs from this process's config (a start leaves live limits as they are), by limit: max_msgs, max_bytes, max_age, max_msg_size, per_domain_max_msgs.",
+		}, []string{"limit"}),
 	}
 	for _, c := range []prometheus.Collector{m.publish, m.batchSize, m.fallbacks, m.messages, m.bytes, m.fill,
-		m.pending, m.ackPending, m.redelivered, m.oldestAge, m.deadLetters, m.up} {
+		m.pending, m.ackPending, m.redelivered, m.oldestAge, m.deadLetters, m.up, m.drift} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -91,7 +96,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m.fill.WithLabelValues("messages")
 	m.fill.WithLabelValues("bytes")
+	m.setDrift(nil)
 	return m, nil
+}
+
+// setDrift sets the drift gauge of every limit: 1 for those in drift.
+func (m *metrics) setDrift(drift []LimitDrift) {
+	for _, k := range LimitKeys {
+		v := 0.0
+		for _, d := range drift {
+			if d.Key == k {
+				v = 1
+			}
+		}
+		m.drift.WithLabelValues(k).Set(v)
+	}
 }
 
 func (m *metrics) observePublish(start time.Time, res PublishResult, err error) {
@@ -123,7 +142,7 @@ func fallbackReason(err error) string {
 	case 0:
 		return "unavailable"
 	}
-	switch classify(err) {
+	switch Classify(err) {
 	case ErrQueueFull:
 		return "full"
 	case ErrTooLarge:

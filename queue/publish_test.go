@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/levee-mail/levee/mail"
+	"github.com/levee-mail/levee/queue/natsserver"
 )
 
 func TestPublishDuplicateIsSuccess(t *testing.T) {
@@ -246,7 +247,9 @@ func batchCommits(t testing.TB, reg *prometheus.Registry) float64 {
 // fails the batch; the fallback refuses only that message.
 func TestGroupCommitTooLargeNeighbour(t *testing.T) {
 	q := openQueue(t, testConfig(t))
-	if _, err := q.UpdateLimits(ctxT(t), Limits{MaxMsgSize: 4 << 10}); err != nil {
+	sc := streamInfo(t, q, q.Config().Stream).Config
+	sc.MaxMsgSize = 4 << 10
+	if _, err := q.JetStream().UpdateStream(ctxT(t), sc); err != nil {
 		t.Fatal(err)
 	}
 	out := flushNow(q, testMessage("t-1", 100), testMessage("t-big", 8<<10), testMessage("t-2", 100))
@@ -424,7 +427,7 @@ func TestPublishServerDownAndBack(t *testing.T) {
 	close(stop)
 	wg.Wait()
 
-	srv, err := StartServer(ServerConfig{DataDir: cfg.DataDir, Port: port, SyncAlways: true,
+	srv, err := natsserver.Start(natsserver.Config{DataDir: cfg.DataDir, Port: port, SyncAlways: true,
 		MaxPayload: cfg.MaxMsgSize + headerRoom, Log: testLog(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -483,7 +486,7 @@ func TestAtomicPublishTurnedOffUnderneath(t *testing.T) {
 	cfg := testConfig(t)
 	q := openQueue(t, cfg)
 	ctx := ctxT(t)
-	sc := cfg.streamConfig()
+	sc := cfg.StreamConfig()
 	sc.AllowAtomicPublish = false
 	if _, err := q.JetStream().UpdateStream(ctx, sc); err != nil {
 		t.Fatal(err)

@@ -6,13 +6,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	neturl "net/url"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/levee-mail/levee/internal/redact"
+	"github.com/levee-mail/levee/queue/natsserver"
 )
 
 // maxSingles caps how many single publishes one flush sends at once when
@@ -25,10 +27,9 @@ const maxSingles = 64
 type Queue struct {
 	cfg     Config
 	log     *slog.Logger
-	srv     *Server // nil with an external URL
+	srv     *natsserver.Server // nil with an external URL
 	nc      *nats.Conn
 	js      jetstream.JetStream
-	admin   *Admin
 	metrics *metrics
 	// batching: publishes are grouped into atomic batches. Off with
 	// MaxBatch 1, on the embedded server without SyncAlways (see Open),
@@ -53,11 +54,10 @@ type Queue struct {
 	flushWG     sync.WaitGroup
 
 	// Monitor.
-	monCancel  context.CancelFunc
-	monWG      sync.WaitGroup
-	kick       chan struct{}
-	fill       atomicFloat
-	freezeSeen freezeSighting // the monitor's own
+	monCancel context.CancelFunc
+	monWG     sync.WaitGroup
+	kick      chan struct{}
+	fill      atomicFloat
 
 	// connCtx lives as long as the current connection to the server: it
 	// is cancelled on disconnect, so that publishes waiting for a reply
@@ -72,8 +72,9 @@ type Queue struct {
 }
 
 // Open connects to JetStream (starting the embedded server when cfg.URL is
-// empty), creates or updates the streams and the consumer, and starts the
-// publisher and the status monitor. reg may be nil.
+// empty), creates the streams and the consumer or brings them in line with
+// the config (see ensure), and starts the publisher and the status
+// monitor. reg may be nil.
 func Open(ctx context.Context, cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Queue, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -104,54 +105,60 @@ func Open(ctx context.Context, cfg Config, reg prometheus.Registerer, log *slog.
 		q.gather = cfg.MaxBatch
 	}
 	q.pubCh = make(chan *pubReq, q.gather)
-	ok := false
-	defer func() {
-		if !ok {
-			q.abandon()
-		}
-	}()
+	if err := q.open(ctx, reg); err != nil {
+		q.abandon()
+		return nil, err
+	}
+	q.startBackground()
+	log.Info("queue: open", "url", q.nc.ConnectedUrlRedacted(), "embedded", q.srv != nil, "stream", cfg.Stream,
+		"sync_always", cfg.SyncAlways, "max_batch", cfg.MaxBatch, "atomic_batches", q.batching)
+	return q, nil
+}
 
+// open starts the embedded server (unless cfg.URL names one), connects,
+// and sets up the streams, the consumer and the metrics.
+func (q *Queue) open(ctx context.Context, reg prometheus.Registerer) error {
+	cfg := q.cfg
 	url := cfg.URL
 	if url == "" {
 		if !cfg.SyncAlways {
-			log.Warn("queue: queue.sync_always is false: the embedded server syncs to disk every 2m, so a power failure can lose mail already answered 250")
+			q.log.Warn("queue: queue.sync_always is false: the embedded server syncs to disk every 2m, so a power failure can lose mail already answered 250")
 		}
-		srv, err := StartServer(ServerConfig{
+		srv, err := natsserver.Start(natsserver.Config{
 			DataDir:    cfg.DataDir,
 			Host:       cfg.Host,
 			Port:       cfg.Port,
 			SyncAlways: cfg.SyncAlways,
 			MaxPayload: cfg.MaxMsgSize + headerRoom,
 			ServerName: "levee",
-			Log:        log,
+			Log:        q.log,
 		})
 		if err != nil {
-			return nil, err
+			return fmt.Errorf("queue: embedded server: %w", err)
 		}
 		q.srv = srv
 		url = srv.ClientURL()
 	}
 	if err := q.connect(url); err != nil {
-		return nil, err
+		return err
 	}
 	if mp := q.nc.MaxPayload(); mp < int64(cfg.MaxMsgSize) {
-		return nil, fmt.Errorf("queue.max_msg_size: %d exceeds the server's max_payload (%d); raise max_payload on the NATS servers or lower queue.max_msg_size", cfg.MaxMsgSize, mp)
+		return fmt.Errorf("queue.max_msg_size: %d exceeds the server's max_payload (%d); raise max_payload on the NATS servers or lower queue.max_msg_size", cfg.MaxMsgSize, mp)
 	}
 	js, err := jetstream.New(q.nc)
 	if err != nil {
-		return nil, fmt.Errorf("queue: jetstream: %w", err)
+		return fmt.Errorf("queue: jetstream: %w", err)
 	}
 	q.js = js
-	q.admin = &Admin{cfg: cfg, nc: q.nc, js: js, embedded: q.srv != nil, log: log, limitsChanged: q.kickMonitor}
 	if err := q.ensure(ctx); err != nil {
-		return nil, err
+		return err
 	}
-	m, err := newMetrics(reg)
-	if err != nil {
-		return nil, err
-	}
-	q.metrics = m
+	q.metrics, err = newMetrics(reg)
+	return err
+}
 
+// startBackground starts the publisher's flusher and the status monitor.
+func (q *Queue) startBackground() {
 	q.flushCtx, q.flushCancel = context.WithCancel(context.Background())
 	// One flusher: the server applies a stream's batches one at a time, so
 	// a second commit in flight would only split the waiting publishes into
@@ -162,10 +169,6 @@ func Open(ctx context.Context, cfg Config, reg prometheus.Registerer, log *slog.
 	q.monCancel = monCancel
 	q.monWG.Add(1)
 	go q.monitor(monCtx)
-	ok = true
-	log.Info("queue: open", "url", q.nc.ConnectedUrlRedacted(), "embedded", q.srv != nil, "stream", cfg.Stream,
-		"sync_always", cfg.SyncAlways, "max_batch", cfg.MaxBatch, "atomic_batches", q.batching)
-	return q, nil
 }
 
 func (q *Queue) connect(url string) error {
@@ -200,7 +203,7 @@ func (q *Queue) connect(url string) error {
 		nats.ClosedHandler(func(*nats.Conn) { close(q.ncClosed) }),
 	)
 	if err != nil {
-		return fmt.Errorf("queue: connect %s: %w", redactURL(url), err)
+		return fmt.Errorf("queue: connect %s: %w", redact.URL(url), err)
 	}
 	q.nc = nc
 	return nil
@@ -223,16 +226,7 @@ func (q *Queue) JetStream() jetstream.JetStream { return q.js }
 func (q *Queue) Config() Config { return q.cfg }
 
 // Server is the embedded server, nil with an external URL.
-func (q *Queue) Server() *Server { return q.srv }
-
-// Consumer returns the workers' durable pull consumer.
-func (q *Queue) Consumer(ctx context.Context) (jetstream.Consumer, error) {
-	c, err := q.js.Consumer(ctx, q.cfg.Stream, q.cfg.Durable)
-	if err != nil {
-		return nil, fmt.Errorf("queue: consumer %s: %w", q.cfg.Durable, err)
-	}
-	return c, nil
-}
+func (q *Queue) Server() *natsserver.Server { return q.srv }
 
 // Close stops the publisher (queued publishes fail with ErrUnavailable, a
 // batch in flight finishes), drains the connection and stops an embedded
@@ -305,12 +299,4 @@ func waitGroup(ctx context.Context, wg *sync.WaitGroup) bool {
 	case <-ctx.Done():
 		return false
 	}
-}
-
-// redactURL hides a password in a URL for logs and errors.
-func redactURL(s string) string {
-	if u, err := neturl.Parse(s); err == nil {
-		return u.Redacted()
-	}
-	return "(unparsable URL)"
 }

@@ -4,17 +4,24 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"reflect"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/levee-mail/levee/mail"
+	"github.com/levee-mail/levee/queue/natsserver"
 )
 
-func TestOpenIsIdempotentAndAppliesChangedConfig(t *testing.T) {
+// TestOpenIsIdempotentAndLeavesLiveLimitsAlone: a start creates the stream
+// with the config's limits; later starts, with another config, another
+// process or the same directory, keep the live limits (reporting the drift)
+// and apply only what is not a limit.
+func TestOpenIsIdempotentAndLeavesLiveLimitsAlone(t *testing.T) {
 	cfg := testConfig(t)
 	ctx := ctxT(t)
 
@@ -29,17 +36,34 @@ func TestOpenIsIdempotentAndAppliesChangedConfig(t *testing.T) {
 	if port == 4222 {
 		t.Fatal("embedded server took 4222")
 	}
+	created := streamInfo(t, q1, cfg.Stream).Config
+	if created.MaxMsgs != cfg.MaxMsgs || created.MaxBytes != cfg.MaxBytes {
+		t.Fatalf("created with max_msgs %d max_bytes %d, want the config's", created.MaxMsgs, created.MaxBytes)
+	}
 	// A second Open against the running server (as another process would,
-	// by URL) with changed limits updates the stream in place.
+	// by URL) with other limits leaves them as they are and says so.
 	ext := cfg
 	ext.URL = q1.Server().ClientURL()
 	ext.MaxMsgs = 500
+	ext.PerDomainMaxMsgs = 1
 	ext.AckWait = 10 * time.Second
-	q2 := openQueue(t, ext)
+	reg := prometheus.NewRegistry()
+	q2 := openQueueReg(t, ext, reg)
 	info := streamInfo(t, q2, cfg.Stream)
-	if info.Config.MaxMsgs != 500 || info.State.Msgs != 1 {
-		t.Errorf("after second Open: max_msgs %d msgs %d, want 500 and 1", info.Config.MaxMsgs, info.State.Msgs)
+	if info.Config.MaxMsgs != cfg.MaxMsgs || info.Config.MaxMsgsPerSubject != -1 || info.State.Msgs != 1 {
+		t.Errorf("after second Open: max_msgs %d per-subject %d msgs %d, want the first config's and 1 message",
+			info.Config.MaxMsgs, info.Config.MaxMsgsPerSubject, info.State.Msgs)
 	}
+	drift := ext.Drift(info.Config)
+	if len(drift) != 2 || drift[0] != (LimitDrift{Key: "max_msgs", Live: "1000000", Config: "500"}) ||
+		drift[1] != (LimitDrift{Key: "per_domain_max_msgs", Live: "0", Config: "1"}) {
+		t.Errorf("drift %v, want max_msgs and per_domain_max_msgs", drift)
+	}
+	waitFor(t, "the drift gauge", func() bool {
+		return testutil.ToFloat64(q2.metrics.drift.WithLabelValues("max_msgs")) == 1 &&
+			testutil.ToFloat64(q2.metrics.drift.WithLabelValues("per_domain_max_msgs")) == 1 &&
+			testutil.ToFloat64(q2.metrics.drift.WithLabelValues("max_bytes")) == 0
+	})
 	if err := q2.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -47,28 +71,30 @@ func TestOpenIsIdempotentAndAppliesChangedConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Reopen the same directory (and port) with other limits.
+	// Reopen the same directory (and port) with other limits and another
+	// duplicate window: the window is applied, the limits are not.
 	cfg.Port = port
 	cfg.MaxMsgs = 1234
 	cfg.MaxAge = 48 * time.Hour
 	cfg.MaxBytes = 64 << 20
+	cfg.DuplicateWindow = 20 * time.Minute
 	q3 := openQueue(t, cfg)
 	if got := q3.Server().Port(); got != port {
 		t.Errorf("port %d, want %d", got, port)
 	}
 	info = streamInfo(t, q3, cfg.Stream)
 	c := info.Config
-	if c.MaxMsgs != 1234 || c.MaxAge != 48*time.Hour || c.MaxBytes != 64<<20 {
-		t.Errorf("limits not updated: %+v", c)
+	if c.MaxMsgs != created.MaxMsgs || c.MaxAge != created.MaxAge || c.MaxBytes != created.MaxBytes {
+		t.Errorf("limits changed by a start: %+v", c)
 	}
 	if c.Discard != jetstream.DiscardNew || c.Storage != jetstream.FileStorage || c.Retention != jetstream.WorkQueuePolicy ||
-		!c.AllowAtomicPublish || c.Duplicates != cfg.DuplicateWindow || c.MaxMsgSize != cfg.MaxMsgSize {
+		!c.AllowAtomicPublish || c.Duplicates != 20*time.Minute || c.MaxMsgSize != cfg.MaxMsgSize {
 		t.Errorf("stream config: %+v", c)
 	}
 	if info.State.Msgs != 1 {
 		t.Errorf("message lost across reopen: %d msgs", info.State.Msgs)
 	}
-	cons, err := q3.Consumer(ctx)
+	cons, err := q3.js.Consumer(ctx, cfg.Stream, cfg.Durable)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,8 +111,25 @@ func TestOpenIsIdempotentAndAppliesChangedConfig(t *testing.T) {
 	}
 }
 
+// TestStartWithSameConfigWritesNothing: a start whose config matches the
+// stream (limits aside) leaves the stream's config untouched, so that a
+// fleet of restarting processes does not keep rewriting it.
+func TestStartWithSameConfigWritesNothing(t *testing.T) {
+	cfg := testConfig(t)
+	q1 := openQueue(t, cfg)
+	before := streamInfo(t, q1, cfg.Stream)
+	ext := cfg
+	ext.URL = q1.Server().ClientURL()
+	ext.MaxBytes = 32 << 20
+	q2 := openQueue(t, ext)
+	after := streamInfo(t, q2, cfg.Stream)
+	if !after.Created.Equal(before.Created) || !reflect.DeepEqual(after.Config, before.Config) {
+		t.Errorf("a second start changed the stream:\nbefore %+v\nafter  %+v", before.Config, after.Config)
+	}
+}
+
 func TestOpenRejectsExternalServerWithSmallMaxPayload(t *testing.T) {
-	srv, err := StartServer(ServerConfig{DataDir: t.TempDir(), Port: -1}) // max_payload 1 MB
+	srv, err := natsserver.Start(natsserver.Config{DataDir: t.TempDir(), Port: -1}) // max_payload 1 MB
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,21 +158,15 @@ func TestPublishConsumeRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
+	ds, waited, err := cons.Fetch(10, 5*time.Second)
+	if err != nil || len(ds) != 1 || waited {
+		t.Fatalf("Fetch = %d deliveries, waited %v, %v; want the one message at once", len(ds), waited, err)
 	}
-	var got jetstream.Msg
-	for msg := range batch.Messages() {
-		got = msg
+	got := ds[0].(*delivery)
+	if got.m.Subject() != "levee.mail.example.com" {
+		t.Errorf("subject %q", got.m.Subject())
 	}
-	if got == nil {
-		t.Fatalf("no message: %v", batch.Error())
-	}
-	if got.Subject() != "levee.mail.example.com" {
-		t.Errorf("subject %q", got.Subject())
-	}
-	d, err := Decode(got)
+	d, err := got.Message()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,12 +178,21 @@ func TestPublishConsumeRoundTrip(t *testing.T) {
 		e.RemoteAddr != w.RemoteAddr || e.Helo != w.Helo || !e.ReceivedAt.Equal(w.ReceivedAt) {
 		t.Errorf("envelope %+v, want %+v", e, w)
 	}
-	md, _ := got.Metadata()
+	md, _ := got.m.Metadata()
 	if md.Sequence.Stream != res.Seq {
 		t.Errorf("stream seq %d, publish said %d", md.Sequence.Stream, res.Seq)
 	}
+	if n, last := got.Attempt(); n != 1 || last != DefaultMaxDeliver {
+		t.Errorf("Attempt() = %d of %d, want 1 of %d", n, last, DefaultMaxDeliver)
+	}
 	if err := got.Ack(); err != nil {
 		t.Fatal(err)
+	}
+	// Nothing left: Fetch waits its time, then returns none.
+	start := time.Now()
+	ds, waited, err = cons.Fetch(10, 200*time.Millisecond)
+	if err != nil || len(ds) != 0 || !waited || time.Since(start) < 150*time.Millisecond {
+		t.Errorf("Fetch on an empty queue = %d deliveries, waited %v after %s, %v", len(ds), waited, time.Since(start), err)
 	}
 }
 
@@ -169,19 +215,22 @@ func TestDecodeMalformed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	batch, err := cons.Fetch(2, jetstream.FetchMaxWait(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for msg := range batch.Messages() {
-		n++
-		if _, err := Decode(msg); !errors.Is(err, ErrMalformed) {
-			t.Errorf("Decode(%s) = %v, want ErrMalformed", msg.Headers(), err)
+	var ds []Delivery
+	waitFor(t, "both messages", func() bool {
+		more, _, err := cons.Fetch(2, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds = append(ds, more...)
+		return len(ds) >= 2
+	})
+	for _, d := range ds {
+		if _, err := d.Message(); !errors.Is(err, ErrMalformed) {
+			t.Errorf("Message() of %s = %v, want ErrMalformed", d.(*delivery).m.Headers(), err)
 		}
 	}
-	if n != 2 {
-		t.Fatalf("fetched %d, want 2", n)
+	if len(ds) != 2 {
+		t.Fatalf("fetched %d, want 2", len(ds))
 	}
 }
 

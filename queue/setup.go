@@ -4,22 +4,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
-	"strings"
+	"reflect"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/levee-mail/levee/internal/bytesize"
 )
 
-// streamConfig is the mail stream. Work-queue retention: a message leaves the
-// stream when a worker acks it (after the store's commit), so the limits
-// measure the backlog, not history. DiscardNew: at a limit the stream
-// refuses new mail, so the sender gets a 4xx and retries, instead of
-// JetStream silently deleting the oldest queued (already accepted) mail.
-// AllowAtomicPublish enables group commit.
-func (c Config) streamConfig() jetstream.StreamConfig {
+// StreamConfig is the mail stream as this config would create it.
+// Work-queue retention: a message leaves the stream when a worker acks it
+// (after the store's commit), so the limits measure the backlog, not
+// history. DiscardNew: at a limit the stream refuses new mail, so the
+// sender gets a 4xx and retries, instead of JetStream silently deleting the
+// oldest queued (already accepted) mail. AllowAtomicPublish enables group
+// commit.
+func (c Config) StreamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:                 c.Stream,
 		Description:          "Levee inbound mail, published after SMTP DATA and drained by the workers",
@@ -85,9 +87,10 @@ func (c Config) deadMaxBytes() int64 {
 // MaxDeliver is -1 (unlimited) on purpose. Were it cfg.MaxDeliver, the
 // server would stop delivering a message after the last attempt and leave it
 // in the stream, counted as pending by nobody and stored by no one: mail
-// lost in plain sight. Instead the worker counts deliveries itself and, at
-// cfg.MaxDeliver, dead-letters the message with a reason, then terminates
-// it, so every message ends up either stored or in the dead stream.
+// lost in plain sight. Instead each Delivery says its attempt and the
+// limit, and the worker gives a message up at the limit (GiveUp:
+// dead-lettered with a reason, then terminated), so every message ends up
+// either stored or in the dead stream.
 //
 // JetStream's BackOff replaces AckWait: entry i is the ack wait of delivery
 // i+1. Levee's Backoff is the delay after AckWait ran out, so each entry
@@ -116,162 +119,33 @@ func (c Config) consumerConfig() jetstream.ConsumerConfig {
 	return cc
 }
 
-// Stream metadata of startConfig: the limits of the config that last set
-// the stream's, and those of them a start had to withhold (a comma list of
-// the limit* names below).
-const (
-	metaConfiguredLimits = "levee.configured_limits"
-	metaWithheldLimits   = "levee.withheld_limits"
+// MetadataIntakeFreeze is the mail stream's metadata key that marks a
+// moment's intake freeze (max_msgs 1 while a lowered per-domain cap is
+// checked and applied; see the admin package). While it is there, max_msgs
+// is not the real limit: the queue neither reads its fill from it nor
+// writes the stream's config.
+const MetadataIntakeFreeze = "levee.intake_freeze"
 
-	limitMaxAge     = "max_age"
-	limitPerDomain  = "per_domain_max_msgs"
-	limitMaxMsgSize = "max_msg_size"
-)
-
-// forgetWithheld returns md without the named limits in its withheld list:
-// a live change sets them, and a later start must not replace the
-// operator's value with the config's. md itself is not changed.
-func forgetWithheld(md map[string]string, names ...string) map[string]string {
-	list, ok := md[metaWithheldLimits]
-	if !ok {
-		return md
-	}
-	kept := slices.DeleteFunc(strings.Split(list, ","), func(s string) bool { return s == "" || slices.Contains(names, s) })
-	out := maps.Clone(md)
-	if len(kept) == 0 {
-		delete(out, metaWithheldLimits)
-	} else {
-		out[metaWithheldLimits] = strings.Join(kept, ",")
-	}
-	return out
-}
-
-// configuredLimits fingerprints the limits the config asks for.
-func (c Config) configuredLimits() string {
-	return fmt.Sprintf("max_msgs=%d max_bytes=%d max_age=%s max_msg_size=%d per_domain_max_msgs=%d",
-		c.MaxMsgs, c.MaxBytes, c.MaxAge, c.MaxMsgSize, c.PerDomainMaxMsgs)
-}
-
-// startConfig is the stream config a starting process applies. Every role
-// process runs it, so it must never undo an operator's live limit change
-// (a restarting pod, a worker KEDA adds) nor delete queued mail:
-//   - while the config's limits are those that last set the stream's
-//     (the metadata fingerprint), the stream's current limits stay, as
-//     `levee queue limits set` left them;
-//   - a changed config applies its limits, except one that would make
-//     JetStream delete queued mail (see Admin.deletions), or a max_msg_size
-//     that would bounce mail running receivers accept (see
-//     Admin.sizeConsequences): that limit keeps the server's value, with a
-//     warning naming it, and is recorded as withheld, for a later start to
-//     apply once it is safe.
-//
-// old is the stream as it is (nil when it does not exist yet); s is its
-// handle, for the per-domain counts.
-func (q *Queue) startConfig(ctx context.Context, s jetstream.Stream, old *jetstream.StreamInfo) (jetstream.StreamConfig, error) {
-	want := q.cfg.streamConfig()
-	want.Metadata = map[string]string{metaConfiguredLimits: q.cfg.configuredLimits()}
-	if old == nil {
-		return want, nil
-	}
-	for k, v := range old.Config.Metadata { // the server's own keys stay
-		if k != metaConfiguredLimits && k != metaWithheldLimits {
-			want.Metadata[k] = v
-		}
-	}
-	// A changed config applies all its limits. An unchanged one keeps what
-	// is live, but tries again what an earlier start had to withhold.
-	changed := old.Config.Metadata[metaConfiguredLimits] != want.Metadata[metaConfiguredLimits]
-	withheldBefore := strings.Split(old.Config.Metadata[metaWithheldLimits], ",")
-	keepAge := func() { want.MaxAge = old.Config.MaxAge }
-	if !changed {
-		if old.Config.MaxMsgs != want.MaxMsgs || old.Config.MaxBytes != want.MaxBytes || old.Config.MaxMsgSize != want.MaxMsgSize ||
-			old.Config.MaxAge != want.MaxAge || old.Config.MaxMsgsPerSubject != want.MaxMsgsPerSubject {
-			q.log.Info("queue: keeping the stream limits changed live; the config's are unchanged since they were applied",
-				"limits", limitsOf(old.Config))
-		}
-		want.MaxMsgs, want.MaxBytes = old.Config.MaxMsgs, old.Config.MaxBytes
-		if !slices.Contains(withheldBefore, limitMaxMsgSize) {
-			want.MaxMsgSize = old.Config.MaxMsgSize
-		}
-		if !slices.Contains(withheldBefore, limitMaxAge) {
-			keepAge()
-		}
-		if !slices.Contains(withheldBefore, limitPerDomain) {
-			keepPerDomain(&want, old)
-		}
-	}
-	d, err := q.admin.deletions(ctx, s, old, want)
-	if err != nil {
-		return want, err
-	}
-	if d.maxAge != "" {
-		q.log.Warn("queue: queue.max_age from the config not applied: it would delete queued mail; the stream keeps its own until a start finds it safe",
-			"why", d.maxAge, "kept", old.Config.MaxAge)
-		keepAge()
-		withhold(want.Metadata, limitMaxAge)
-	}
-	if d.perDomain != "" {
-		q.log.Warn("queue: queue.per_domain_max_msgs from the config not applied: it would delete queued mail; the stream keeps its own until a start finds it safe",
-			"why", d.perDomain, "kept", old.Config.MaxMsgsPerSubject)
-		withholdPerDomain(&want, old)
-	}
-	return want, nil
-}
-
-// sizeBounces says whether want lowers max_msg_size below what running
-// receivers accept (see Admin.sizeConsequences): this process's own SIZE
-// fits (the config is checked), but receivers with another config may not.
-func (q *Queue) sizeBounces(ctx context.Context, old *jetstream.StreamInfo, want jetstream.StreamConfig) bool {
-	if want.MaxMsgSize >= old.Config.MaxMsgSize {
-		return false
-	}
-	// Withheld also when it cannot tell: keeping the larger limit a while
-	// is always safe, and the next start asks again.
-	if _, err := q.admin.sizeConsequences(ctx, want.MaxMsgSize, false); err != nil {
-		q.log.Warn("queue: queue.max_msg_size from the config not applied: running receivers may accept larger mail, which would bounce; the stream keeps its own until a start finds it safe",
-			"why", err, "kept", old.Config.MaxMsgSize)
-		return true
-	}
-	return false
-}
-
-// withholdSize keeps old's max_msg_size in want, recorded as withheld.
-func withholdSize(want *jetstream.StreamConfig, old *jetstream.StreamInfo) {
-	want.MaxMsgSize = old.Config.MaxMsgSize
-	withhold(want.Metadata, limitMaxMsgSize)
-}
-
-// keepPerDomain keeps old's per-domain cap in want.
-func keepPerDomain(want *jetstream.StreamConfig, old *jetstream.StreamInfo) {
-	want.MaxMsgsPerSubject, want.DiscardNewPerSubject = old.Config.MaxMsgsPerSubject, old.Config.DiscardNewPerSubject
-}
-
-// withholdPerDomain keeps old's per-domain cap in want, recorded as withheld.
-func withholdPerDomain(want *jetstream.StreamConfig, old *jetstream.StreamInfo) {
-	keepPerDomain(want, old)
-	withhold(want.Metadata, limitPerDomain)
-}
-
-// withhold adds name to md's withheld list, in place: md is a want's metadata,
-// which startConfig builds afresh.
-func withhold(md map[string]string, name string) {
-	withheld := slices.DeleteFunc(strings.Split(md[metaWithheldLimits], ","), func(s string) bool { return s == "" || s == name })
-	md[metaWithheldLimits] = strings.Join(append(withheld, name), ",")
-}
-
-// ensure creates or updates the streams and the consumer: Open is
-// idempotent, and a changed config (limits) takes effect on the next Open,
-// as far as startConfig lets it.
+// ensure creates the streams and the consumer, or brings them in line with
+// the config. The mail stream's limits have one writer: a start applies the
+// config's limits only when it creates the stream; otherwise they stay as
+// they are live (an operator's `levee queue limits set` outlasts restarts
+// and every process started with another config), and a difference is
+// reported as drift. The dead stream and the consumer follow the config.
 func (q *Queue) ensure(ctx context.Context) error {
 	var info *jetstream.StreamInfo
 	err := retryUnready(ctx, func(ctx context.Context) (err error) {
-		info, err = q.applyStartConfig(ctx)
+		info, err = q.ensureMailStream(ctx)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("queue: stream %s: %w", q.cfg.Stream, err)
 	}
-	if q.batching && (info == nil || !info.Config.AllowAtomicPublish) {
+	if drift := q.cfg.Drift(info.Config); len(drift) > 0 {
+		q.log.Warn("queue: the stream's live limits differ from the config; a start leaves live limits as they are (change them with `levee queue limits set`)",
+			"stream", q.cfg.Stream, "drift", drift)
+	}
+	if q.batching && !info.Config.AllowAtomicPublish {
 		q.batching = false
 		q.log.Warn("queue: the server does not support atomic batch publish (nats-server >= 2.12); publishing one message at a time")
 	}
@@ -290,74 +164,105 @@ func (q *Queue) ensure(ctx context.Context) error {
 	return nil
 }
 
-// applyStartConfig creates the mail stream, or updates it to startConfig's
-// plan. A plan that lowers the per-domain cap is made and applied with
-// intake frozen, as a live change is (see Admin.freezeIntake): otherwise
-// mail arriving between the check and the update could be trimmed away.
-// Another process's change in progress makes it wait (ErrBusy, retried).
-func (q *Queue) applyStartConfig(ctx context.Context) (*jetstream.StreamInfo, error) {
-	s, old, err := q.admin.unfrozenStream(ctx)
+// ensureMailStream creates the mail stream with the config's limits, or,
+// when it exists, updates what Levee decides about it besides the limits
+// (subjects, policies, duplicate window, replicas, atomic publish) if the
+// config changed any of that, keeping the live limits and metadata.
+func (q *Queue) ensureMailStream(ctx context.Context) (*jetstream.StreamInfo, error) {
+	want := q.cfg.StreamConfig()
+	s, err := q.js.Stream(ctx, q.cfg.Stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		want, _ := q.startConfig(ctx, nil, nil)
-		s, err := q.js.CreateOrUpdateStream(ctx, want)
-		if err != nil {
-			return nil, err
+		// Two processes starting at once may both get here: creating the
+		// same config twice is fine, and a loser with another config gets
+		// "already in use", which the next attempt reads as existing.
+		if s, err = q.js.CreateStream(ctx, want); err == nil {
+			return s.CachedInfo(), nil
 		}
-		return s.CachedInfo(), nil
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			err = fmt.Errorf("%w: %w", errStartRace, err)
+		}
 	}
 	if err != nil {
 		return nil, err
 	}
-	want, err := q.startConfig(ctx, s, old)
-	if err != nil {
-		return nil, err
+	live := s.CachedInfo()
+	update := keepLimits(want, live.Config)
+	if reflect.DeepEqual(update, live.Config) {
+		return live, nil
 	}
-	// Asked once, before any freeze: it listens for the receivers a while.
-	bounces := q.sizeBounces(ctx, old, want)
-	if bounces {
-		withholdSize(&want, old)
+	if _, frozen := live.Config.Metadata[MetadataIntakeFreeze]; frozen {
+		// A live limit change is in progress and will write the whole
+		// config back: leave it alone, the next start updates.
+		q.log.Warn("queue: the stream's settings differ from the config, but a limit change is in progress; the next start updates them")
+		return live, nil
 	}
-	token := ""
-	if lowersPerDomain(old.Config, want) {
-		var checked *jetstream.StreamInfo
-		checked, token, err = q.admin.freezeIntake(ctx, old)
-		if errors.Is(err, ErrInvalidLimit) {
-			// The server cannot hold the freeze's mark: without it the cap
-			// cannot be lowered safely, but the process can start.
-			q.log.Warn("queue: queue.per_domain_max_msgs from the config not applied", "why", err, "kept", old.Config.MaxMsgsPerSubject)
-			withholdPerDomain(&want, old)
-			return q.applyStream(ctx, want)
-		}
-		if err != nil {
-			return nil, err
-		}
-		want, err = q.startConfig(ctx, s, checked)
-		if err == nil && bounces {
-			withholdSize(&want, old)
-		}
-		if err == nil {
-			err = q.admin.confirmFreeze(ctx, token)
-		}
-		if err != nil {
-			q.admin.unfreezeIntake(token, old.Config)
-			return nil, err
-		}
-	}
-	// The update also lifts a freeze: want has no mark and its own max_msgs.
-	info, err := q.applyStream(ctx, want)
-	if err != nil && token != "" {
-		// Undone only if still ours: the update may have applied.
-		q.admin.unfreezeIntake(token, old.Config)
-	}
-	return info, err
-}
-
-func (q *Queue) applyStream(ctx context.Context, sc jetstream.StreamConfig) (*jetstream.StreamInfo, error) {
-	s, err := q.js.UpdateStream(ctx, sc)
-	if err != nil {
+	if s, err = q.js.UpdateStream(ctx, update); err != nil {
 		return nil, err
 	}
 	return s.CachedInfo(), nil
+}
+
+// errStartRace: another process created the stream at the same moment with
+// another config; the start reads it again (retryUnready).
+var errStartRace = errors.New("queue: stream created meanwhile by another process")
+
+// keepLimits is the live config with what the config decides apart from
+// the limits: the update a start may make. Fields the server fills in
+// itself stay as it has them.
+func keepLimits(want, live jetstream.StreamConfig) jetstream.StreamConfig {
+	u := live
+	u.Description = want.Description
+	u.Subjects = want.Subjects
+	u.Retention = want.Retention
+	u.Storage = want.Storage
+	u.Discard = want.Discard
+	u.MaxConsumers = want.MaxConsumers
+	u.Duplicates = want.Duplicates
+	u.Replicas = want.Replicas
+	u.AllowAtomicPublish = want.AllowAtomicPublish
+	return u
+}
+
+// LimitDrift is one mail stream limit whose live value differs from the
+// config's, both as the config spells them.
+type LimitDrift struct {
+	Key    string `json:"key"` // under queue.: one of LimitKeys
+	Live   string `json:"live"`
+	Config string `json:"config"`
+}
+
+func (d LimitDrift) String() string { return d.Key + ": live " + d.Live + ", config " + d.Config }
+
+// LimitKeys are the mail stream limits an operator changes live, by config
+// key under queue.
+var LimitKeys = []string{"max_msgs", "max_bytes", "max_age", "max_msg_size", "per_domain_max_msgs"}
+
+// Drift lists the mail stream limits whose live value (in live) differs
+// from this config's. Nil when they agree, and while a limit change holds
+// intake frozen (max_msgs is not the real one then).
+func (c Config) Drift(live jetstream.StreamConfig) []LimitDrift {
+	if _, frozen := live.Metadata[MetadataIntakeFreeze]; frozen {
+		return nil
+	}
+	l, w := limitValues(live), limitValues(c.StreamConfig())
+	var out []LimitDrift
+	for i, key := range LimitKeys {
+		if l[i] != w[i] {
+			out = append(out, LimitDrift{Key: key, Live: l[i], Config: w[i]})
+		}
+	}
+	return out
+}
+
+// limitValues spells sc's limits in the order of LimitKeys.
+func limitValues(sc jetstream.StreamConfig) []string {
+	return []string{
+		strconv.FormatInt(sc.MaxMsgs, 10),
+		bytesize.Format(sc.MaxBytes),
+		sc.MaxAge.String(),
+		bytesize.Format(int64(sc.MaxMsgSize)),
+		strconv.FormatInt(max(sc.MaxMsgsPerSubject, 0), 10),
+	}
 }
 
 // retryUnready retries f while JetStream is not answering yet (a server just
@@ -392,6 +297,6 @@ func unready(err error) bool {
 	case codeClusterNotAvail, codeClusterNotLeader, codeClusterIncomplete, codeClusterNoPeers:
 		return true
 	}
-	return errors.Is(err, ErrBusy) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
+	return errors.Is(err, errStartRace) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
 		errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)
 }

@@ -26,7 +26,7 @@ const (
 	HeaderHelo       = "Levee-Helo"
 	HeaderReceivedAt = "Levee-Received-At" // RFC 3339 with nanoseconds
 
-	// Added by DeadLetter.
+	// Added by a dead letter (Delivery.GiveUp).
 	HeaderDeadReason     = "Levee-Dead-Reason"
 	HeaderDeadAt         = "Levee-Dead-At"
 	HeaderDeadStream     = "Levee-Dead-Stream"
@@ -125,10 +125,10 @@ func encode(prefix, stream string, m *mail.Message) *nats.Msg {
 	return &nats.Msg{Subject: subjectFor(prefix, m.Envelope.To), Header: h, Data: m.Raw}
 }
 
-// Decode reads a consumed message back into a mail.Message (ID, Envelope,
+// decode reads a consumed message back into a mail.Message (ID, Envelope,
 // Raw, Size). Raw aliases the message's data. A message without Levee's
-// headers yields an error wrapping ErrMalformed; the worker dead-letters it.
-func Decode(m jetstream.Msg) (*mail.Message, error) {
+// headers yields an error wrapping ErrMalformed; the worker gives it up.
+func decode(m jetstream.Msg) (*mail.Message, error) {
 	h := m.Headers()
 	id := h.Get(HeaderID)
 	if id == "" {

@@ -12,7 +12,7 @@ const DefaultAddr = "127.0.0.1:8025"
 // Config tunes the HTTP server.
 type Config struct {
 	// Addr is the listen address (host:port); port 0 picks a free port.
-	Addr string
+	Addr string `config:"addr" help:"HTTP listen address (API, /metrics, health)"`
 	// ReadHeaderTimeout bounds how long a client may take to send its
 	// headers, so that slow clients cannot hold connections open (Slowloris).
 	ReadHeaderTimeout time.Duration
@@ -34,7 +34,7 @@ type Config struct {
 	QueueStatusTimeout time.Duration
 	// AdminToken is the bearer token that the ops API's changes (limits,
 	// dead-letter replay and purge) require; empty turns them off.
-	AdminToken string
+	AdminToken string `config:"admin_token" help:"bearer token that changes over the ops API need (queue limits, dead-letter replay and purge); empty turns them off. Prefer the environment variable: flags show in ps"`
 }
 
 // WithDefaults fills in the zero fields.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -53,7 +54,7 @@ func newFixture(t *testing.T, o fixtureOpts) *fixture {
 	t.Helper()
 	f := &fixture{reader: newMemReader(), reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
 	log := slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := New(o.cfg, f.reader, o.queue, f.reg, o.ready, f.reg, log)
+	srv, err := New(o.cfg, Deps{Reader: f.reader, Queue: o.queue, Gatherer: f.reg, Ready: o.ready, Registerer: f.reg, Log: log})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -90,10 +91,21 @@ func decode(t *testing.T, rec *httptest.ResponseRecorder, wantCode int, v any) {
 // wantError asserts a JSON error response with the given status and message.
 func wantError(t *testing.T, rec *httptest.ResponseRecorder, wantCode int, wantMsg string) {
 	t.Helper()
+	wantReason(t, rec, wantCode, wantMsg, "")
+}
+
+// wantReason is wantError for the ops API's errors that carry a reason
+// (admin.Reason), "" for none.
+func wantReason(t *testing.T, rec *httptest.ResponseRecorder, wantCode int, wantMsg, reason string) {
+	t.Helper()
 	var body map[string]any
 	decode(t, rec, wantCode, &body)
-	if body["error"] != wantMsg || len(body) != 1 {
-		t.Fatalf("body = %s, want {\"error\":%q}", rec.Body, wantMsg)
+	want := map[string]any{"error": wantMsg}
+	if reason != "" {
+		want["reason"] = reason
+	}
+	if !reflect.DeepEqual(body, want) {
+		t.Fatalf("body = %s, want %v", rec.Body, want)
 	}
 }
 

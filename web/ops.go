@@ -12,14 +12,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/levee-mail/levee/queue"
+	"github.com/levee-mail/levee/queue/admin"
 )
 
-// QueueOps is the queue as the ops API sees it: a *queue.Ops in Levee, a
+// QueueOps is the queue as the ops API sees it: an *admin.Ops in Levee, a
 // fake in tests.
 type QueueOps interface {
-	queue.Operator
-	History(since time.Time) []queue.Sample
+	admin.Operator
+	History(since time.Time) []admin.Sample
 	SampleInterval() time.Duration
 }
 
@@ -49,7 +49,7 @@ func (s *Server) opsRoutes() {
 	} {
 		h := s.needsQueue(r.h)
 		if r.admin {
-			h = s.admin(h)
+			h = s.needsAdminToken(h)
 		}
 		s.handle(r.pattern, h)
 	}
@@ -67,11 +67,11 @@ func (s *Server) needsQueue(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// admin guards a route that changes the queue: it needs the configured
+// needsAdminToken guards a route that changes the queue: it needs the configured
 // admin token as a bearer token. Without a configured token such routes
 // are off (403), so that a Levee nobody configured is never changed over
 // HTTP by whoever can reach it.
-func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
+func (s *Server) needsAdminToken(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if s.cfg.AdminToken == "" {
 			s.writeError(w, r, http.StatusForbidden, "changes over HTTP are disabled: set http.admin_token (LEVEE_HTTP_ADMIN_TOKEN) to enable them")
@@ -94,26 +94,38 @@ func (s *Server) queueCtx(r *http.Request) (context.Context, context.CancelFunc)
 	return context.WithTimeout(r.Context(), s.cfg.QueueStatusTimeout)
 }
 
-// queueError answers a failed queue operation: the operator's mistakes
-// and what the operation cannot do with their message, the queue's state
-// as 503 (an unreachable JetStream is a state operators watch for, not a
-// bug in this server). prefix, when set, goes before the message (how far
-// a bulk operation got).
+// opsStatus is the HTTP status of each error an operator's tool names by
+// its reason (admin.Reason): the operator's mistakes 400, what the change
+// would do or another change in progress 409 (nothing was changed), a
+// missing dead letter 404, a full queue 503 (a state, which passes).
+var opsStatus = map[string]int{
+	"invalid_limit": http.StatusBadRequest,
+	"would_delete":  http.StatusConflict,
+	"would_bounce":  http.StatusConflict,
+	"busy":          http.StatusConflict,
+	"too_large":     http.StatusConflict,
+	"malformed":     http.StatusConflict,
+	"not_found":     http.StatusNotFound,
+	"queue_full":    http.StatusServiceUnavailable,
+}
+
+// queueError answers a failed queue operation: the errors an operator can
+// act on with their message and reason (see opsStatus), anything else (an
+// unreachable JetStream is a state operators watch for, not a bug in this
+// server) as 503 with a generic message. prefix, when set, goes before the
+// message (how far a bulk operation got).
 func (s *Server) queueError(w http.ResponseWriter, r *http.Request, op string, err error, prefix ...string) {
-	code, msg := http.StatusServiceUnavailable, op+" unavailable"
+	reason := admin.Reason(err)
+	code, ok := opsStatus[reason]
+	msg := err.Error()
 	switch {
-	case errors.Is(err, queue.ErrInvalidLimit):
-		code, msg = http.StatusBadRequest, err.Error()
-	case errors.Is(err, queue.ErrWouldDelete), errors.Is(err, queue.ErrWouldBounce), errors.Is(err, queue.ErrBusy), errors.Is(err, queue.ErrTooLarge), errors.Is(err, queue.ErrMalformed):
-		code, msg = http.StatusConflict, err.Error()
-	case errors.Is(err, queue.ErrNotFound):
-		code, msg = http.StatusNotFound, err.Error()
-	case errors.Is(err, queue.ErrQueueFull):
-		msg = "the mail queue is full: try again once the workers drained some of it"
-	default:
+	case !ok:
+		code, msg, reason = http.StatusServiceUnavailable, op+" unavailable", ""
 		s.log.WarnContext(r.Context(), "queue operation failed", "op", op, "err", err)
+	case reason == "queue_full":
+		msg = "the mail queue is full: try again once the workers drained some of it"
 	}
-	s.writeError(w, r, code, strings.Join(append(prefix, msg), ""))
+	s.writeJSON(w, r, code, errorBody{Error: strings.Join(append(prefix, msg), ""), Reason: reason})
 }
 
 func (s *Server) queueStatus(w http.ResponseWriter, r *http.Request) {
@@ -129,7 +141,7 @@ func (s *Server) queueStatus(w http.ResponseWriter, r *http.Request) {
 
 type history struct {
 	IntervalSeconds float64        `json:"interval_seconds"`
-	Samples         []queue.Sample `json:"samples"`
+	Samples         []admin.Sample `json:"samples"`
 }
 
 func (s *Server) queueHistory(w http.ResponseWriter, r *http.Request) {
@@ -167,8 +179,8 @@ type limitsRequest struct {
 	Force            bool    `json:"force"`
 }
 
-func (req limitsRequest) limits() (queue.Limits, error) {
-	var l queue.Limits
+func (req limitsRequest) limits() (admin.LimitsChange, error) {
+	var l admin.LimitsChange
 	positive := func(key string, v *int64, dst *int64) error {
 		if v == nil {
 			return nil
@@ -209,7 +221,7 @@ func (req limitsRequest) limits() (queue.Limits, error) {
 		}
 	}
 	l.Force = req.Force
-	if l == (queue.Limits{Force: l.Force}) {
+	if l == (admin.LimitsChange{Force: l.Force}) {
 		return l, errors.New("no limit given: set one or more of max_msgs, max_bytes, max_age, max_msg_size, per_domain_max_msgs")
 	}
 	return l, nil
@@ -240,7 +252,7 @@ func (s *Server) setQueueLimits(w http.ResponseWriter, r *http.Request) {
 }
 
 type deadList struct {
-	DeadLetters []queue.DeadLetterInfo `json:"dead_letters"`
+	DeadLetters []admin.DeadLetterInfo `json:"dead_letters"`
 	Total       uint64                 `json:"total"`
 }
 

@@ -10,28 +10,29 @@ import (
 	"time"
 
 	"github.com/levee-mail/levee/queue"
+	"github.com/levee-mail/levee/queue/admin"
 )
 
 // fakeOps records the limits it was asked to set and answers the other
 // operations from its fields.
 type fakeOps struct {
 	QueueOps // not called unless set below
-	got      []queue.Limits
+	got      []admin.LimitsChange
 	limitErr error
-	samples  []queue.Sample
+	samples  []admin.Sample
 	replayed []uint64
 }
 
-func (f *fakeOps) UpdateLimits(_ context.Context, l queue.Limits) (queue.LimitsUpdate, error) {
+func (f *fakeOps) UpdateLimits(_ context.Context, l admin.LimitsChange) (admin.LimitsUpdate, error) {
 	f.got = append(f.got, l)
 	if f.limitErr != nil {
-		return queue.LimitsUpdate{}, f.limitErr
+		return admin.LimitsUpdate{}, f.limitErr
 	}
-	return queue.LimitsUpdate{Limits: queue.StreamLimits{MaxMsgs: l.MaxMsgs}, Notes: []string{"a note"}}, nil
+	return admin.LimitsUpdate{Limits: admin.StreamLimits{MaxMsgs: l.MaxMsgs}, Notes: []string{"a note"}}, nil
 }
 
-func (f *fakeOps) History(since time.Time) []queue.Sample {
-	var out []queue.Sample
+func (f *fakeOps) History(since time.Time) []admin.Sample {
+	var out []admin.Sample
 	for _, s := range f.samples {
 		if s.At.After(since) {
 			out = append(out, s)
@@ -44,7 +45,7 @@ func (f *fakeOps) SampleInterval() time.Duration { return 2 * time.Second }
 
 func (f *fakeOps) Replay(_ context.Context, seq uint64) error {
 	if seq == 404 {
-		return fmt.Errorf("%w: no dead letter 404", queue.ErrNotFound)
+		return fmt.Errorf("%w: no dead letter 404", admin.ErrNotFound)
 	}
 	f.replayed = append(f.replayed, seq)
 	return nil
@@ -82,7 +83,7 @@ func TestOpsChangesNeedTheAdminToken(t *testing.T) {
 	if out["replayed"] != 1 || len(ops.replayed) != 1 || ops.replayed[0] != 7 {
 		t.Errorf("replay: %v %v", out, ops.replayed)
 	}
-	wantError(t, ops.send(t, on.srv, http.MethodPost, "/api/v1/dlq/404/replay", "tok", ""), http.StatusNotFound, "queue: not found: no dead letter 404")
+	wantReason(t, ops.send(t, on.srv, http.MethodPost, "/api/v1/dlq/404/replay", "tok", ""), http.StatusNotFound, "admin: not found: no dead letter 404", "not_found")
 	wantError(t, ops.send(t, on.srv, http.MethodPost, "/api/v1/dlq/x/replay", "tok", ""), http.StatusBadRequest,
 		"dead letter: want its sequence number (levee dlq list shows them)")
 }
@@ -91,17 +92,17 @@ func TestOpsLimitsRequest(t *testing.T) {
 	cases := []struct {
 		body string
 		code int
-		want queue.Limits // when 200
-		msg  string       // when not
+		want admin.LimitsChange // when 200
+		msg  string             // when not
 	}{
-		{`{"max_msgs":5,"max_age":"48h","per_domain_max_msgs":0}`, 200, queue.Limits{MaxMsgs: 5, MaxAge: 48 * time.Hour, PerDomainMaxMsgs: -1}, ""},
-		{`{"max_bytes":1073741824,"per_domain_max_msgs":30,"force":true}`, 200, queue.Limits{MaxBytes: 1 << 30, PerDomainMaxMsgs: 30, Force: true}, ""},
-		{`{}`, 400, queue.Limits{}, "no limit given: set one or more of max_msgs, max_bytes, max_age, max_msg_size, per_domain_max_msgs"},
-		{`{"max_msgs":-1}`, 400, queue.Limits{}, "max_msgs: must be > 0, got -1"},
-		{`{"max_age":"soon"}`, 400, queue.Limits{}, `max_age: want a positive duration like "48h", got "soon"`},
-		{`{"per_domain_max_msgs":-2}`, 400, queue.Limits{}, "per_domain_max_msgs: must be >= 0 (0 removes the cap), got -2"},
-		{`{"max_mgs":5}`, 400, queue.Limits{}, `body: want a JSON object of limits: json: unknown field "max_mgs"`},
-		{`[1]`, 400, queue.Limits{}, "body: want a JSON object of limits: json: cannot unmarshal array into Go value of type web.limitsRequest"},
+		{`{"max_msgs":5,"max_age":"48h","per_domain_max_msgs":0}`, 200, admin.LimitsChange{MaxMsgs: 5, MaxAge: 48 * time.Hour, PerDomainMaxMsgs: -1}, ""},
+		{`{"max_bytes":1073741824,"per_domain_max_msgs":30,"force":true}`, 200, admin.LimitsChange{MaxBytes: 1 << 30, PerDomainMaxMsgs: 30, Force: true}, ""},
+		{`{}`, 400, admin.LimitsChange{}, "no limit given: set one or more of max_msgs, max_bytes, max_age, max_msg_size, per_domain_max_msgs"},
+		{`{"max_msgs":-1}`, 400, admin.LimitsChange{}, "max_msgs: must be > 0, got -1"},
+		{`{"max_age":"soon"}`, 400, admin.LimitsChange{}, `max_age: want a positive duration like "48h", got "soon"`},
+		{`{"per_domain_max_msgs":-2}`, 400, admin.LimitsChange{}, "per_domain_max_msgs: must be >= 0 (0 removes the cap), got -2"},
+		{`{"max_mgs":5}`, 400, admin.LimitsChange{}, `body: want a JSON object of limits: json: unknown field "max_mgs"`},
+		{`[1]`, 400, admin.LimitsChange{}, "body: want a JSON object of limits: json: cannot unmarshal array into Go value of type web.limitsRequest"},
 	}
 	for _, c := range cases {
 		t.Run(c.body, func(t *testing.T) {
@@ -115,7 +116,7 @@ func TestOpsLimitsRequest(t *testing.T) {
 				}
 				return
 			}
-			var u queue.LimitsUpdate
+			var u admin.LimitsUpdate
 			decode(t, rec, http.StatusOK, &u)
 			if len(ops.got) != 1 || ops.got[0] != c.want || len(u.Notes) != 1 {
 				t.Errorf("queue asked for %+v (answer %+v), want %+v", ops.got, u, c.want)
@@ -126,23 +127,29 @@ func TestOpsLimitsRequest(t *testing.T) {
 
 func TestOpsQueueErrorsMapToStatuses(t *testing.T) {
 	for _, c := range []struct {
-		err  error
-		code int
-		msg  string
+		err    error
+		code   int
+		msg    string
+		reason string
 	}{
-		{fmt.Errorf("%w: too small", queue.ErrInvalidLimit), 400, "queue: invalid limit: too small"},
-		{fmt.Errorf("%w: max_age 1h: ...", queue.ErrWouldDelete), 409, "queue: change would delete queued mail: max_age 1h: ..."},
-		{fmt.Errorf("nats: no responders from nats://internal:4222"), 503, "queue limits unavailable"},
+		{fmt.Errorf("%w: too small", admin.ErrInvalidLimit), 400, "admin: invalid limit: too small", "invalid_limit"},
+		{fmt.Errorf("%w: max_age 1h: ...", admin.ErrWouldDelete), 409, "admin: change would delete queued mail: max_age 1h: ...", "would_delete"},
+		{fmt.Errorf("%w: 552", admin.ErrWouldBounce), 409, "admin: change would bounce mail the receivers accept: 552", "would_bounce"},
+		{fmt.Errorf("%w: frozen", admin.ErrBusy), 409, "admin: another limit change is in progress: frozen", "busy"},
+		{fmt.Errorf("replay 3: %w", queue.ErrTooLarge), 409, "replay 3: queue: message too large", "too_large"},
+		{fmt.Errorf("replay 3: %w", queue.ErrMalformed), 409, "replay 3: queue: malformed message", "malformed"},
+		{fmt.Errorf("replay 3: %w", queue.ErrQueueFull), 503, "the mail queue is full: try again once the workers drained some of it", "queue_full"},
+		{fmt.Errorf("nats: no responders from nats://internal:4222"), 503, "queue limits unavailable", ""},
 	} {
 		ops := &fakeOps{limitErr: c.err}
 		f := newFixture(t, fixtureOpts{queue: ops, cfg: Config{AdminToken: "tok"}})
-		wantError(t, ops.send(t, f.srv, http.MethodPut, "/api/v1/queue/limits", "tok", `{"max_msgs":9}`), c.code, c.msg)
+		wantReason(t, ops.send(t, f.srv, http.MethodPut, "/api/v1/queue/limits", "tok", `{"max_msgs":9}`), c.code, c.msg, c.reason)
 	}
 }
 
 func TestOpsHistory(t *testing.T) {
 	t0 := time.Date(2026, 11, 30, 11, 40, 0, 0, time.UTC)
-	ops := &fakeOps{samples: []queue.Sample{{At: t0, Messages: 1}, {At: t0.Add(2 * time.Second), Messages: 2}}}
+	ops := &fakeOps{samples: []admin.Sample{{At: t0, Messages: 1}, {At: t0.Add(2 * time.Second), Messages: 2}}}
 	f := newFixture(t, fixtureOpts{queue: ops})
 	var h history
 	decode(t, f.get(t, "/api/v1/queue/history"), http.StatusOK, &h)

@@ -10,9 +10,12 @@ import (
 
 const contentTypeJSON = "application/json; charset=utf-8"
 
-// errorBody is the one shape every error response has.
+// errorBody is the one shape every error response has. Reason names the
+// operator tools' error, when it is one a client may act on (see
+// admin.Reason).
 type errorBody struct {
-	Error string `json:"error"`
+	Error  string `json:"error"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // writeJSON marshals v before touching the response, so that a value that

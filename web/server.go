@@ -57,42 +57,58 @@ type Server struct {
 	stopped bool
 }
 
-// New builds the server. reader may be nil for a process that serves no
-// mailboxes (`levee smtpd`, `levee worker`): the mailbox routes are then not
-// registered, and only the ops endpoints answer. queue may be nil (the queue
-// endpoint then answers 503). gatherer serves /metrics; when nil, reg is used
-// if it is also a Gatherer (a *prometheus.Registry). reg may be nil to leave
-// the HTTP metrics unregistered. log nil means slog.Default().
-func New(cfg Config, reader MailReader, queue QueueOps, gatherer prometheus.Gatherer,
-	ready map[string]Check, reg prometheus.Registerer, log *slog.Logger) (*Server, error) {
+// Deps is what a Server serves and reports to. Every field may be left
+// zero except as noted.
+type Deps struct {
+	// Reader serves the mailbox API. Nil for a process that serves no
+	// mailboxes (`levee smtpd`, `levee worker`): the mailbox routes are then
+	// not registered, and only the ops endpoints answer.
+	Reader MailReader
+	// Queue serves the ops API; nil answers its routes with 503.
+	Queue QueueOps
+	// Gatherer serves /metrics; nil uses Registerer if that is also a
+	// Gatherer (a *prometheus.Registry), and one of the two is required.
+	Gatherer prometheus.Gatherer
+	// Ready are the readiness checks of /readyz, by name.
+	Ready map[string]Check
+	// Registerer takes the HTTP metrics; nil leaves them unregistered.
+	Registerer prometheus.Registerer
+	// Log nil means slog.Default().
+	Log *slog.Logger
+}
+
+// New builds the server.
+func New(cfg Config, deps Deps) (*Server, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
+	gatherer := deps.Gatherer
 	if gatherer == nil {
-		g, ok := reg.(prometheus.Gatherer)
+		g, ok := deps.Registerer.(prometheus.Gatherer)
 		if !ok {
 			return nil, fmt.Errorf("%w: nil gatherer and the registerer is not a Gatherer", ErrInvalid)
 		}
 		gatherer = g
 	}
-	checks := make(map[string]Check, len(ready))
-	for name, c := range ready {
+	checks := make(map[string]Check, len(deps.Ready))
+	for name, c := range deps.Ready {
 		if c == nil || name == "" {
 			return nil, fmt.Errorf("%w: readiness check %q is nil or unnamed", ErrInvalid, name)
 		}
 		checks[name] = c
 	}
+	log := deps.Log
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{cfg: cfg, reader: reader, queue: queue, ready: checks, log: log, mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, reader: deps.Reader, queue: deps.Queue, ready: checks, log: log, mux: http.NewServeMux()}
 	s.routes(gatherer)
 	routes := make([]string, len(s.patterns))
 	for i, p := range s.patterns {
 		routes[i] = routeLabel(p)
 	}
-	m, err := newMetrics(reg, routes)
+	m, err := newMetrics(deps.Registerer, routes)
 	if err != nil {
 		return nil, err
 	}

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/levee-mail/levee/queue"
+	"github.com/levee-mail/levee/queue/admin"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -19,7 +19,7 @@ import (
 // ops endpoints.
 func TestNilReaderServesOpsOnly(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	srv, err := New(Config{}, nil, nil, reg, nil, reg, nil)
+	srv, err := New(Config{}, Deps{Gatherer: reg, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,13 +36,13 @@ func TestNewRejectsBadArguments(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	r := newMemReader()
 	cases := map[string]func() error{
-		"bad config": func() error { _, err := New(Config{Addr: "nope"}, r, nil, reg, nil, nil, nil); return err },
+		"bad config": func() error { _, err := New(Config{Addr: "nope"}, Deps{Reader: r, Gatherer: reg}); return err },
 		"nil check": func() error {
-			_, err := New(Config{}, r, nil, reg, map[string]Check{"store": nil}, nil, nil)
+			_, err := New(Config{}, Deps{Reader: r, Gatherer: reg, Ready: map[string]Check{"store": nil}})
 			return err
 		},
 		"no gatherer": func() error {
-			_, err := New(Config{}, r, nil, nil, nil, prometheus.WrapRegistererWith(prometheus.Labels{"x": "y"}, prometheus.NewRegistry()), nil)
+			_, err := New(Config{}, Deps{Reader: r, Registerer: prometheus.WrapRegistererWith(prometheus.Labels{"x": "y"}, prometheus.NewRegistry())})
 			return err
 		},
 	}
@@ -52,14 +52,14 @@ func TestNewRejectsBadArguments(t *testing.T) {
 		}
 	}
 	// The same registry twice: the second registration conflicts.
-	if _, err := New(Config{}, r, nil, reg, nil, reg, nil); err != nil {
+	if _, err := New(Config{}, Deps{Reader: r, Gatherer: reg, Registerer: reg}); err != nil {
 		t.Fatalf("first New: %v", err)
 	}
-	if _, err := New(Config{}, r, nil, reg, nil, reg, nil); err == nil {
+	if _, err := New(Config{}, Deps{Reader: r, Gatherer: reg, Registerer: reg}); err == nil {
 		t.Error("second New on the same registry: want a registration error")
 	}
 	// A nil gatherer falls back to a registerer that can gather.
-	if _, err := New(Config{}, r, nil, nil, nil, prometheus.NewRegistry(), nil); err != nil {
+	if _, err := New(Config{}, Deps{Reader: r, Registerer: prometheus.NewRegistry()}); err != nil {
 		t.Errorf("nil gatherer with a *Registry: %v", err)
 	}
 }
@@ -153,13 +153,13 @@ func TestStartFailsOnBusyAddress(t *testing.T) {
 func TestShutdownDrainsThenCuts(t *testing.T) {
 	entered := make(chan struct{}, 2)
 	release := make(chan struct{})
-	q := queueFunc(func(ctx context.Context) (queue.Status, error) {
+	q := queueFunc(func(ctx context.Context) (admin.Status, error) {
 		entered <- struct{}{}
 		select {
 		case <-release:
-			return queue.Status{Messages: 1}, nil
+			return admin.Status{Messages: 1}, nil
 		case <-ctx.Done():
-			return queue.Status{}, ctx.Err()
+			return admin.Status{}, ctx.Err()
 		}
 	}).ops()
 

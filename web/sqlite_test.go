@@ -67,7 +67,7 @@ func TestAgainstSQLiteStore(t *testing.T) {
 
 	reg := prometheus.NewRegistry()
 	logs := &syncBuffer{}
-	srv, err := New(Config{}, st, nil, reg, map[string]Check{"store": st.Ping}, reg, slog.New(slog.NewTextHandler(logs, nil)))
+	srv, err := New(Config{}, Deps{Reader: st, Gatherer: reg, Ready: map[string]Check{"store": st.Ping}, Registerer: reg, Log: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,12 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/levee-mail/levee/queue"
+	"github.com/levee-mail/levee/queue/admin"
 )
 
 // queueFunc is a QueueOps whose Status is the function (and whose other
 // operations are not expected to be called: they panic).
-type queueFunc func(ctx context.Context) (queue.Status, error)
+type queueFunc func(ctx context.Context) (admin.Status, error)
 
 func (f queueFunc) ops() QueueOps { return statusOnly{status: f} }
 
@@ -24,12 +24,12 @@ type statusOnly struct {
 	status queueFunc
 }
 
-func (s statusOnly) Status(ctx context.Context) (queue.Status, error) { return s.status(ctx) }
+func (s statusOnly) Status(ctx context.Context) (admin.Status, error) { return s.status(ctx) }
 
 func TestQueueStatus(t *testing.T) {
-	want := queue.Status{Stream: "LEVEE", Messages: 42, Fill: queue.Fill{Max: 0.25}}
-	f := newFixture(t, fixtureOpts{queue: queueFunc(func(context.Context) (queue.Status, error) { return want, nil }).ops()})
-	var got queue.Status
+	want := admin.Status{Stream: "LEVEE", Messages: 42, Fill: admin.Fill{Max: 0.25}}
+	f := newFixture(t, fixtureOpts{queue: queueFunc(func(context.Context) (admin.Status, error) { return want, nil }).ops()})
+	var got admin.Status
 	decode(t, f.get(t, "/api/v1/queue"), http.StatusOK, &got)
 	if got.Stream != want.Stream || got.Messages != want.Messages || got.Fill != want.Fill {
 		t.Fatalf("status = %+v, want %+v", got, want)
@@ -38,8 +38,8 @@ func TestQueueStatus(t *testing.T) {
 
 func TestQueueStatusUnavailable(t *testing.T) {
 	t.Run("error", func(t *testing.T) {
-		f := newFixture(t, fixtureOpts{queue: queueFunc(func(context.Context) (queue.Status, error) {
-			return queue.Status{}, errors.New("nats: connection refused to nats://internal-host:4222")
+		f := newFixture(t, fixtureOpts{queue: queueFunc(func(context.Context) (admin.Status, error) {
+			return admin.Status{}, errors.New("nats: connection refused to nats://internal-host:4222")
 		}).ops()})
 		rec := f.get(t, "/api/v1/queue")
 		wantError(t, rec, http.StatusServiceUnavailable, "queue status unavailable")
@@ -50,9 +50,9 @@ func TestQueueStatusUnavailable(t *testing.T) {
 	t.Run("hangs past the timeout", func(t *testing.T) {
 		f := newFixture(t, fixtureOpts{
 			cfg: Config{QueueStatusTimeout: 20 * time.Millisecond},
-			queue: queueFunc(func(ctx context.Context) (queue.Status, error) {
+			queue: queueFunc(func(ctx context.Context) (admin.Status, error) {
 				<-ctx.Done()
-				return queue.Status{}, ctx.Err()
+				return admin.Status{}, ctx.Err()
 			}).ops(),
 		})
 		wantError(t, f.get(t, "/api/v1/queue"), http.StatusServiceUnavailable, "queue status unavailable")
@@ -62,15 +62,15 @@ func TestQueueStatusUnavailable(t *testing.T) {
 		wantError(t, f.get(t, "/api/v1/queue"), http.StatusServiceUnavailable, "queue status not available")
 	})
 	t.Run("status that cannot be encoded", func(t *testing.T) {
-		f := newFixture(t, fixtureOpts{queue: queueFunc(func(context.Context) (queue.Status, error) {
-			return queue.Status{Fill: queue.Fill{Max: math.NaN()}}, nil
+		f := newFixture(t, fixtureOpts{queue: queueFunc(func(context.Context) (admin.Status, error) {
+			return admin.Status{Fill: admin.Fill{Max: math.NaN()}}, nil
 		}).ops()})
 		wantError(t, f.get(t, "/api/v1/queue"), http.StatusInternalServerError, "internal server error")
 	})
 }
 
 func TestHandlerPanicIs500(t *testing.T) {
-	f := newFixture(t, fixtureOpts{queue: queueFunc(func(context.Context) (queue.Status, error) { panic("boom in status") }).ops()})
+	f := newFixture(t, fixtureOpts{queue: queueFunc(func(context.Context) (admin.Status, error) { panic("boom in status") }).ops()})
 	wantError(t, f.get(t, "/api/v1/queue"), http.StatusInternalServerError, "internal server error")
 	if !strings.Contains(f.logs.String(), "boom in status") {
 		t.Errorf("panic not logged:\n%s", f.logs)

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"math"
 	"slices"
@@ -13,7 +14,8 @@ import (
 )
 
 // Backlog reports the mail waiting for the workers: messages not yet
-// acknowledged (pending plus delivered-but-unacked) and the age of the oldest.
+// acknowledged (pending plus delivered-but-unacked) and the age of the
+// oldest. *queue.Queue is one; an error makes the autoscaler hold.
 type Backlog interface {
 	Backlog(ctx context.Context) (messages uint64, oldest time.Duration, err error)
 }
@@ -121,28 +123,56 @@ type wantedAt struct {
 	wanted int
 }
 
-// NewAutoscaler returns an autoscaler for w; call Run. backlog is usually
-// QueueBacklog(q); clock nil means the real one; reg may be nil.
-func NewAutoscaler(cfg AutoscaleConfig, w *Worker, backlog Backlog, clock Clock, reg prometheus.Registerer, log *slog.Logger) (*Autoscaler, error) {
-	return newAutoscaler(cfg, w, &w.stats, w.cfg.BatchSize, w.cfg.MaxWritesPerSecond, backlog, clock, reg, log)
+// AutoscalerDeps is what an Autoscaler reads and reports to.
+type AutoscalerDeps struct {
+	// Backlog is required: the queue (*queue.Queue).
+	Backlog Backlog
+	// Clock nil means the real one (tests pass a fake).
+	Clock Clock
+	// Registerer nil keeps the metrics in a registry of their own.
+	Registerer prometheus.Registerer
+	// Log nil means slog.Default().
+	Log *slog.Logger
 }
 
-func newAutoscaler(cfg AutoscaleConfig, p pool, stats *loopStats, batch int, ceiling float64, backlog Backlog, clock Clock, reg prometheus.Registerer, log *slog.Logger) (*Autoscaler, error) {
+// NewAutoscaler returns an autoscaler for w; call Run.
+func NewAutoscaler(cfg AutoscaleConfig, w *Worker, deps AutoscalerDeps) (*Autoscaler, error) {
+	return newAutoscaler(cfg, w.scaled(), deps)
+}
+
+// scaled is what the autoscaler scales and measures: a pool of loops, the
+// stats they record, their batch size and the write ceiling they obey.
+type scaled struct {
+	pool    pool
+	stats   *loopStats
+	batch   int
+	ceiling float64
+}
+
+func (w *Worker) scaled() scaled {
+	return scaled{pool: w, stats: &w.stats, batch: w.cfg.BatchSize, ceiling: w.cfg.MaxWritesPerSecond}
+}
+
+func newAutoscaler(cfg AutoscaleConfig, s scaled, deps AutoscalerDeps) (*Autoscaler, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if clock == nil {
-		clock = realClock{}
+	if deps.Backlog == nil {
+		return nil, errors.New("worker: NewAutoscaler: nil Backlog")
 	}
-	if log == nil {
-		log = slog.Default()
+	if deps.Clock == nil {
+		deps.Clock = realClock{}
 	}
-	m, err := newAutoscaleMetrics(reg)
+	if deps.Log == nil {
+		deps.Log = slog.Default()
+	}
+	m, err := newAutoscaleMetrics(deps.Registerer)
 	if err != nil {
 		return nil, err
 	}
-	return &Autoscaler{cfg: cfg, pool: p, stats: stats, batch: max(batch, 1), ceiling: ceiling, backlog: backlog, clock: clock, metrics: m, log: log}, nil
+	return &Autoscaler{cfg: cfg, pool: s.pool, stats: s.stats, batch: max(s.batch, 1), ceiling: s.ceiling,
+		backlog: deps.Backlog, clock: deps.Clock, metrics: m, log: deps.Log}, nil
 }
 
 // Run steps every Interval until ctx ends.

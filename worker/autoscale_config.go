@@ -10,21 +10,22 @@ import (
 type AutoscaleConfig struct {
 	// Enabled hands concurrency to the autoscaler; worker.concurrency is
 	// then only where it starts.
-	Enabled bool
+	Enabled bool `config:"enabled" help:"move concurrency with the backlog, capped by the store's write latency (worker.concurrency is the start)"`
 	// Min and Max bound concurrency. Min 0 stops every loop while there is
 	// no backlog (the first mail then waits up to one Interval). Min is kept
 	// even when the store is over its latency budget at Min. Max: default 16.
-	Min, Max int
+	Min int `config:"min" help:"fewest delivery loops the autoscaler keeps"`
+	Max int `config:"max" help:"most delivery loops the autoscaler runs"`
 	// Interval is the decision period. Default 1s.
-	Interval time.Duration
+	Interval time.Duration `config:"interval" help:"how often the autoscaler decides"`
 	// TargetDrain is the time to drain a backlog in; messages older than
 	// this push concurrency up. Default 1m.
-	TargetDrain time.Duration
+	TargetDrain time.Duration `config:"target_drain" help:"drain a backlog within this time (if the store's budget allows)"`
 	// LatencyBudget is the store write p95 that concurrency must keep under.
 	// Default 100ms.
-	LatencyBudget time.Duration
+	LatencyBudget time.Duration `config:"latency_budget" help:"store write p95 above which the concurrency limit drops multiplicatively"`
 	// LatencyWindow is how far back the p95 looks. Default 10s.
-	LatencyWindow time.Duration
+	LatencyWindow time.Duration `config:"latency_window" help:"window of the store write p95"`
 	// Decrease multiplies the limit when the p95 is over budget, in (0, 1).
 	// Default 0.7.
 	Decrease float64

@@ -100,18 +100,18 @@ func TestAutoscalerDrainsRealQueueExactlyOnce(t *testing.T) {
 	a, err := NewAutoscaler(AutoscaleConfig{
 		Enabled: true, Min: 1, Max: 8, Interval: 50 * time.Millisecond, TargetDrain: time.Second,
 		LatencyBudget: time.Second, LatencyWindow: time.Second, Cooldown: 200 * time.Millisecond, ScaleDownDelay: 300 * time.Millisecond,
-	}, w, QueueBacklog(r.q), nil, reg, testLog(t))
+	}, w, AutoscalerDeps{Backlog: r.q, Registerer: reg, Log: testLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The consumer's pending count trails the stream by a moment after the
 	// last publish (the server updates it asynchronously): wait for it.
 	var n uint64
-	waitFor(t, 10*time.Second, "QueueBacklog to count the 300 published", func() bool {
+	waitFor(t, 10*time.Second, "the queue's Backlog to count the 300 published", func() bool {
 		var err error
-		n, _, err = QueueBacklog(r.q).Backlog(context.Background())
+		n, _, err = r.q.Backlog(context.Background())
 		if err != nil || n > 300 {
-			t.Fatalf("QueueBacklog: %d, %v; want the 300 published", n, err)
+			t.Fatalf("Backlog: %d, %v; want the 300 published", n, err)
 		}
 		return n == 300
 	})
@@ -149,7 +149,7 @@ func TestAutoscalerHoldsSlowStoreUnderBudgetWithRealQueue(t *testing.T) {
 		Enabled: true, Min: 1, Max: 8, Interval: 100 * time.Millisecond, TargetDrain: time.Second,
 		LatencyBudget: 50 * time.Millisecond, LatencyWindow: time.Second, Cooldown: 300 * time.Millisecond, ScaleDownDelay: 300 * time.Millisecond,
 	}
-	a, err := NewAutoscaler(cfg, w, QueueBacklog(r.q), nil, reg, testLog(t))
+	a, err := NewAutoscaler(cfg, w, AutoscalerDeps{Backlog: r.q, Registerer: reg, Log: testLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -287,7 +287,7 @@ func (s *simStore) autoscaler(cfg AutoscaleConfig, reg prometheus.Registerer) *A
 	if s.bucket != nil {
 		ceiling = s.bucket.rate
 	}
-	a, err := newAutoscaler(cfg, s, &s.stats, s.batch, ceiling, s, s.clock, reg, testLog(s.t))
+	a, err := newAutoscaler(cfg, scaled{s, &s.stats, s.batch, ceiling}, AutoscalerDeps{Backlog: s, Clock: s.clock, Registerer: reg, Log: testLog(s.t)})
 	if err != nil {
 		s.t.Fatal(err)
 	}

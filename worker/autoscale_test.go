@@ -204,7 +204,7 @@ func TestAutoscaleHoldsWhenBacklogIsUnknown(t *testing.T) {
 	s := newSim(t, 2, 1, 16)
 	fastish(s)
 	s.add(100_000) // the loops see mail; the autoscaler cannot read how much
-	a, err := newAutoscaler(simCfg, s, &s.stats, s.batch, 0, failingBacklog{}, s.clock, nil, nil)
+	a, err := newAutoscaler(simCfg, scaled{s, &s.stats, s.batch, 0}, AutoscalerDeps{Backlog: failingBacklog{}, Clock: s.clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +253,7 @@ func TestAutoscaleLateMailPushesUp(t *testing.T) {
 			var stats loopStats
 			cfg := simCfg
 			cfg.Min = 1
-			a, err := newAutoscaler(cfg, p, &stats, 16, 0, staleBacklog(tc.backlog), clock, nil, nil)
+			a, err := newAutoscaler(cfg, scaled{p, &stats, 16, 0}, AutoscalerDeps{Backlog: staleBacklog(tc.backlog), Clock: clock})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -318,7 +318,7 @@ func TestAutoscaleNoWritesIsNoEvidenceLimitKept(t *testing.T) {
 	cfg.Min = 1
 	// Mail waits, and nothing measured the loops: the backlog asks for more
 	// loops each step, and only the limit holds them at 3.
-	a, err := newAutoscaler(cfg, p, &stats, 16, 0, fixedBacklog(1000), clock, reg, nil)
+	a, err := newAutoscaler(cfg, scaled{p, &stats, 16, 0}, AutoscalerDeps{Backlog: fixedBacklog(1000), Clock: clock, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -464,7 +464,7 @@ func TestAutoscaleRunStepsOnItsClockAndStops(t *testing.T) {
 	p := &countingPool{n: 1}
 	var stats loopStats
 	b := &countingBacklog{}
-	a, err := newAutoscaler(simCfg, p, &stats, 16, 0, b, clock, nil, slog.New(slog.DiscardHandler))
+	a, err := newAutoscaler(simCfg, scaled{p, &stats, 16, 0}, AutoscalerDeps{Backlog: b, Clock: clock, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,30 +10,31 @@ import (
 // Config tunes the delivery loops.
 type Config struct {
 	// Concurrency is the number of delivery loops; 0 pauses draining.
-	Concurrency int
+	Concurrency int `config:"concurrency" flag:"workers" help:"concurrent delivery loops; 0 pauses draining"`
 	// BatchSize is how many messages one loop fetches and stores per transaction.
-	BatchSize int
+	BatchSize int `config:"batch_size" help:"messages fetched and stored per transaction"`
 	// FetchWait bounds how long one fetch waits for messages to arrive.
 	FetchWait time.Duration
-	// MaxDeliver is how many deliveries a message gets before it is dead-lettered.
-	MaxDeliver int
-	// RetryDelay is the first nak delay; it doubles with each delivery, up to MaxRetryDelay.
+	// RetryDelay is the first retry's delay; it doubles with each delivery,
+	// up to MaxRetryDelay. (How many deliveries a message gets is the
+	// queue's queue.max_deliver: each Delivery says its attempt and the
+	// last.)
 	RetryDelay    time.Duration
 	MaxRetryDelay time.Duration
 	// ProgressEvery is how often a batch held through a store outage is
-	// reported in progress to JetStream; keep it well under the consumer's
-	// ack wait (a third of it is the usual choice).
+	// reported held to the queue (Delivery.Hold); keep it well under the
+	// consumer's ack wait (a third of it is the usual choice).
 	ProgressEvery time.Duration
 	// StoreTimeout bounds one store write.
 	StoreTimeout time.Duration
 	// ParseLimits bound the MIME parser per message.
-	ParseLimits mail.ParseLimits
+	ParseLimits mail.ParseLimits `config:",inline"`
 	// MaxWritesPerSecond caps the messages all loops together take for
 	// store writes per second, whatever the concurrency; 0 means no cap.
-	MaxWritesPerSecond float64
+	MaxWritesPerSecond float64 `config:"max_writes_per_second" help:"ceiling on messages stored per second by this process; 0: none"`
 	// Autoscale moves Concurrency with the backlog and the store's latency
 	// (see Autoscaler).
-	Autoscale AutoscaleConfig
+	Autoscale AutoscaleConfig `config:"autoscale"`
 }
 
 // WithDefaults fills in the zero fields other than Concurrency (whose zero
@@ -44,9 +45,6 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.FetchWait == 0 {
 		c.FetchWait = time.Second
-	}
-	if c.MaxDeliver == 0 {
-		c.MaxDeliver = 8
 	}
 	if c.RetryDelay == 0 {
 		c.RetryDelay = time.Second
@@ -74,8 +72,6 @@ func (c Config) Validate() error {
 		return fmt.Errorf("worker.batch_size: must be between 1 and 1000, got %d", c.BatchSize)
 	case c.FetchWait < 10*time.Millisecond:
 		return fmt.Errorf("worker.fetch_wait: must be >= 10ms, got %s", c.FetchWait)
-	case c.MaxDeliver < 1:
-		return fmt.Errorf("worker.max_deliver: must be >= 1, got %d", c.MaxDeliver)
 	case c.RetryDelay <= 0 || c.MaxRetryDelay < c.RetryDelay:
 		return fmt.Errorf("worker.retry_delay: must be > 0 and <= worker.max_retry_delay")
 	case c.ProgressEvery <= 0:

@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/levee-mail/levee/mail"
@@ -15,15 +14,12 @@ import (
 	"github.com/levee-mail/levee/store"
 )
 
-// Source is where deliveries come from: the durable pull consumer.
+// Source is where deliveries come from: the queue's consumer
+// (*queue.Consumer). Fetch takes what is queued now, up to max; only when
+// nothing is does it wait, up to wait, for the first message, and says it
+// waited.
 type Source interface {
-	Fetch(batch int, opts ...jetstream.FetchOpt) (jetstream.MessageBatch, error)
-	FetchNoWait(batch int) (jetstream.MessageBatch, error)
-}
-
-// DeadLetterer moves a message that cannot be delivered aside, with the reason.
-type DeadLetterer interface {
-	DeadLetter(ctx context.Context, m jetstream.Msg, reason string) error
+	Fetch(max int, wait time.Duration) (ds []queue.Delivery, waited bool, err error)
 }
 
 // Worker runs the delivery loops.
@@ -31,12 +27,11 @@ type Worker struct {
 	cfg     Config
 	src     Source
 	st      store.Store
-	dead    DeadLetterer
 	metrics *metrics
 	log     *slog.Logger
 
 	// workCtx is cancelled only at the end of a Shutdown whose deadline passed:
-	// it aborts in-flight store writes so that their messages are nak'ed.
+	// it aborts in-flight store writes so that their messages are handed back.
 	workCtx    context.Context
 	cancelWork context.CancelFunc
 
@@ -56,8 +51,10 @@ type Worker struct {
 	writes *tokenBucket
 }
 
-// New returns a worker with no loops running; call SetConcurrency (or Start) to drain.
-func New(cfg Config, src Source, st store.Store, dead DeadLetterer, reg prometheus.Registerer, log *slog.Logger) (*Worker, error) {
+// New returns a worker draining src into st, with no loops running; call
+// SetConcurrency (or Start) to drain. reg may be nil (a registry of its
+// own), log too (slog.Default()).
+func New(cfg Config, src Source, st store.Store, reg prometheus.Registerer, log *slog.Logger) (*Worker, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -70,7 +67,7 @@ func New(cfg Config, src Source, st store.Store, dead DeadLetterer, reg promethe
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &Worker{cfg: cfg, src: src, st: st, dead: dead, metrics: m, log: log, workCtx: ctx, cancelWork: cancel}
+	w := &Worker{cfg: cfg, src: src, st: st, metrics: m, log: log, workCtx: ctx, cancelWork: cancel}
 	if cfg.MaxWritesPerSecond > 0 {
 		w.writes = newTokenBucket(cfg.MaxWritesPerSecond, cfg.BatchSize, nil)
 	}
@@ -111,7 +108,7 @@ func (w *Worker) SetConcurrency(n int) {
 
 // Shutdown drains in two steps: every loop stops fetching and finishes the
 // batch it holds; if ctx ends first, in-flight writes are cancelled and their
-// messages nak'ed so that another worker takes them at once. Nothing is lost:
+// messages handed back so that another worker takes them at once. Nothing is lost:
 // a message is acked only after its commit.
 func (w *Worker) Shutdown(ctx context.Context) error {
 	w.mu.Lock()
@@ -132,7 +129,7 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		w.cancelWork()
 		<-done
-		return fmt.Errorf("worker: drain deadline passed, in-flight messages nak'ed: %w", ctx.Err())
+		return fmt.Errorf("worker: drain deadline passed, in-flight messages handed back to the queue: %w", ctx.Err())
 	}
 }
 
@@ -156,7 +153,7 @@ func (w *Worker) loop(stop <-chan struct{}) {
 			return
 		}
 		fetchStart := time.Now()
-		msgs, waited, err := w.fetch()
+		ds, waited, err := w.src.Fetch(w.cfg.BatchSize, w.cfg.FetchWait)
 		if err != nil {
 			w.refundWrites(w.cfg.BatchSize)
 			// JetStream unreachable: the messages are safe in the stream; wait and retry.
@@ -168,48 +165,21 @@ func (w *Worker) loop(stop <-chan struct{}) {
 			}
 			continue
 		}
-		w.refundWrites(w.cfg.BatchSize - len(msgs))
-		if len(msgs) == 0 {
+		w.refundWrites(w.cfg.BatchSize - len(ds))
+		if len(ds) == 0 {
 			continue
 		}
 		// A fetch that found mail waiting is part of the work; one that
 		// waited for mail to arrive is idle time.
-		full := len(msgs) == w.cfg.BatchSize
+		full := len(ds) == w.cfg.BatchSize
 		busyFrom := fetchStart
 		if waited {
 			busyFrom = time.Now()
 		}
-		if w.deliver(stop, msgs) {
-			w.stats.recordBatch(len(msgs), time.Since(busyFrom), full)
+		if w.deliver(stop, ds) {
+			w.stats.recordBatch(len(ds), time.Since(busyFrom), full)
 		}
 	}
-}
-
-// fetch takes what is queued right now, up to a batch; only when nothing is
-// does it wait, up to FetchWait, for the first message to arrive. A lone
-// message is therefore stored at once instead of waiting for a batch to
-// fill, and a backlog is still taken in full batches.
-func (w *Worker) fetch() (msgs []jetstream.Msg, waited bool, err error) {
-	batch, err := w.src.FetchNoWait(w.cfg.BatchSize)
-	if err != nil {
-		return nil, false, err
-	}
-	if msgs = collect(batch); len(msgs) > 0 {
-		return msgs, false, nil
-	}
-	batch, err = w.src.Fetch(1, jetstream.FetchMaxWait(w.cfg.FetchWait))
-	if err != nil {
-		return nil, true, err
-	}
-	return collect(batch), true, nil
-}
-
-func collect(batch jetstream.MessageBatch) []jetstream.Msg {
-	var msgs []jetstream.Msg
-	for m := range batch.Messages() {
-		msgs = append(msgs, m)
-	}
-	return msgs
 }
 
 // waitForWrites reserves a full batch under the write ceiling before the
@@ -241,29 +211,27 @@ func (w *Worker) refundWrites(n int) {
 
 // pending is one fetched message on its way to the store.
 type pending struct {
-	jsm       jetstream.Msg
-	msg       *mail.Message
-	delivered uint64
+	d       queue.Delivery
+	msg     *mail.Message
+	attempt int // this delivery's number, 1 for the first
+	last    int // the last attempt the queue allows
 }
 
 // deliver stores a fetched batch and settles every message in it: ack after
-// commit, nak with a delay, or dead-letter. It returns false if the batch
-// met a store outage or a shutdown, whose time says nothing about how fast
-// a loop works.
-func (w *Worker) deliver(stop <-chan struct{}, msgs []jetstream.Msg) bool {
-	batch := make([]pending, 0, len(msgs))
-	for _, m := range msgs {
-		var delivered uint64 = 1
-		if md, err := m.Metadata(); err == nil {
-			delivered = md.NumDelivered
-		}
-		qm, err := queue.Decode(m)
+// commit, retry after a delay, or give up to the dead letters. It returns
+// false if the batch met a store outage or a shutdown, whose time says
+// nothing about how fast a loop works.
+func (w *Worker) deliver(stop <-chan struct{}, ds []queue.Delivery) bool {
+	batch := make([]pending, 0, len(ds))
+	for _, d := range ds {
+		qm, err := d.Message()
 		if err != nil {
-			w.deadLetter(m, "malformed queue message: "+err.Error())
+			w.giveUp(d, "malformed queue message: "+err.Error())
 			continue
 		}
-		if delivered > uint64(w.cfg.MaxDeliver) {
-			w.deadLetter(m, fmt.Sprintf("delivered %d times without being acknowledged (a worker may have crashed on it)", delivered-1))
+		attempt, last := d.Attempt()
+		if attempt > last {
+			w.giveUp(d, fmt.Sprintf("delivered %d times without being acknowledged (a worker may have crashed on it)", attempt-1))
 			continue
 		}
 		parsed, err := mail.Parse(qm.Raw, w.cfg.ParseLimits)
@@ -271,7 +239,7 @@ func (w *Worker) deliver(stop <-chan struct{}, msgs []jetstream.Msg) bool {
 			parsed = &mail.Parsed{Headers: map[string][]string{}, Warnings: []string{err.Error()}}
 		}
 		qm.Parsed = parsed
-		batch = append(batch, pending{jsm: m, msg: qm, delivered: delivered})
+		batch = append(batch, pending{d: d, msg: qm, attempt: attempt, last: last})
 	}
 	if len(batch) == 0 {
 		return true
@@ -285,7 +253,7 @@ func (w *Worker) deliver(stop <-chan struct{}, msgs []jetstream.Msg) bool {
 		}
 		if w.workCtx.Err() != nil {
 			// Shutdown deadline: hand the messages back at once.
-			w.nakAll(batch, 0, "shutdown")
+			w.retryAll(batch, 0, "shutdown")
 			return false
 		}
 		pingCtx, cancel := context.WithTimeout(w.workCtx, 5*time.Second)
@@ -293,13 +261,13 @@ func (w *Worker) deliver(stop <-chan struct{}, msgs []jetstream.Msg) bool {
 		cancel()
 		if pingErr != nil {
 			// A store outage is nobody's fault but the store's: keep the
-			// batch (and its ack deadlines) rather than nak it, so that the
+			// batch (and its ack deadlines) rather than hand it back, so that the
 			// outage burns none of the messages' delivery attempts.
 			clean = false
 			delay := w.storeDown()
 			w.log.Warn("worker: store unavailable, holding the batch and retrying", "err", err, "ping", pingErr, "retry_in", delay, "messages", len(batch))
 			if !w.hold(stop, batch, delay) {
-				w.nakAll(batch, 0, "stopped during a store outage")
+				w.retryAll(batch, 0, "stopped during a store outage")
 				return false
 			}
 			continue
@@ -336,7 +304,7 @@ func (w *Worker) hold(stop <-chan struct{}, batch []pending, delay time.Duration
 			return true
 		case <-tick.C:
 			for _, p := range batch {
-				_ = p.jsm.InProgress()
+				_ = p.d.Hold()
 			}
 		}
 	}
@@ -366,7 +334,7 @@ func (w *Worker) store(batch []pending) error {
 	now := time.Now()
 	for _, p := range batch {
 		// A lost ack only means a redelivery, which the store's unique key absorbs.
-		if err := p.jsm.Ack(); err != nil {
+		if err := p.d.Ack(); err != nil {
 			w.log.Warn("worker: ack failed after commit; the redelivery will be a duplicate", "id", p.msg.ID, "err", err)
 		}
 		if dup[p.msg.ID] {
@@ -381,41 +349,41 @@ func (w *Worker) store(batch []pending) error {
 	return nil
 }
 
-// failed settles a message the healthy store refused.
+// failed settles a message the healthy store refused: retried later, or
+// given up on its last attempt.
 func (w *Worker) failed(p pending, err error) {
-	if p.delivered >= uint64(w.cfg.MaxDeliver) {
-		w.deadLetter(p.jsm, fmt.Sprintf("store refused the message %d times; last error: %v", p.delivered, err))
+	if p.attempt >= p.last {
+		w.giveUp(p.d, fmt.Sprintf("store refused the message %d times; last error: %v", p.attempt, err))
 		return
 	}
-	delay := w.retryDelay(int(p.delivered))
-	w.log.Warn("worker: store refused message, will retry", "id", p.msg.ID, "delivery", p.delivered, "retry_in", delay, "err", err)
-	if nerr := p.jsm.NakWithDelay(delay); nerr != nil {
-		w.log.Warn("worker: nak failed; ack wait will redeliver", "err", nerr)
+	delay := w.retryDelay(p.attempt)
+	w.log.Warn("worker: store refused message, will retry", "id", p.msg.ID, "delivery", p.attempt, "retry_in", delay, "err", err)
+	if nerr := p.d.Retry(delay); nerr != nil {
+		w.log.Warn("worker: retry failed; ack wait will redeliver", "err", nerr)
 	}
 	w.metrics.deliveries.WithLabelValues("retry").Inc()
 }
 
-func (w *Worker) deadLetter(m jetstream.Msg, reason string) {
+// giveUp moves a message to the dead letters with the reason; if that
+// cannot be done, it stays queued and comes back later rather than be lost.
+func (w *Worker) giveUp(d queue.Delivery, reason string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := w.dead.DeadLetter(ctx, m, reason); err != nil {
-		// Not moved aside: keep it in the queue rather than lose it.
+	if err := d.GiveUp(ctx, reason); err != nil {
 		w.log.Error("worker: dead-letter failed, message stays queued", "err", err, "reason", reason)
-		_ = m.NakWithDelay(w.cfg.MaxRetryDelay)
+		_ = d.Retry(w.cfg.MaxRetryDelay)
 		w.metrics.deliveries.WithLabelValues("retry").Inc()
 		return
-	}
-	if err := m.TermWithReason(reason); err != nil {
-		w.log.Warn("worker: term after dead-letter failed; the copy in the dead-letter stream is deduplicated", "err", err)
 	}
 	w.log.Warn("worker: message dead-lettered", "reason", reason)
 	w.metrics.deliveries.WithLabelValues("dead_lettered").Inc()
 }
 
-func (w *Worker) nakAll(batch []pending, delay time.Duration, why string) {
+// retryAll hands a batch back to the queue, to be delivered again after delay.
+func (w *Worker) retryAll(batch []pending, delay time.Duration, why string) {
 	for _, p := range batch {
-		if err := p.jsm.NakWithDelay(delay); err != nil {
-			w.log.Debug("worker: nak failed; ack wait will redeliver", "err", err)
+		if err := p.d.Retry(delay); err != nil {
+			w.log.Debug("worker: retry failed; ack wait will redeliver", "err", err)
 		}
 	}
 	w.metrics.deliveries.WithLabelValues("retry").Add(float64(len(batch)))

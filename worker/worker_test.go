@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
@@ -29,7 +28,7 @@ type rig struct {
 	t     *testing.T
 	q     *queue.Queue
 	st    *sqlite.Store
-	cons  jetstream.Consumer
+	cons  *queue.Consumer
 	qcfg  queue.Config
 	count int
 }
@@ -96,12 +95,11 @@ func (r *rig) publish(n int) []string {
 func (r *rig) worker(cfg Config, st store.Store) (*Worker, *prometheus.Registry) {
 	r.t.Helper()
 	reg := prometheus.NewRegistry()
-	cfg.MaxDeliver = r.qcfg.MaxDeliver
 	cfg.ProgressEvery = r.qcfg.AckWait / 3
 	if cfg.FetchWait == 0 {
 		cfg.FetchWait = 100 * time.Millisecond
 	}
-	w, err := New(cfg, r.cons, st, r.q, reg, testLog(r.t))
+	w, err := New(cfg, r.cons, st, reg, testLog(r.t))
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -125,12 +123,32 @@ func (r *rig) stored() int {
 	return len(page.Messages)
 }
 
-func (r *rig) status() queue.Status {
+// queueState is the part of the queue's state the tests look at.
+type queueState struct {
+	Messages    uint64 // in the mail stream
+	DeadLetters uint64
+	Consumer    struct {
+		NumPending    uint64
+		NumAckPending int
+	}
+}
+
+func (r *rig) status() queueState {
 	r.t.Helper()
-	st, err := r.q.Status(context.Background())
+	ctx := context.Background()
+	var st queueState
+	for name, n := range map[string]*uint64{r.qcfg.Stream: &st.Messages, r.qcfg.DeadStream: &st.DeadLetters} {
+		s, err := r.q.JetStream().Stream(ctx, name)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		*n = s.CachedInfo().State.Msgs
+	}
+	c, err := r.q.JetStream().Consumer(ctx, r.qcfg.Stream, r.qcfg.Durable)
 	if err != nil {
 		r.t.Fatal(err)
 	}
+	st.Consumer.NumPending, st.Consumer.NumAckPending = c.CachedInfo().NumPending, c.CachedInfo().NumAckPending
 	return st
 }
 
@@ -355,16 +373,9 @@ func TestMessageRedeliveredPastMaxDeliverIsDeadLetteredBeforeTrying(t *testing.T
 	r.publish(1)
 	// Take the message twice without settling it, as two crashing workers would.
 	for i := range 2 {
-		batch, err := r.cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := 0
-		for range batch.Messages() {
-			got++
-		}
-		if got != 1 {
-			t.Fatalf("fetch %d: got %d messages", i, got)
+		ds, _, err := r.cons.Fetch(1, 5*time.Second)
+		if err != nil || len(ds) != 1 {
+			t.Fatalf("fetch %d: got %d messages, %v", i, len(ds), err)
 		}
 	}
 	w, reg := r.worker(Config{Concurrency: 1}, r.st)

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/levee-mail/levee/app/apptest"
 	"github.com/levee-mail/levee/loadtest"
 	"github.com/levee-mail/levee/queue"
 	"github.com/levee-mail/levee/store/postgres/pgtest"
@@ -67,7 +68,7 @@ func startNATSCluster(t *testing.T, bin string) []*natsNode {
 	var routes []string
 	for i := range nodes {
 		nodes[i] = &natsNode{t: t, bin: bin, name: fmt.Sprintf("nats-%d", i+1), dir: t.TempDir(),
-			clientPort: freePort(t), routePort: freePort(t), monitorPort: freePort(t)}
+			clientPort: apptest.FreePort(t), routePort: apptest.FreePort(t), monitorPort: apptest.FreePort(t)}
 		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", nodes[i].routePort))
 	}
 	for _, n := range nodes {
@@ -304,7 +305,7 @@ func TestLocalClusterLeaderKill(t *testing.T) {
 		}
 		runIDs[i] = fmt.Sprintf("%s-%c", loadtest.NewRunID(), 'a'+i)
 		cfg := loadtest.Config{
-			Target: s.smtpAddr, API: apiURL, Schedule: sched, RunID: runIDs[i],
+			Target: s.SMTPAddr, API: apiURL, Schedule: sched, RunID: runIDs[i],
 			To: "rcpt{n}@example.com", Mailboxes: 20, Connections: 8,
 			Retry: loadtest.RetryPolicy{Initial: 250 * time.Millisecond, Max: 2 * time.Second, GiveUpAfter: 3 * time.Minute},
 			// Generous: a delivery held by a dead leader's consumer comes back after the ack wait.
@@ -474,12 +475,12 @@ func TestLocalClusterScripts(t *testing.T) {
 	ports := func(n int) string {
 		p := make([]string, n)
 		for i := range p {
-			p[i] = fmt.Sprint(freePort(t))
+			p[i] = fmt.Sprint(apptest.FreePort(t))
 		}
 		return strings.Join(p, " ")
 	}
 	smtpPorts := ports(2)
-	webPort := freePort(t)
+	webPort := apptest.FreePort(t)
 	u, err := url.Parse(dsn)
 	if err != nil {
 		t.Fatal(err)

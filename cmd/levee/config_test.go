@@ -8,13 +8,16 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/levee-mail/levee/app"
+	"github.com/levee-mail/levee/internal/config"
 )
 
-func load(t *testing.T, args []string, env []string) (Config, error) {
+func load(t *testing.T, args []string, env []string) (app.Config, error) {
 	t.Helper()
-	cfg, err := loadConfig(newServeFlags("test", io.Discard), serveOptions(), args, env)
+	cfg, err := loadConfig("test", io.Discard, args, env)
 	if err == nil {
-		err = cfg.finish()
+		err = cfg.Finish()
 	}
 	return cfg, err
 }
@@ -98,9 +101,10 @@ func TestHelpListsEveryFlagWithDefaultAndEnv(t *testing.T) {
 		t.Fatalf("levee help exited %d", code)
 	}
 	help := out.String()
-	for _, o := range serveOptions() {
-		if !strings.Contains(help, "-"+o.flag()) || !strings.Contains(help, o.env()) {
-			t.Errorf("help lacks flag -%s or env %s", o.flag(), o.env())
+	cfg := app.DefaultConfig()
+	for _, k := range config.Keys(&cfg) {
+		if !strings.Contains(help, "-"+k.Flag) || !strings.Contains(help, k.Env) {
+			t.Errorf("help lacks flag -%s or env %s", k.Flag, k.Env)
 		}
 	}
 	for _, must := range []string{"-config", "-smtp-addr", "-http-addr", "-data-dir", "-nats-url", "-store", "-domains", "-queue-max-msgs", "-queue-max-bytes", "-workers", `default "127.0.0.1:2525"`} {

@@ -8,7 +8,6 @@ import (
 	"html"
 	"image/png"
 	"io"
-	"log/slog"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -23,6 +22,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/levee-mail/levee/app"
+	"github.com/levee-mail/levee/app/apptest"
 )
 
 // The dashboard tests load the page at / of a real in-process Levee in
@@ -193,13 +195,13 @@ func getBody(t *testing.T, u string) (int, []byte) {
 	return resp.StatusCode, b
 }
 
-func (l *testLevee) queueStatus() map[string]any {
-	l.t.Helper()
-	code, body := getBody(l.t, l.httpURL+"/api/v1/queue")
+func queueStatus(l *apptest.Levee) map[string]any {
+	l.T.Helper()
+	code, body := getBody(l.T, l.HTTPURL+"/api/v1/queue")
 	if code != http.StatusOK {
-		l.t.Fatalf("GET /api/v1/queue: %d %s", code, body)
+		l.T.Fatalf("GET /api/v1/queue: %d %s", code, body)
 	}
-	return decodeJSON(l.t, body)
+	return decodeJSON(l.T, body)
 }
 
 // lookup walks a dotted path ("consumer.num_pending") through decoded JSON.
@@ -534,14 +536,14 @@ func (p *renderedPage) checkStable(t *testing.T, now map[string]any) {
 // checkCharts: each chart drew its series. With the history endpoint the
 // page starts from the server's samples (all of them: its first point is the
 // server's first sample); without it, from its own polls.
-func (p *renderedPage) checkCharts(t *testing.T, l *testLevee, st map[string]any, historySamples int) {
+func (p *renderedPage) checkCharts(t *testing.T, l *apptest.Levee, st map[string]any, historySamples int) {
 	t.Helper()
 	if historySamples < 0 {
 		if got := p.body["data-history"]; got != "polls" {
 			t.Errorf("no history endpoint, yet the page says its charts come from %q", got)
 		}
 	} else {
-		code, body := getBody(t, l.httpURL+"/api/v1/queue/history")
+		code, body := getBody(t, l.HTTPURL+"/api/v1/queue/history")
 		var h struct {
 			Samples []struct{ At string } `json:"samples"`
 		}
@@ -585,24 +587,24 @@ func (p *renderedPage) checkCharts(t *testing.T, l *testLevee, st map[string]any
 
 // queueMail sends n messages, spread over the two test domains, and fails
 // on any refusal.
-func queueMail(t *testing.T, l *testLevee, first, n int) {
+func queueMail(t *testing.T, l *apptest.Levee, first, n int) {
 	t.Helper()
 	for i := first; i < first+n; i++ {
 		rcpt := "rcpt@example.test"
 		if i%3 == 2 {
 			rcpt = "someone@other.test"
 		}
-		if err := send(l.smtpAddr, "sender@client.test", []string{rcpt}, testMessage(i, 3000)); err != nil {
-			t.Fatalf("message %d: %s", i, replyCode(err))
+		if err := apptest.Send(l.SMTPAddr, "sender@client.test", []string{rcpt}, apptest.Message(i, 3000)); err != nil {
+			t.Fatalf("message %d: %s", i, apptest.ReplyCode(err))
 		}
 	}
 }
 
 // historySamples is the number of samples /api/v1/queue/history holds now,
 // or -1 when this Levee has no such endpoint yet.
-func historySamples(t *testing.T, l *testLevee) int {
+func historySamples(t *testing.T, l *apptest.Levee) int {
 	t.Helper()
-	code, body := getBody(t, l.httpURL+"/api/v1/queue/history")
+	code, body := getBody(t, l.HTTPURL+"/api/v1/queue/history")
 	switch code {
 	case http.StatusNotFound:
 		return -1
@@ -622,22 +624,22 @@ func historySamples(t *testing.T, l *testLevee) int {
 
 // waitForRates waits, where the server keeps a history (and so samples
 // rates), until the status carries rates over a real window.
-func waitForRates(t *testing.T, l *testLevee) {
+func waitForRates(t *testing.T, l *apptest.Levee) {
 	t.Helper()
 	if historySamples(t, l) < 0 {
 		t.Log("no /api/v1/queue/history on this server: rates are checked as whatever the status says")
 		return
 	}
-	waitFor(t, 30*time.Second, "rates over a window", func() bool {
-		w, _ := lookup(l.queueStatus(), "rates.window_seconds")
+	apptest.WaitFor(t, 30*time.Second, "rates over a window", func() bool {
+		w, _ := lookup(queueStatus(l), "rates.window_seconds")
 		f, _ := number(w)
 		return f > 0
 	})
 }
 
-func renderDashboard(t *testing.T, browser chromium, l *testLevee) (*renderedPage, map[string]any) {
+func renderDashboard(t *testing.T, browser chromium, l *apptest.Levee) (*renderedPage, map[string]any) {
 	t.Helper()
-	rec := newStatusRecorder(t, l.httpURL)
+	rec := newStatusRecorder(t, l.HTTPURL)
 	page := parseDashboard(t, browser.dumpDOM(t, rec.url+"/"))
 	page.checkHealthy(t)
 	text := func(f string) string {
@@ -663,14 +665,14 @@ func TestDashboardInChromium(t *testing.T) {
 	t.Run("backlog", func(t *testing.T) {
 		// Paused workers keep the mail queued, so the figures hold still;
 		// a small max_msgs gives a fill ratio worth showing.
-		cfg := testConfig(t)
+		cfg := apptest.Config(t)
 		cfg.Worker.Concurrency = 0
 		cfg.Worker.Autoscale.Enabled = false
 		cfg.Queue.MaxMsgs = 40
-		l := startLevee(t, cfg)
+		l := apptest.Start(t, cfg)
 		queueMail(t, l, 0, 30)
-		waitFor(t, 10*time.Second, "30 messages queued", func() bool {
-			n, _ := number(l.queueStatus()["messages"])
+		apptest.WaitFor(t, 10*time.Second, "30 messages queued", func() bool {
+			n, _ := number(queueStatus(l)["messages"])
 			return n == 30
 		})
 		waitForRates(t, l)
@@ -678,7 +680,7 @@ func TestDashboardInChromium(t *testing.T) {
 
 		page, rendered := renderDashboard(t, browser, l)
 		page.checkFigures(t, rendered)
-		page.checkStable(t, l.queueStatus())
+		page.checkStable(t, queueStatus(l))
 		page.checkCharts(t, l, rendered, samples)
 		if got := page.fields["messages"][0].text; got != "30" {
 			t.Errorf("queue depth shows %q, want 30", got)
@@ -692,7 +694,7 @@ func TestDashboardInChromium(t *testing.T) {
 			}
 		}
 
-		shot := browser.screenshot(t, l.httpURL+"/")
+		shot := browser.screenshot(t, l.HTTPURL+"/")
 		checkScreenshot(t, shot)
 	})
 
@@ -700,10 +702,10 @@ func TestDashboardInChromium(t *testing.T) {
 		// Mail flows in while workers drain it: the rates and the
 		// concurrency are live figures, checked against the exact status
 		// the page rendered.
-		cfg := testConfig(t)
+		cfg := apptest.Config(t)
 		cfg.Worker.Concurrency = 2
 		cfg.Worker.Autoscale.Enabled = false
-		l := startLevee(t, cfg)
+		l := apptest.Start(t, cfg)
 		stop := make(chan struct{})
 		sent := make(chan int)
 		stopSending := sync.OnceValue(func() int { close(stop); return <-sent })
@@ -719,15 +721,15 @@ func TestDashboardInChromium(t *testing.T) {
 					return
 				case <-tick.C:
 				}
-				if err := send(l.smtpAddr, "sender@client.test", []string{"rcpt@example.test"}, testMessage(1000+n, 2000)); err != nil {
-					t.Errorf("message %d: %s", n, replyCode(err))
+				if err := apptest.Send(l.SMTPAddr, "sender@client.test", []string{"rcpt@example.test"}, apptest.Message(1000+n, 2000)); err != nil {
+					t.Errorf("message %d: %s", n, apptest.ReplyCode(err))
 					return
 				}
 				n++
 			}
 		}()
-		waitFor(t, 10*time.Second, "mail flowing", func() bool {
-			n, _ := number(l.queueStatus()["last_seq"])
+		apptest.WaitFor(t, 10*time.Second, "mail flowing", func() bool {
+			n, _ := number(queueStatus(l)["last_seq"])
 			return n >= 20
 		})
 		waitForRates(t, l)
@@ -794,12 +796,12 @@ func TestDashboardScreenshotForDocs(t *testing.T) {
 	js := jetStream(t)
 
 	// The front: SMTP and the web API, its own delivery loops paused.
-	cfg := testConfig(t)
+	cfg := apptest.Config(t)
 	cfg.Queue.URL = js.ClientURL()
 	cfg.Queue.MaxMsgs = 400
 	cfg.Worker.Concurrency = 0
 	cfg.Worker.Autoscale.Enabled = false
-	l := startLevee(t, cfg)
+	l := apptest.Start(t, cfg)
 
 	const (
 		rate         = 20 // messages a second
@@ -814,47 +816,32 @@ func TestDashboardScreenshotForDocs(t *testing.T) {
 	for i := 0; time.Since(begin) < screenshotAt; i++ {
 		<-tick.C
 		if !workerStarted && time.Since(begin) >= workerAfter {
-			startWorkerProcess(t, js.ClientURL(), cfg.Queue.MaxMsgs)
+			startWorkerProcess(t, js.ClientURL())
 			workerStarted = true
 		}
 		rcpt := []string{"rcpt@example.test", "rcpt@example.test", "someone@other.test"}[i%3]
-		switch err := send(l.smtpAddr, "sender@client.test", []string{rcpt}, testMessage(i, 2500+i%7*900)); replyCode(err) {
+		switch err := apptest.Send(l.SMTPAddr, "sender@client.test", []string{rcpt}, apptest.Message(i, 2500+i%7*900)); apptest.ReplyCode(err) {
 		case "":
 			accepted++
 		case "452 4.3.1":
 			deferred++
 		default:
-			t.Fatalf("message %d: %s", i, replyCode(err))
+			t.Fatalf("message %d: %s", i, apptest.ReplyCode(err))
 		}
 	}
 	t.Logf("accepted %d, deferred %d", accepted, deferred)
 	page, rendered := renderDashboard(t, browser, l)
 	page.checkFigures(t, rendered)
-	keepScreenshot(t, browser.screenshot(t, l.httpURL+"/"))
+	keepScreenshot(t, browser.screenshot(t, l.HTTPURL+"/"))
 }
 
 // startWorkerProcess runs a `levee worker` in this process against the
-// JetStream at natsURL, with its own store. A starting process applies its
-// configured stream limits, so it is given the front's.
-func startWorkerProcess(t *testing.T, natsURL string, maxMsgs int64) {
+// JetStream at natsURL, with its own store.
+func startWorkerProcess(t *testing.T, natsURL string) {
 	t.Helper()
-	cfg := testConfig(t)
+	cfg := apptest.Config(t)
 	cfg.Queue.URL = natsURL
-	cfg.Queue.MaxMsgs = maxMsgs
 	cfg.Worker.Concurrency = 2
 	cfg.Worker.Autoscale.Enabled = false
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	w, err := Start(ctx, cfg, RoleWorker, log)
-	if err != nil {
-		t.Fatalf("start worker: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := w.Shutdown(ctx); err != nil {
-			t.Errorf("worker shutdown: %v", err)
-		}
-	})
+	apptest.StartWith(t, cfg, app.RoleWorker, apptest.Log(t))
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -9,6 +10,9 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/levee-mail/levee/internal/bytesize"
+	"github.com/levee-mail/levee/web/opsclient"
 )
 
 func dlqCmd(args, environ []string, stdout, stderr io.Writer) int {
@@ -103,7 +107,7 @@ func dlqCmd(args, environ []string, stdout, stderr io.Writer) int {
 		default:
 			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintf(tw, "seq\t%d\nid\t%s\nreason\t%s\ndead at\t%s\ndeliveries\t%d\n", d.Seq, d.ID, d.Reason, d.DeadAt.Local().Format(time.RFC3339), d.Deliveries)
-			fmt.Fprintf(tw, "from\t%s\nto\t%s\nreceived at\t%s\nsize\t%s\n", d.From, strings.Join(d.To, ", "), d.ReceivedAt.Local().Format(time.RFC3339), humanBytes(uint64(d.Size)))
+			fmt.Fprintf(tw, "from\t%s\nto\t%s\nreceived at\t%s\nsize\t%s\n", d.From, strings.Join(d.To, ", "), d.ReceivedAt.Local().Format(time.RFC3339), bytesize.Human(uint64(d.Size)))
 			fmt.Fprintf(tw, "was\t%s seq %d, subject %s\n", d.OriginalStream, d.OriginalSeq, d.Subject)
 			tw.Flush()
 			fmt.Fprintf(stdout, "\n%s\n", headerBlock(raw, 40))
@@ -111,7 +115,7 @@ func dlqCmd(args, environ []string, stdout, stderr io.Writer) int {
 	case cmd == "replay" && *all:
 		n, err := c.ReplayAll(ctx)
 		if err != nil {
-			if _, overHTTP := err.(*apiError); !overHTTP { // the server's message says how many
+			if !errors.As(err, new(*opsclient.APIError)) { // the server's message says how many
 				err = fmt.Errorf("%d replayed, then: %w", n, err)
 			}
 			return cliError(stderr, "dlq replay", err)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/levee-mail/levee/app/apptest"
 	"github.com/levee-mail/levee/loadtest"
 )
 
@@ -19,7 +20,7 @@ func runLoadtest(t *testing.T, args ...string) (int, *loadtest.Result, string) {
 	dir := t.TempDir()
 	jsonPath := filepath.Join(dir, "result.json")
 	args = append(args, "--json", jsonPath, "--progress", "never")
-	var stdout, stderr syncBuffer
+	var stdout, stderr apptest.SyncBuffer
 	code := loadtestCmd(args, &stdout, &stderr)
 	out := stdout.String() + stderr.String()
 	raw, err := os.ReadFile(jsonPath)
@@ -39,10 +40,10 @@ func runLoadtest(t *testing.T, args ...string) (int, *loadtest.Result, string) {
 // A short burst against a whole Levee: every accepted message is stored
 // exactly once, the gates pass, and the report and JSON are written.
 func TestLoadtestBurstAgainstLevee(t *testing.T) {
-	l := startLevee(t, testConfig(t))
+	l := apptest.Start(t, apptest.Config(t))
 	report := filepath.Join(t.TempDir(), "report.html")
 	code, res, out := runLoadtest(t,
-		"--target", l.smtpAddr, "--api", l.httpURL,
+		"--target", l.SMTPAddr, "--api", l.HTTPURL,
 		"--to", "rcpt{n}@example.test", "--mailboxes", "5",
 		"--baseline", "20/s", "--surge", "3x", "--surge-for", "1s",
 		"--connections", "10", "--size", "1KiB", "--interval", "250ms", "--readers", "2", "--reader-think", "50ms",
@@ -78,7 +79,7 @@ func TestLoadtestBurstAgainstLevee(t *testing.T) {
 	// The API agrees with the audit mailbox by mailbox.
 	total := 0
 	for n := range 5 {
-		total += len(l.mailbox(fmt.Sprintf("rcpt%d@example.test", n)))
+		total += len(l.Mailbox(fmt.Sprintf("rcpt%d@example.test", n)))
 	}
 	if total != 100 {
 		t.Errorf("mailboxes hold %d messages, want 100", total)
@@ -91,7 +92,7 @@ func TestLoadtestBurstAgainstLevee(t *testing.T) {
 		t.Errorf("report: %d plots, PASS %v", strings.Count(string(html), "<svg"), strings.Contains(string(html), "PASS"))
 	}
 	if !strings.Contains(out, "Was anything lost or stored twice?") {
-		t.Errorf("no summary table on stdout:\n%s", out)
+		t.Errorf("no apptest.Summary table on stdout:\n%s", out)
 	}
 }
 
@@ -99,10 +100,10 @@ func TestLoadtestBurstAgainstLevee(t *testing.T) {
 // the queue is full; when the workers resume, the retries deliver every
 // message and the audit finds none lost.
 func TestLoadtestTinyQueueDefersAndRetriesDeliverAll(t *testing.T) {
-	cfg := testConfig(t)
+	cfg := apptest.Config(t)
 	cfg.Queue.MaxMsgs = 20
 	cfg.Worker.Concurrency = 0
-	l := startLevee(t, cfg)
+	l := apptest.Start(t, cfg)
 
 	type outcome struct {
 		code int
@@ -112,14 +113,14 @@ func TestLoadtestTinyQueueDefersAndRetriesDeliverAll(t *testing.T) {
 	done := make(chan outcome, 1)
 	go func() {
 		code, res, out := runLoadtest(t,
-			"--target", l.smtpAddr, "--api", l.httpURL, "--to", "rcpt{n}@example.test", "--mailboxes", "3",
+			"--target", l.SMTPAddr, "--api", l.HTTPURL, "--to", "rcpt{n}@example.test", "--mailboxes", "3",
 			"--rate", "50/s", "--duration", "2s", "--size", "1KiB", "--connections", "10", "--readers", "0",
 			"--retry-initial", "50ms", "--retry-max", "300ms", "--retry-for", "2m",
 			"--audit-timeout", "60s", "--max-lost", "0", "--max-duplicates", "0")
 		done <- outcome{code, res, out}
 	}()
-	waitFor(t, 30*time.Second, "the queue to fill up", func() bool {
-		st, err := l.Queue.Status(context.Background())
+	apptest.WaitFor(t, 30*time.Second, "the queue to fill up", func() bool {
+		st, err := l.Admin.Status(context.Background())
 		return err == nil && st.Messages >= 18
 	})
 	time.Sleep(300 * time.Millisecond) // let the full queue refuse a while
@@ -167,13 +168,13 @@ func TestLoadtestFlagErrors(t *testing.T) {
 		{[]string{"--rate", "10/s", "--progress", "sometimes"}, "--progress"},
 		{[]string{"--trace", "/nonexistent/trace.jsonl"}, "trace"},
 	} {
-		var stdout, stderr syncBuffer
+		var stdout, stderr apptest.SyncBuffer
 		code := loadtestCmd(tc.args, &stdout, &stderr)
 		if code != 2 || !strings.Contains(stderr.String(), tc.want) {
 			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", tc.args, code, stderr.String(), tc.want)
 		}
 	}
-	var stdout, stderr syncBuffer
+	var stdout, stderr apptest.SyncBuffer
 	if code := loadtestCmd([]string{"--help"}, &stdout, &stderr); code != 0 || !strings.Contains(stderr.String(), "max-reader-p99") {
 		t.Errorf("--help: exit %d, %q", code, stderr.String())
 	}
@@ -181,8 +182,8 @@ func TestLoadtestFlagErrors(t *testing.T) {
 
 // A gate that fails makes the exit status 1.
 func TestLoadtestThresholdFailureExits1(t *testing.T) {
-	l := startLevee(t, testConfig(t))
-	code, res, out := runLoadtest(t, "--target", l.smtpAddr, "--api", l.httpURL, "--to", "rcpt@example.test",
+	l := apptest.Start(t, apptest.Config(t))
+	code, res, out := runLoadtest(t, "--target", l.SMTPAddr, "--api", l.HTTPURL, "--to", "rcpt@example.test",
 		"--rate", "50/s", "--duration", "200ms", "--readers", "1", "--max-reader-p99", "1ns")
 	if code != 1 || res.Pass {
 		t.Fatalf("exit %d, pass %v, want 1 and false\n%s", code, res.Pass, out)

@@ -11,6 +11,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/levee-mail/levee/app"
+	"github.com/levee-mail/levee/internal/config"
 )
 
 const usage = `Levee: inbound mail -> SMTP -> JetStream queue with limits -> workers -> mailbox storage.
@@ -41,13 +44,13 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "serve":
-		return serve(RoleAll, args[1:], environ, stderr)
+		return serve(app.RoleAll, args[1:], environ, stderr)
 	case "smtpd":
-		return serve(RoleSMTP, args[1:], environ, stderr)
+		return serve(app.RoleSMTP, args[1:], environ, stderr)
 	case "worker":
-		return serve(RoleWorker, args[1:], environ, stderr)
+		return serve(app.RoleWorker, args[1:], environ, stderr)
 	case "web":
-		return serve(RoleWeb, args[1:], environ, stderr)
+		return serve(app.RoleWeb, args[1:], environ, stderr)
 	case "loadtest":
 		return loadtestCmd(args[1:], stdout, stderr)
 	case "queue":
@@ -57,9 +60,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		fmt.Fprintln(stdout, "\nFlags (each also a LEVEE_* environment variable and a YAML key):")
-		fs := newServeFlags("levee serve", stdout)
-		_, _ = loadConfig(fs, serveOptions(), nil, nil)
-		fs.PrintDefaults()
+		cfg := app.DefaultConfig()
+		newServeFlags("levee serve", stdout, &cfg).PrintDefaults()
 		return 0
 	default:
 		fmt.Fprintf(stderr, "levee: unknown command %q\n\n%s", args[0], usage)
@@ -67,20 +69,45 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	}
 }
 
-func newServeFlags(name string, out io.Writer) *flag.FlagSet {
+// serveFlags are the flags of the role commands: --config, and one flag
+// per configuration key of cfg (internal/config), whose given values end
+// up in given.
+type serveFlags struct {
+	*flag.FlagSet
+	file  *string
+	given map[string]string
+}
+
+func newServeFlags(name string, out io.Writer, cfg *app.Config) serveFlags {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(out)
-	return fs
+	file := fs.String("config", "", "path to a YAML config file (env LEVEE_CONFIG)")
+	return serveFlags{FlagSet: fs, file: file, given: config.Flags(fs, cfg)}
+}
+
+// loadConfig is the configuration of a role command: the defaults, then
+// the YAML file (--config or LEVEE_CONFIG), then LEVEE_* environment
+// variables, then flags. Any invalid value fails naming its key.
+func loadConfig(name string, out io.Writer, args, environ []string) (app.Config, error) {
+	cfg := app.DefaultConfig()
+	fs := newServeFlags(name, out, &cfg)
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	err := config.Load(&cfg, config.Sources{File: *fs.file, Environ: environ, Flags: fs.given})
+	return cfg, err
 }
 
 // serve runs the given roles until SIGINT or SIGTERM, then drains.
-func serve(roles Role, args, environ []string, stderr io.Writer) int {
+func serve(roles app.Role, args, environ []string, stderr io.Writer) int {
 	name := "levee " + roles.String()
-	if roles == RoleAll {
+	if roles == app.RoleAll {
 		name = "levee serve"
 	}
-	fs := newServeFlags(name, stderr)
-	cfg, err := loadConfig(fs, serveOptions(), args, environ)
+	cfg, err := loadConfig(name, stderr, args, environ)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -91,7 +118,7 @@ func serve(roles Role, args, environ []string, stderr io.Writer) int {
 	log := newLogger(stderr, cfg.LogLevel)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	l, err := Start(ctx, cfg, roles, log)
+	l, err := app.Start(ctx, cfg, roles, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 		return 1

@@ -51,7 +51,7 @@ func leveeBinary(t *testing.T) string {
 type process struct {
 	t        *testing.T
 	cmd      *exec.Cmd
-	smtpAddr string
+	SMTPAddr string
 	httpAddr string
 
 	mu   sync.Mutex
@@ -101,7 +101,7 @@ func startProcess(t *testing.T, args ...string) *process {
 	})
 	select {
 	case m := <-started:
-		p.smtpAddr, p.httpAddr = m[1], m[2]
+		p.SMTPAddr, p.httpAddr = m[1], m[2]
 	case <-p.done:
 		t.Fatalf("levee %v exited before starting: %v\n%s", args, p.err, p.output())
 	case <-time.After(30 * time.Second):

@@ -15,7 +15,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/levee-mail/levee/queue"
+	"github.com/levee-mail/levee/internal/bytesize"
+	"github.com/levee-mail/levee/queue/admin"
+	"github.com/levee-mail/levee/web/opsclient"
 )
 
 const queueUsage = `Usage:
@@ -62,11 +64,11 @@ func (f *opsFlags) register(fs *flag.FlagSet, environ []string) {
 	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "time limit of each request")
 }
 
-func (f *opsFlags) client(rateWindow time.Duration) (opsClient, error) {
+func (f *opsFlags) client(rateWindow time.Duration) (opsclient.Client, error) {
 	if f.natsURL != "" {
-		return dialNATS(f.natsURL, rateWindow)
+		return opsclient.NATS(f.natsURL, rateWindow)
 	}
-	return newHTTPOps(f.server, f.token)
+	return opsclient.HTTP(f.server, f.token)
 }
 
 func envValue(environ []string, key string) string {
@@ -193,7 +195,7 @@ func writeJSONLine(w io.Writer, v any) error {
 
 // printStatus is the status for a person: one figure per line, limits next
 // to what uses them.
-func printStatus(w io.Writer, st queue.Status) {
+func printStatus(w io.Writer, st admin.Status) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	where := "external JetStream"
 	if st.Embedded {
@@ -201,13 +203,13 @@ func printStatus(w io.Writer, st queue.Status) {
 	}
 	fmt.Fprintf(tw, "queue\t%s (%s, %d replica(s))\tat %s\n", st.Stream, where, st.Limits.Replicas, st.At.Local().Format("15:04:05"))
 	fmt.Fprintf(tw, "messages\t%d of %d\t%.1f%% full\n", st.Messages, st.Limits.MaxMsgs, 100*st.Fill.Messages)
-	fmt.Fprintf(tw, "bytes\t%s of %s\t%.1f%% full\n", humanBytes(st.Bytes), humanBytes(uint64(max(0, st.Limits.MaxBytes))), 100*st.Fill.Bytes)
+	fmt.Fprintf(tw, "bytes\t%s of %s\t%.1f%% full\n", bytesize.Human(st.Bytes), bytesize.Human(uint64(max(0, st.Limits.MaxBytes))), 100*st.Fill.Bytes)
 	per := "none"
 	if st.Limits.PerDomainMaxMsgs > 0 {
 		per = fmt.Sprintf("%d messages per recipient domain", st.Limits.PerDomainMaxMsgs)
 	}
 	fmt.Fprintf(tw, "per-domain cap\t%s\t\n", per)
-	fmt.Fprintf(tw, "max age\t%s\tmax message %s\n", st.Limits.MaxAge, humanBytes(uint64(max(0, st.Limits.MaxMsgSize))))
+	fmt.Fprintf(tw, "max age\t%s\tmax message %s\n", st.Limits.MaxAge, bytesize.Human(uint64(max(0, st.Limits.MaxMsgSize))))
 	fmt.Fprintf(tw, "oldest message\t%s\t\n", st.OldestMessageAge.Round(time.Second))
 	c := st.Consumer
 	fmt.Fprintf(tw, "consumer\t%s\tpending %d, ack pending %d, redelivered %d, waiting pulls %d\n", c.Name, c.NumPending, c.NumAckPending, c.NumRedelivered, c.NumWaiting)
@@ -227,19 +229,6 @@ func printStatus(w io.Writer, st queue.Status) {
 		}
 	}
 	tw.Flush()
-}
-
-func humanBytes(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 func queueLimitsCmd(args, environ []string, stdout, stderr io.Writer) int {
@@ -269,7 +258,7 @@ func queueLimitsCmd(args, environ []string, stdout, stderr io.Writer) int {
 	if pos, err := parseArgs(fs, args); err != nil || len(pos) > 0 {
 		return usageError(fs, stderr, pos, err)
 	}
-	var l queue.Limits
+	var l admin.LimitsChange
 	if set {
 		var err error
 		if l, err = limitsFromFlags(raw.maxMsgs, raw.maxBytes, raw.maxAge, raw.maxMsgSize, raw.perDomain); err != nil {
@@ -294,7 +283,8 @@ func queueLimitsCmd(args, environ []string, stdout, stderr io.Writer) int {
 			_ = writeJSONLine(stdout, lim)
 			return 0
 		}
-		printLimits(stdout, lim)
+		printLimits(stdout, lim.StreamLimits)
+		printDrift(stdout, lim)
 		return 0
 	}
 	u, err := c.UpdateLimits(ctx, l)
@@ -310,12 +300,13 @@ func queueLimitsCmd(args, environ []string, stdout, stderr io.Writer) int {
 	for _, n := range u.Notes {
 		fmt.Fprintln(stdout, "note:", n)
 	}
-	fmt.Fprintln(stdout, "The change lives on the JetStream server; put it in Levee's config too, or the next change of the config undoes it.")
+	fmt.Fprintln(stdout, "The change lives on the JetStream server and outlasts restarts: a start never changes an existing stream's limits.")
+	fmt.Fprintln(stdout, "Put it in Levee's config too (`levee queue limits` shows where they differ), so that a recreated stream gets it.")
 	return 0
 }
 
-func limitsFromFlags(maxMsgs, maxBytes, maxAge, maxMsgSize, perDomain string) (queue.Limits, error) {
-	var l queue.Limits
+func limitsFromFlags(maxMsgs, maxBytes, maxAge, maxMsgSize, perDomain string) (admin.LimitsChange, error) {
+	var l admin.LimitsChange
 	if maxMsgs != "" {
 		n, err := strconv.ParseInt(maxMsgs, 10, 64)
 		if err != nil || n < 1 {
@@ -324,7 +315,7 @@ func limitsFromFlags(maxMsgs, maxBytes, maxAge, maxMsgSize, perDomain string) (q
 		l.MaxMsgs = n
 	}
 	if maxBytes != "" {
-		n, err := parseBytes(maxBytes)
+		n, err := bytesize.Parse(maxBytes)
 		if err != nil || n < 1 {
 			return l, fmt.Errorf("--max-bytes: want a size like 20GiB, got %q", maxBytes)
 		}
@@ -338,7 +329,7 @@ func limitsFromFlags(maxMsgs, maxBytes, maxAge, maxMsgSize, perDomain string) (q
 		l.MaxAge = d
 	}
 	if maxMsgSize != "" {
-		n, err := parseBytes(maxMsgSize)
+		n, err := bytesize.Parse(maxMsgSize)
 		if err != nil || n < 1 || n > 1<<31-1 {
 			return l, fmt.Errorf("--max-msg-size: want a size like 10MiB, got %q", maxMsgSize)
 		}
@@ -354,22 +345,41 @@ func limitsFromFlags(maxMsgs, maxBytes, maxAge, maxMsgSize, perDomain string) (q
 			l.PerDomainMaxMsgs = -1
 		}
 	}
-	if l == (queue.Limits{}) {
+	if l == (admin.LimitsChange{}) {
 		return l, errors.New("nothing to change: give one or more of --max-msgs, --max-bytes, --max-age, --max-msg-size, --per-domain-max-msgs")
 	}
 	return l, nil
 }
 
-func printLimits(w io.Writer, l queue.StreamLimits) {
+// printDrift says how the live limits differ from the config of the Levee
+// that answered (a start applies the config's only to a new stream).
+func printDrift(w io.Writer, r admin.LimitsReport) {
+	switch {
+	case !r.ComparedWithConfig:
+		fmt.Fprintln(w, "(reached through JetStream: not compared with a Levee config)")
+	case len(r.Drift) == 0:
+		fmt.Fprintln(w, "the live limits are the config's")
+	default:
+		fmt.Fprintln(w, "differs from the config of the Levee that answered (starts leave live limits alone):")
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  limit\tlive\tconfig")
+		for _, d := range r.Drift {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\n", d.Key, d.Live, d.Config)
+		}
+		tw.Flush()
+	}
+}
+
+func printLimits(w io.Writer, l admin.StreamLimits) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	per := "none"
 	if l.PerDomainMaxMsgs > 0 {
 		per = strconv.FormatInt(l.PerDomainMaxMsgs, 10)
 	}
 	fmt.Fprintf(tw, "max_msgs\t%d\n", l.MaxMsgs)
-	fmt.Fprintf(tw, "max_bytes\t%s (%d)\n", humanBytes(uint64(max(0, l.MaxBytes))), l.MaxBytes)
+	fmt.Fprintf(tw, "max_bytes\t%s (%d)\n", bytesize.Human(uint64(max(0, l.MaxBytes))), l.MaxBytes)
 	fmt.Fprintf(tw, "max_age\t%s\n", l.MaxAge)
-	fmt.Fprintf(tw, "max_msg_size\t%s\n", humanBytes(uint64(max(0, l.MaxMsgSize))))
+	fmt.Fprintf(tw, "max_msg_size\t%s\n", bytesize.Human(uint64(max(0, l.MaxMsgSize))))
 	fmt.Fprintf(tw, "per_domain_max_msgs\t%s\n", per)
 	fmt.Fprintf(tw, "discard\t%s\n", l.Discard)
 	fmt.Fprintf(tw, "duplicate_window\t%s\n", l.DuplicateWindow)

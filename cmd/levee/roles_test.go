@@ -11,8 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/levee-mail/levee/app/apptest"
 	"github.com/levee-mail/levee/mail"
 	"github.com/levee-mail/levee/queue"
+	"github.com/levee-mail/levee/queue/natsserver"
 	"github.com/levee-mail/levee/store"
 	"github.com/levee-mail/levee/store/postgres"
 	"github.com/levee-mail/levee/store/postgres/pgtest"
@@ -20,9 +22,9 @@ import (
 
 // jetStream starts a JetStream server of the test's own, for role processes
 // to share as their external JetStream.
-func jetStream(t *testing.T) *queue.Server {
+func jetStream(t *testing.T) *natsserver.Server {
 	t.Helper()
-	srv, err := queue.StartServer(queue.ServerConfig{DataDir: filepath.Join(t.TempDir(), "js"), Host: "127.0.0.1", Port: -1,
+	srv, err := natsserver.Start(natsserver.Config{DataDir: filepath.Join(t.TempDir(), "js"), Host: "127.0.0.1", Port: -1,
 		SyncAlways: true, MaxPayload: queue.DefaultMaxMsgSize + 64<<10})
 	if err != nil {
 		t.Fatal(err)
@@ -51,7 +53,7 @@ func publishBacklog(t *testing.T, url string, n int) map[string]bool {
 		go func() {
 			defer wg.Done()
 			for i := g; i < n; i += 20 {
-				body := testMessage(i, 2048)
+				body := apptest.Message(i, 2048)
 				env := mail.Envelope{From: "s@client.test", To: []string{"rcpt@example.test"}, ReceivedAt: time.Now()}
 				m := &mail.Message{ID: mail.ID(env.From, env.To, body), Envelope: env, Raw: body, Size: int64(len(body))}
 				if _, err := q.Publish(ctx, m); err != nil {
@@ -169,7 +171,7 @@ func TestTwoWorkerProcessesDrainIntoPostgresExactlyOnce(t *testing.T) {
 
 	a := startProcess(t, workerArgs(t, js.ClientURL(), dsn, "--workers", "2", "--worker-batch-size", "16")...)
 	b := startProcess(t, workerArgs(t, js.ClientURL(), dsn, "--workers", "2", "--worker-batch-size", "16")...)
-	waitFor(t, 120*time.Second, "2000 stored", func() bool { return storedCount(t, st) >= 2000 })
+	apptest.WaitFor(t, 120*time.Second, "2000 stored", func() bool { return storedCount(t, st) >= 2000 })
 	time.Sleep(500 * time.Millisecond) // a straggling duplicate would show now
 	checkExactlyOnce(t, st, want)
 	sa, sb := storedBy(t, a), storedBy(t, b)
@@ -191,14 +193,14 @@ func TestSIGTERMWorkerMidDrainOtherFinishesExactlyOnce(t *testing.T) {
 
 	a := startProcess(t, workerArgs(t, js.ClientURL(), dsn, "--workers", "2", "--worker-batch-size", "8")...)
 	b := startProcess(t, workerArgs(t, js.ClientURL(), dsn, "--workers", "1", "--worker-batch-size", "8")...)
-	waitFor(t, 60*time.Second, "drain under way", func() bool { return storedCount(t, st) >= 300 })
+	apptest.WaitFor(t, 60*time.Second, "drain under way", func() bool { return storedCount(t, st) >= 300 })
 	if err := a.stop(30 * time.Second); err != nil {
 		t.Fatalf("worker a: exit %v after SIGTERM, want 0", err)
 	}
 	if n := storedCount(t, st); n >= 2000 {
 		t.Fatalf("the drain finished before SIGTERM took effect (%d stored): the test proves nothing", n)
 	}
-	waitFor(t, 120*time.Second, "the other worker finishes", func() bool { return storedCount(t, st) >= 2000 })
+	apptest.WaitFor(t, 120*time.Second, "the other worker finishes", func() bool { return storedCount(t, st) >= 2000 })
 	time.Sleep(500 * time.Millisecond)
 	checkExactlyOnce(t, st, want)
 	if b.exited() {
@@ -215,31 +217,31 @@ func TestSIGTERMWorkerMidDrainOtherFinishesExactlyOnce(t *testing.T) {
 func TestPostgresOutageDuringDrain(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	proxy := pgtest.NewProxy(t, "127.0.0.1:5432")
-	cfg := testConfig(t)
+	cfg := apptest.Config(t)
 	cfg.Store = strings.Replace(dsn, "127.0.0.1:5432", proxy.Addr(), 1)
 	if cfg.Store == dsn {
 		t.Fatalf("test database URL %q does not name 127.0.0.1:5432", dsn)
 	}
 	cfg.Worker.RetryDelay = 50 * time.Millisecond
 	cfg.Worker.MaxRetryDelay = 500 * time.Millisecond
-	l := startLevee(t, cfg)
+	l := apptest.Start(t, cfg)
 	st := openPostgres(t, dsn) // the test's own view, not through the proxy
 
 	sent := map[int]bool{}
 	sendN := func(from, to int) {
 		for i := from; i < to; i++ {
-			if err := send(l.smtpAddr, "s@client.test", []string{"rcpt@example.test"}, testMessage(i, 1500)); err != nil {
-				t.Fatalf("message %d: %s (SMTP must keep accepting during a store outage)", i, replyCode(err))
+			if err := apptest.Send(l.SMTPAddr, "s@client.test", []string{"rcpt@example.test"}, apptest.Message(i, 1500)); err != nil {
+				t.Fatalf("message %d: %s (SMTP must keep accepting during a store outage)", i, apptest.ReplyCode(err))
 			}
 			sent[i] = true
 		}
 	}
 	sendN(0, 50)
-	waitFor(t, 30*time.Second, "first messages stored", func() bool { return storedCount(t, st) >= 10 })
+	apptest.WaitFor(t, 30*time.Second, "first messages stored", func() bool { return storedCount(t, st) >= 10 })
 
 	proxy.Cut()
 	sendN(50, 250)
-	waitFor(t, 20*time.Second, "workers notice the outage", func() bool {
+	apptest.WaitFor(t, 20*time.Second, "workers notice the outage", func() bool {
 		return gaugeValue(t, l, "levee_worker_store_available") == 0
 	})
 	before := storedCount(t, st)
@@ -247,23 +249,23 @@ func TestPostgresOutageDuringDrain(t *testing.T) {
 	if after := storedCount(t, st); after != before {
 		t.Fatalf("stored %d -> %d while the store was cut off", before, after)
 	}
-	queued, err := l.Queue.Status(context.Background())
+	queued, err := l.Admin.Status(context.Background())
 	if err != nil || queued.Messages == 0 {
 		t.Fatalf("the queue should hold the mail during the outage: %+v, %v", queued, err)
 	}
 
 	proxy.Restore()
-	waitFor(t, 60*time.Second, "everything stored after recovery", func() bool { return storedCount(t, st) >= len(sent) })
+	apptest.WaitFor(t, 60*time.Second, "everything stored after recovery", func() bool { return storedCount(t, st) >= len(sent) })
 	time.Sleep(500 * time.Millisecond)
 	if n := storedCount(t, st); n != len(sent) {
 		t.Fatalf("stored %d, sent %d", n, len(sent))
 	}
-	if s, _ := l.Queue.Status(context.Background()); s.DeadLetters != 0 {
+	if s, _ := l.Admin.Status(context.Background()); s.DeadLetters != 0 {
 		t.Fatalf("%d messages dead-lettered by an outage", s.DeadLetters)
 	}
 }
 
-func gaugeValue(t *testing.T, l *testLevee, name string) float64 {
+func gaugeValue(t *testing.T, l *apptest.Levee, name string) float64 {
 	t.Helper()
 	mfs, err := l.Registry.Gather()
 	if err != nil {

@@ -1,4 +1,4 @@
-package queue
+package admin
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/levee-mail/levee/queue"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -35,7 +36,7 @@ const maxDeadList = 1000
 func (a *Admin) deadStream(ctx context.Context) (jetstream.Stream, error) {
 	s, err := a.js.Stream(ctx, a.cfg.DeadStream)
 	if err != nil {
-		return nil, fmt.Errorf("queue: dead stream %s: %w", a.cfg.DeadStream, err)
+		return nil, fmt.Errorf("admin: dead stream %s: %w", a.cfg.DeadStream, err)
 	}
 	return s, nil
 }
@@ -64,7 +65,7 @@ func (a *Admin) DeadLetters(ctx context.Context, after uint64, limit int) ([]Dea
 			break
 		}
 		if err != nil {
-			return nil, 0, fmt.Errorf("queue: dead letters: %w", err)
+			return nil, 0, fmt.Errorf("admin: dead letters: %w", err)
 		}
 		out = append(out, deadInfo(m))
 		next = m.Sequence + 1
@@ -91,7 +92,7 @@ func (a *Admin) getDead(ctx context.Context, s jetstream.Stream, seq uint64) (*j
 		return nil, fmt.Errorf("%w: no dead letter %d in %s", ErrNotFound, seq, a.cfg.DeadStream)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("queue: dead letter %d: %w", seq, err)
+		return nil, fmt.Errorf("admin: dead letter %d: %w", seq, err)
 	}
 	return m, nil
 }
@@ -100,21 +101,21 @@ func deadInfo(m *jetstream.RawStreamMsg) DeadLetterInfo {
 	h := m.Header
 	d := DeadLetterInfo{
 		Seq:            m.Sequence,
-		ID:             h.Get(HeaderID),
-		Subject:        h.Get(HeaderDeadSubject),
-		Reason:         h.Get(HeaderDeadReason),
-		OriginalStream: h.Get(HeaderDeadStream),
-		From:           h.Get(HeaderMailFrom),
-		To:             append([]string{}, h.Values(HeaderRcptTo)...),
+		ID:             h.Get(queue.HeaderID),
+		Subject:        h.Get(queue.HeaderDeadSubject),
+		Reason:         h.Get(queue.HeaderDeadReason),
+		OriginalStream: h.Get(queue.HeaderDeadStream),
+		From:           h.Get(queue.HeaderMailFrom),
+		To:             append([]string{}, h.Values(queue.HeaderRcptTo)...),
 		Size:           len(m.Data),
 	}
 	if d.ID == "" {
-		d.ID = h.Get(HeaderMsgID)
+		d.ID = h.Get(queue.HeaderMsgID)
 	}
-	d.DeadAt, _ = time.Parse(time.RFC3339Nano, h.Get(HeaderDeadAt))
-	d.ReceivedAt, _ = time.Parse(time.RFC3339Nano, h.Get(HeaderReceivedAt))
-	d.Deliveries, _ = strconv.Atoi(h.Get(HeaderDeadDeliveries))
-	d.OriginalSeq, _ = strconv.ParseUint(h.Get(HeaderDeadSeq), 10, 64)
+	d.DeadAt, _ = time.Parse(time.RFC3339Nano, h.Get(queue.HeaderDeadAt))
+	d.ReceivedAt, _ = time.Parse(time.RFC3339Nano, h.Get(queue.HeaderReceivedAt))
+	d.Deliveries, _ = strconv.Atoi(h.Get(queue.HeaderDeadDeliveries))
+	d.OriginalSeq, _ = strconv.ParseUint(h.Get(queue.HeaderDeadSeq), 10, 64)
 	return d
 }
 
@@ -139,25 +140,25 @@ func (a *Admin) Replay(ctx context.Context, seq uint64) error {
 		return err
 	}
 	if _, err := a.js.PublishMsg(ctx, msg); err != nil {
-		return fmt.Errorf("queue: replay %d: %w: %w", seq, classify(err), err)
+		return fmt.Errorf("admin: replay %d: %w: %w", seq, queue.Classify(err), err)
 	}
 	// A concurrent replay or purge may have removed it first: that is done.
 	if err := a.deleteDead(ctx, s, seq); err != nil && !errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("queue: replay %d: queued again, but not removed from %s (a second replay is harmless): %w", seq, a.cfg.DeadStream, err)
+		return fmt.Errorf("admin: replay %d: queued again, but not removed from %s (a second replay is harmless): %w", seq, a.cfg.DeadStream, err)
 	}
-	a.log.Info("queue: dead letter replayed", "seq", seq, "id", msg.Header.Get(HeaderID))
+	a.log.Info("admin: dead letter replayed", "seq", seq, "id", msg.Header.Get(queue.HeaderID))
 	return nil
 }
 
 // replayMsg rebuilds the mail stream message from a dead letter: Levee's
 // envelope headers, none of the dead-letter ones, and the original subject.
 func (a *Admin) replayMsg(m *jetstream.RawStreamMsg) (*nats.Msg, error) {
-	id := m.Header.Get(HeaderID)
+	id := m.Header.Get(queue.HeaderID)
 	if id == "" {
-		id = m.Header.Get(HeaderMsgID)
+		id = m.Header.Get(queue.HeaderMsgID)
 	}
 	if id == "" {
-		return nil, fmt.Errorf("%w: dead letter %d has no message id", ErrMalformed, m.Sequence)
+		return nil, fmt.Errorf("%w: dead letter %d has no message id", queue.ErrMalformed, m.Sequence)
 	}
 	h := nats.Header{}
 	for k, vs := range m.Header {
@@ -166,9 +167,9 @@ func (a *Admin) replayMsg(m *jetstream.RawStreamMsg) (*nats.Msg, error) {
 		}
 		h[k] = append([]string(nil), vs...)
 	}
-	h.Set(HeaderID, id)
-	h.Set(HeaderMsgID, fmt.Sprintf("replay:%s:%d:%s", a.cfg.DeadStream, m.Sequence, id))
-	h.Set(headerExpStream, a.cfg.Stream)
+	h.Set(queue.HeaderID, id)
+	h.Set(queue.HeaderMsgID, fmt.Sprintf("replay:%s:%d:%s", a.cfg.DeadStream, m.Sequence, id))
+	h.Set(jetstream.ExpectedStreamHeader, a.cfg.Stream)
 	subject := a.cfg.SubjectPrefix + "._"
 	if rest, ok := strings.CutPrefix(m.Subject, a.cfg.DeadSubjectPrefix+"."); ok && rest != "" {
 		subject = a.cfg.SubjectPrefix + "." + rest
@@ -221,7 +222,7 @@ func (a *Admin) ReplayAll(ctx context.Context) (int, error) {
 			switch err := a.Replay(ctx, d.Seq); {
 			case err == nil:
 				n++
-			case errors.Is(err, ErrMalformed):
+			case errors.Is(err, queue.ErrMalformed):
 				skipped = append(skipped, strconv.FormatUint(d.Seq, 10))
 			case errors.Is(err, ErrNotFound): // replayed or purged meanwhile
 			default:
@@ -234,7 +235,7 @@ func (a *Admin) ReplayAll(ctx context.Context) (int, error) {
 	}
 	if len(skipped) > 0 {
 		return n, fmt.Errorf("%w: %d dead letters cannot be replayed, they have no message id (seq %s); inspect them with levee dlq show",
-			ErrMalformed, len(skipped), strings.Join(skipped, ", "))
+			queue.ErrMalformed, len(skipped), strings.Join(skipped, ", "))
 	}
 	return n, nil
 }
@@ -254,9 +255,9 @@ func (a *Admin) Purge(ctx context.Context, seq uint64) error {
 		if errors.Is(err, ErrNotFound) {
 			return err
 		}
-		return fmt.Errorf("queue: purge dead letter %d: %w", seq, err)
+		return fmt.Errorf("admin: purge dead letter %d: %w", seq, err)
 	}
-	a.log.Warn("queue: dead letter purged", "seq", seq)
+	a.log.Warn("admin: dead letter purged", "seq", seq)
 	return nil
 }
 
@@ -274,8 +275,8 @@ func (a *Admin) PurgeAll(ctx context.Context) (uint64, error) {
 		return 0, nil
 	}
 	if err := s.Purge(ctx, jetstream.WithPurgeSequence(st.LastSeq+1)); err != nil {
-		return 0, fmt.Errorf("queue: purge dead letters: %w", err)
+		return 0, fmt.Errorf("admin: purge dead letters: %w", err)
 	}
-	a.log.Warn("queue: dead letters purged", "count", n)
+	a.log.Warn("admin: dead letters purged", "count", n)
 	return n, nil
 }

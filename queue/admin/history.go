@@ -1,9 +1,11 @@
-package queue
+package admin
 
 import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/levee-mail/levee/queue/fleet"
 )
 
 // Rates are per-second changes between two statuses.
@@ -39,7 +41,7 @@ func RatesBetween(prev, cur Status) Rates {
 // times (the same instance, started at the same time): a receiver missing
 // from one of the samples, or restarted between them, would otherwise
 // show its whole lifetime's count as a burst, or a drop.
-func deferredBetween(prev, cur []ProcessStats) uint64 {
+func deferredBetween(prev, cur []fleet.Stats) uint64 {
 	type key struct {
 		instance string
 		started  time.Time

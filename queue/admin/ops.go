@@ -1,4 +1,4 @@
-package queue
+package admin
 
 import (
 	"context"
@@ -10,8 +10,8 @@ import (
 // the ops API serves over HTTP and the CLI reaches through either.
 type Operator interface {
 	Status(ctx context.Context) (Status, error)
-	Limits(ctx context.Context) (StreamLimits, error)
-	UpdateLimits(ctx context.Context, l Limits) (LimitsUpdate, error)
+	Limits(ctx context.Context) (LimitsReport, error)
+	UpdateLimits(ctx context.Context, l LimitsChange) (LimitsUpdate, error)
 	DeadLetters(ctx context.Context, after uint64, limit int) ([]DeadLetterInfo, uint64, error)
 	DeadLetter(ctx context.Context, seq uint64) (DeadLetterInfo, []byte, error)
 	Replay(ctx context.Context, seq uint64) error
@@ -37,11 +37,15 @@ func NewOps(a *Admin) *Ops {
 	return &Ops{Admin: a, sampler: NewSampler(a, 0, 0, 0), used: make(chan struct{})}
 }
 
-// Run samples until ctx is done, starting when the status is first asked
-// for: a full status costs a per-domain stream info and a stats round over
-// every process, and most processes of a deployment (smtpd, workers) never
-// serve a dashboard.
+// Run does the admin side's background work until ctx is done: it lifts
+// intake freezes left behind (Admin.Run), and samples the status for the
+// history from when the status is first asked for: a full status costs a
+// per-domain stream info and a stats round over every process, and most
+// processes of a deployment (smtpd, workers) never serve a dashboard.
 func (o *Ops) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { o.Admin.Run(ctx) })
 	select {
 	case <-o.used:
 		o.sampler.Run(ctx)

@@ -1,4 +1,4 @@
-package queue
+package natsserver
 
 import (
 	"context"
@@ -14,10 +14,12 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
-// ServerConfig configures an embedded nats-server with JetStream. Tests use
-// it on its own to stop a server and start another on the same DataDir and
-// Port, or to build a small cluster.
-type ServerConfig struct {
+// DefaultHost keeps the embedded server on loopback: it serves only the
+// process that embeds it (and tests, and an operator on the same host).
+const DefaultHost = "127.0.0.1"
+
+// Config configures an embedded nats-server with JetStream.
+type Config struct {
 	// DataDir holds the JetStream file store.
 	DataDir string
 	// Host and Port to listen on; Port 0 or -1 picks a free port (nats-server
@@ -52,11 +54,11 @@ type Server struct {
 	once sync.Once
 }
 
-// StartServer starts a nats-server with JetStream and waits until it takes
+// Start starts a nats-server with JetStream and waits until it takes
 // connections.
-func StartServer(cfg ServerConfig) (*Server, error) {
+func Start(cfg Config) (*Server, error) {
 	if cfg.DataDir == "" {
-		return nil, errors.New("queue: embedded server: data dir is required")
+		return nil, errors.New("natsserver: data dir is required")
 	}
 	port := cfg.Port
 	if port == 0 {
@@ -93,7 +95,7 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
-		return nil, fmt.Errorf("queue: embedded server: %w", err)
+		return nil, fmt.Errorf("natsserver: %w", err)
 	}
 	logger := &serverLog{log: cfg.Log}
 	ns.SetLoggerV2(logger, false, false, false)
@@ -107,11 +109,11 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	}
 	if !ready {
 		s.Shutdown()
-		return nil, fmt.Errorf("queue: embedded server on %s did not start: %s", net.JoinHostPort(host, strconv.Itoa(cfg.Port)), logger.fatal())
+		return nil, fmt.Errorf("natsserver: server on %s did not start: %s", net.JoinHostPort(host, strconv.Itoa(cfg.Port)), logger.fatal())
 	}
 	if msg := logger.fatal(); msg != "" || !ns.JetStreamEnabled() {
 		s.Shutdown()
-		return nil, fmt.Errorf("queue: embedded server: JetStream did not start: %s", msg)
+		return nil, fmt.Errorf("natsserver: JetStream did not start: %s", msg)
 	}
 	return s, nil
 }
@@ -154,7 +156,7 @@ type serverLog struct {
 	log *slog.Logger
 	mu  sync.Mutex
 	// fatalMsg keeps the last Fatalf: the library would exit the process
-	// there; we report it from StartServer instead.
+	// there; Start reports it instead.
 	fatalMsg string
 }
 

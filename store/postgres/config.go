@@ -20,14 +20,14 @@ type Config struct {
 	// libpq knows (sslmode, connect_timeout, options, application_name,
 	// ...) go in its query string; the fields below win over the pool_*
 	// parameters pgx would read from it.
-	URL string `yaml:"url"`
+	URL string
 	// MaxConns bounds the pool, shared by Deliver and the reads. Worker
 	// concurrency beyond it waits for a connection (honouring its context).
-	MaxConns int32 `yaml:"max_conns"`
+	MaxConns int32
 	// ConnectTimeout bounds opening one connection when the URL sets no
 	// connect_timeout, so that a database host that went away fails a call
 	// in seconds even when the caller's context has no deadline.
-	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	ConnectTimeout time.Duration
 }
 
 // Defaults for the fields WithDefaults fills in.

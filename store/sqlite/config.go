@@ -14,14 +14,14 @@ type Config struct {
 	// WAL and shared-memory files (-wal, -shm) live next to it, so it must
 	// be on a local file system. ":memory:" is not supported: the read pool
 	// and the writer must share one database.
-	Path string `yaml:"path"`
+	Path string
 	// BusyTimeout is how long a connection waits for a lock another process
 	// holds (a second levee process on the same file, a checkpoint) before
 	// failing with SQLITE_BUSY.
-	BusyTimeout time.Duration `yaml:"busy_timeout"`
+	BusyTimeout time.Duration
 	// MaxOpenConns bounds the read pool. Writes always use one connection:
 	// SQLite has one writer at a time.
-	MaxOpenConns int `yaml:"max_open_conns"`
+	MaxOpenConns int
 }
 
 // Defaults for the fields WithDefaults fills in.

@@ -1,8 +1,9 @@
-package main
+package app_test
 
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"github.com/levee-mail/levee/app"
+	"github.com/levee-mail/levee/app/apptest"
 )
 
 // BenchmarkSMTPAccept measures accepted messages per second over real SMTP:
@@ -28,7 +31,7 @@ func BenchmarkSMTPAccept(b *testing.B) {
 				cfg.Queue.MaxBatch = batch
 				cfg.Worker.Concurrency = 0
 				l := startBenchLevee(b, cfg)
-				body := testMessage(0, 4096)
+				body := apptest.Message(0, 4096)
 				b.SetBytes(int64(len(body)))
 				b.ResetTimer()
 				start := time.Now()
@@ -50,14 +53,13 @@ func BenchmarkDrain(b *testing.B) {
 			cfg.Worker.BatchSize = batch
 			cfg.Queue.SyncAlways = false // filling the queue is not what is measured
 			l := startBenchLevee(b, cfg)
-			body := testMessage(0, 4096)
+			body := apptest.Message(0, 4096)
 			sendConcurrently(b, l.SMTP.Addr().String(), 20, b.N, body)
 			b.ResetTimer()
 			start := time.Now()
 			l.Worker.SetConcurrency(4)
 			for {
-				st, err := l.Queue.Status(context.Background())
-				if err == nil && st.Messages == 0 && st.Consumer.NumAckPending == 0 {
+				if n, _, err := l.Queue.Backlog(context.Background()); err == nil && n == 0 {
 					break
 				}
 				time.Sleep(5 * time.Millisecond)
@@ -68,8 +70,8 @@ func BenchmarkDrain(b *testing.B) {
 	}
 }
 
-func benchConfig(b *testing.B) Config {
-	cfg := defaultConfig()
+func benchConfig(b *testing.B) app.Config {
+	cfg := app.DefaultConfig()
 	cfg.DataDir = b.TempDir()
 	cfg.SMTP.Addr = "127.0.0.1:0"
 	cfg.SMTP.Domains = []string{"example.test"}
@@ -78,9 +80,9 @@ func benchConfig(b *testing.B) Config {
 	return cfg
 }
 
-func startBenchLevee(b *testing.B, cfg Config) *Levee {
+func startBenchLevee(b *testing.B, cfg app.Config) *app.Levee {
 	b.Helper()
-	l, err := Start(context.Background(), cfg, RoleAll, newLogger(os.Stderr, "error"))
+	l, err := app.Start(context.Background(), cfg, app.RoleAll, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -119,8 +121,8 @@ func sendConcurrently(b *testing.B, addr string, conns, n int, body []byte) {
 					return
 				}
 				from := "s" + strconv.FormatInt(i, 10) + "@bench.test"
-				if err := sendOn(c, from, []string{"rcpt@example.test"}, body); err != nil {
-					failed.Store(fmt.Errorf("message %d: %s", i, replyCode(err)))
+				if err := apptest.SendOn(c, from, []string{"rcpt@example.test"}, body); err != nil {
+					failed.Store(fmt.Errorf("message %d: %s", i, apptest.ReplyCode(err)))
 					return
 				}
 			}

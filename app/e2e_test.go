@@ -1,4 +1,4 @@
-package main
+package app_test
 
 import (
 	"bytes"
@@ -14,29 +14,13 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/levee-mail/levee/app/apptest"
 	"github.com/levee-mail/levee/queue"
+	"github.com/levee-mail/levee/queue/natsserver"
 )
 
-// checkStoredAsSent asserts that raw is exactly sent with one Received
-// header (possibly folded) prepended by Levee.
-func checkStoredAsSent(t *testing.T, raw, sent []byte) {
-	t.Helper()
-	if !bytes.HasSuffix(raw, sent) {
-		t.Fatalf("stored bytes do not end with the sent bytes:\nstored %d bytes, sent %d bytes", len(raw), len(sent))
-	}
-	prefix := string(raw[:len(raw)-len(sent)])
-	if !strings.HasPrefix(prefix, "Received: from ") || !strings.HasSuffix(prefix, "\r\n") {
-		t.Fatalf("prepended bytes are not one Received header: %q", prefix)
-	}
-	for i, line := range strings.Split(strings.TrimSuffix(prefix, "\r\n"), "\r\n") {
-		if i > 0 && !strings.HasPrefix(line, " ") && !strings.HasPrefix(line, "\t") {
-			t.Fatalf("prepended bytes hold more than the Received header: line %q", line)
-		}
-	}
-}
-
 func TestEndToEnd200MessagesStoredExactlyOnce(t *testing.T) {
-	l := startLevee(t, testConfig(t))
+	l := apptest.Start(t, apptest.Config(t))
 	const conns, perConn = 10, 20
 	sent := make(map[string][]byte) // subject -> body
 	var mu sync.Mutex
@@ -46,7 +30,7 @@ func TestEndToEnd200MessagesStoredExactlyOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			client, err := smtp.Dial(l.smtpAddr)
+			client, err := smtp.Dial(l.SMTPAddr)
 			if err != nil {
 				errs <- err
 				return
@@ -58,9 +42,9 @@ func TestEndToEnd200MessagesStoredExactlyOnce(t *testing.T) {
 			}
 			for i := range perConn {
 				n := c*perConn + i
-				body := testMessage(n, 2000+n*37)
-				if err := sendOn(client, "sender@client.test", []string{"rcpt@example.test"}, body); err != nil {
-					errs <- fmt.Errorf("message %d: %s", n, replyCode(err))
+				body := apptest.Message(n, 2000+n*37)
+				if err := apptest.SendOn(client, "sender@client.test", []string{"rcpt@example.test"}, body); err != nil {
+					errs <- fmt.Errorf("message %d: %s", n, apptest.ReplyCode(err))
 					return
 				}
 				mu.Lock()
@@ -81,14 +65,14 @@ func TestEndToEnd200MessagesStoredExactlyOnce(t *testing.T) {
 		t.Fatalf("sent %d messages, want %d", len(sent), conns*perConn)
 	}
 
-	var got []summary
-	waitFor(t, 60*time.Second, "all messages stored", func() bool {
-		got = l.mailbox("rcpt@example.test")
+	var got []apptest.Summary
+	apptest.WaitFor(t, 60*time.Second, "all messages stored", func() bool {
+		got = l.Mailbox("rcpt@example.test")
 		return len(got) >= len(sent)
 	})
 	// Let any straggling duplicate land before counting.
 	time.Sleep(300 * time.Millisecond)
-	got = l.mailbox("rcpt@example.test")
+	got = l.Mailbox("rcpt@example.test")
 	if len(got) != len(sent) {
 		t.Fatalf("mailbox holds %d messages, want exactly %d", len(got), len(sent))
 	}
@@ -102,7 +86,7 @@ func TestEndToEnd200MessagesStoredExactlyOnce(t *testing.T) {
 		if !ok {
 			t.Fatalf("stored message %q was never sent", s.Subject)
 		}
-		checkStoredAsSent(t, l.getRaw(s.ID), body)
+		apptest.CheckStoredAsSent(t, l.Raw(s.ID), body)
 		var full struct {
 			ID       string `json:"id"`
 			Envelope struct {
@@ -113,7 +97,7 @@ func TestEndToEnd200MessagesStoredExactlyOnce(t *testing.T) {
 				Subject string `json:"subject"`
 			} `json:"parsed"`
 		}
-		if code := l.getJSON("/api/v1/messages/"+s.ID, &full); code != 200 {
+		if code := l.GetJSON("/api/v1/messages/"+s.ID, &full); code != 200 {
 			t.Fatalf("GET message %s: %d", s.ID, code)
 		}
 		if full.Parsed.Subject != s.Subject || full.Envelope.From != "sender@client.test" || len(full.Envelope.To) != 1 {
@@ -123,23 +107,23 @@ func TestEndToEnd200MessagesStoredExactlyOnce(t *testing.T) {
 }
 
 func TestSameMessageTwiceIsStoredOnce(t *testing.T) {
-	l := startLevee(t, testConfig(t))
-	body := testMessage(1, 1000)
+	l := apptest.Start(t, apptest.Config(t))
+	body := apptest.Message(1, 1000)
 	for i := range 2 {
-		if err := send(l.smtpAddr, "a@client.test", []string{"rcpt@example.test", "second@other.test"}, body); err != nil {
-			t.Fatalf("send %d: %s", i, replyCode(err))
+		if err := apptest.Send(l.SMTPAddr, "a@client.test", []string{"rcpt@example.test", "second@other.test"}, body); err != nil {
+			t.Fatalf("send %d: %s", i, apptest.ReplyCode(err))
 		}
 	}
 	// A different envelope with the same body is a different message.
-	if err := send(l.smtpAddr, "b@client.test", []string{"rcpt@example.test"}, body); err != nil {
-		t.Fatalf("send other envelope: %s", replyCode(err))
+	if err := apptest.Send(l.SMTPAddr, "b@client.test", []string{"rcpt@example.test"}, body); err != nil {
+		t.Fatalf("send other envelope: %s", apptest.ReplyCode(err))
 	}
-	waitFor(t, 30*time.Second, "two messages stored", func() bool { return len(l.mailbox("rcpt@example.test")) >= 2 })
+	apptest.WaitFor(t, 30*time.Second, "two messages stored", func() bool { return len(l.Mailbox("rcpt@example.test")) >= 2 })
 	time.Sleep(500 * time.Millisecond)
-	if n := len(l.mailbox("rcpt@example.test")); n != 2 {
+	if n := len(l.Mailbox("rcpt@example.test")); n != 2 {
 		t.Fatalf("rcpt@example.test holds %d messages, want 2 (the repeat is a duplicate)", n)
 	}
-	if n := len(l.mailbox("second@other.test")); n != 1 {
+	if n := len(l.Mailbox("second@other.test")); n != 1 {
 		t.Fatalf("second@other.test holds %d messages, want 1", n)
 	}
 }
@@ -153,21 +137,21 @@ func TestQueueAtLimitsDefersThenAcceptsAfterDrain(t *testing.T) {
 		{"high watermark at MAIL FROM", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := testConfig(t)
+			cfg := apptest.Config(t)
 			cfg.Queue.MaxMsgs = 5
 			cfg.Worker.Concurrency = 0
 			if tc.watermark != 0 {
 				cfg.SMTP.HighWatermark, cfg.SMTP.LowWatermark = tc.watermark, tc.watermark-0.1
 			}
-			l := startLevee(t, cfg)
+			l := apptest.Start(t, cfg)
 			var deferred []byte
 			for i := range 20 {
-				body := testMessage(i, 500)
-				err := send(l.smtpAddr, "s@client.test", []string{"rcpt@example.test"}, body)
+				body := apptest.Message(i, 500)
+				err := apptest.Send(l.SMTPAddr, "s@client.test", []string{"rcpt@example.test"}, body)
 				if err == nil {
 					continue
 				}
-				if got := replyCode(err); got != "452 4.3.1" {
+				if got := apptest.ReplyCode(err); got != "452 4.3.1" {
 					t.Fatalf("message %d: reply %q, want 452 4.3.1", i, got)
 				}
 				deferred = body
@@ -177,17 +161,17 @@ func TestQueueAtLimitsDefersThenAcceptsAfterDrain(t *testing.T) {
 				t.Fatal("20 messages into a queue of 5 with stopped workers: never deferred")
 			}
 			l.Worker.SetConcurrency(2)
-			waitFor(t, 30*time.Second, "queue drained", func() bool {
-				st, err := l.Queue.Status(context.Background())
-				return err == nil && st.Messages == 0
+			apptest.WaitFor(t, 30*time.Second, "queue drained", func() bool {
+				n, _, err := l.Queue.Backlog(context.Background())
+				return err == nil && n == 0
 			})
 			// Let the watermark monitor see the empty queue.
-			waitFor(t, 10*time.Second, "retry accepted", func() bool {
-				return send(l.smtpAddr, "s@client.test", []string{"rcpt@example.test"}, deferred) == nil
+			apptest.WaitFor(t, 10*time.Second, "retry accepted", func() bool {
+				return apptest.Send(l.SMTPAddr, "s@client.test", []string{"rcpt@example.test"}, deferred) == nil
 			})
-			waitFor(t, 30*time.Second, "retried message stored", func() bool {
-				for _, s := range l.mailbox("rcpt@example.test") {
-					if raw := l.getRaw(s.ID); bytes.HasSuffix(raw, deferred) {
+			apptest.WaitFor(t, 30*time.Second, "retried message stored", func() bool {
+				for _, s := range l.Mailbox("rcpt@example.test") {
+					if raw := l.Raw(s.ID); bytes.HasSuffix(raw, deferred) {
 						return true
 					}
 				}
@@ -199,32 +183,32 @@ func TestQueueAtLimitsDefersThenAcceptsAfterDrain(t *testing.T) {
 
 func TestJetStreamStoppedMidRun(t *testing.T) {
 	dir := t.TempDir()
-	srvCfg := queue.ServerConfig{DataDir: filepath.Join(dir, "js"), Host: "127.0.0.1", Port: freePort(t), SyncAlways: true,
+	srvCfg := natsserver.Config{DataDir: filepath.Join(dir, "js"), Host: "127.0.0.1", Port: apptest.FreePort(t), SyncAlways: true,
 		MaxPayload: queue.DefaultMaxMsgSize + 64<<10}
-	srv, err := queue.StartServer(srvCfg)
+	srv, err := natsserver.Start(srvCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { srv.Shutdown() }()
-	cfg := testConfig(t)
+	cfg := apptest.Config(t)
 	cfg.Queue.URL = srv.ClientURL()
 	cfg.SMTP.PublishTimeout = 2 * time.Second
-	l := startLevee(t, cfg)
+	l := apptest.Start(t, cfg)
 
 	accepted := map[int][]byte{}
 	for i := range 10 {
-		body := testMessage(i, 800)
-		if err := send(l.smtpAddr, "s@client.test", []string{"rcpt@example.test"}, body); err != nil {
-			t.Fatalf("before outage, message %d: %s", i, replyCode(err))
+		body := apptest.Message(i, 800)
+		if err := apptest.Send(l.SMTPAddr, "s@client.test", []string{"rcpt@example.test"}, body); err != nil {
+			t.Fatalf("before outage, message %d: %s", i, apptest.ReplyCode(err))
 		}
 		accepted[i] = body
 	}
 
 	srv.Shutdown()
 	for i := 10; i < 15; i++ {
-		body := testMessage(i, 800)
-		err := send(l.smtpAddr, "s@client.test", []string{"rcpt@example.test"}, body)
-		code := replyCode(err)
+		body := apptest.Message(i, 800)
+		err := apptest.Send(l.SMTPAddr, "s@client.test", []string{"rcpt@example.test"}, body)
+		code := apptest.ReplyCode(err)
 		if err == nil {
 			accepted[i] = body // it raced the shutdown and was acknowledged: it must be stored
 			continue
@@ -234,22 +218,22 @@ func TestJetStreamStoppedMidRun(t *testing.T) {
 		}
 	}
 
-	if srv, err = queue.StartServer(srvCfg); err != nil {
+	if srv, err = natsserver.Start(srvCfg); err != nil {
 		t.Fatalf("restart JetStream: %v", err)
 	}
-	waitFor(t, 30*time.Second, "accepting again", func() bool {
-		body := testMessage(100, 800)
-		if send(l.smtpAddr, "s@client.test", []string{"rcpt@example.test"}, body) == nil {
+	apptest.WaitFor(t, 30*time.Second, "accepting again", func() bool {
+		body := apptest.Message(100, 800)
+		if apptest.Send(l.SMTPAddr, "s@client.test", []string{"rcpt@example.test"}, body) == nil {
 			accepted[100] = body
 			return true
 		}
 		return false
 	})
-	waitFor(t, 60*time.Second, "every accepted message stored", func() bool {
-		return len(l.mailbox("rcpt@example.test")) >= len(accepted)
+	apptest.WaitFor(t, 60*time.Second, "every accepted message stored", func() bool {
+		return len(l.Mailbox("rcpt@example.test")) >= len(accepted)
 	})
 	time.Sleep(300 * time.Millisecond)
-	got := l.mailbox("rcpt@example.test")
+	got := l.Mailbox("rcpt@example.test")
 	if len(got) != len(accepted) {
 		t.Fatalf("stored %d messages, accepted %d", len(got), len(accepted))
 	}
@@ -258,7 +242,7 @@ func TestJetStreamStoppedMidRun(t *testing.T) {
 		if _, err := fmt.Sscanf(s.Subject, "test message %d", &n); err != nil {
 			t.Fatalf("unexpected subject %q", s.Subject)
 		}
-		checkStoredAsSent(t, l.getRaw(s.ID), accepted[n])
+		apptest.CheckStoredAsSent(t, l.Raw(s.ID), accepted[n])
 	}
 }
 
@@ -275,7 +259,7 @@ func TestMalformedFixturesThroughPipeline(t *testing.T) {
 	if err != nil || len(files) < 5 {
 		t.Fatalf("enmime malformed fixtures: found %d in %s (%v)", len(files), dir, err)
 	}
-	l := startLevee(t, testConfig(t))
+	l := apptest.Start(t, apptest.Config(t))
 	sent := map[string][]byte{}
 	for _, f := range files {
 		body, err := os.ReadFile(f)
@@ -287,19 +271,19 @@ func TestMalformedFixturesThroughPipeline(t *testing.T) {
 		if !bytes.HasSuffix(body, []byte("\r\n")) {
 			body = append(body, "\r\n"...)
 		}
-		if err := send(l.smtpAddr, "s@client.test", []string{"rcpt@example.test"}, body); err != nil {
-			t.Fatalf("%s: %s, want 250", filepath.Base(f), replyCode(err))
+		if err := apptest.Send(l.SMTPAddr, "s@client.test", []string{"rcpt@example.test"}, body); err != nil {
+			t.Fatalf("%s: %s, want 250", filepath.Base(f), apptest.ReplyCode(err))
 		}
 		sent[filepath.Base(f)] = body
 	}
-	waitFor(t, 30*time.Second, "all fixtures stored", func() bool { return len(l.mailbox("rcpt@example.test")) >= len(sent) })
-	got := l.mailbox("rcpt@example.test")
+	apptest.WaitFor(t, 30*time.Second, "all fixtures stored", func() bool { return len(l.Mailbox("rcpt@example.test")) >= len(sent) })
+	got := l.Mailbox("rcpt@example.test")
 	if len(got) != len(sent) {
 		t.Fatalf("stored %d, sent %d", len(got), len(sent))
 	}
 	matched := 0
 	for _, s := range got {
-		raw := l.getRaw(s.ID)
+		raw := l.Raw(s.ID)
 		// Some fixtures differ only by a leading space: match the longest.
 		var best []byte
 		for _, body := range sent {
@@ -308,7 +292,7 @@ func TestMalformedFixturesThroughPipeline(t *testing.T) {
 			}
 		}
 		if best != nil {
-			checkStoredAsSent(t, raw, best)
+			apptest.CheckStoredAsSent(t, raw, best)
 			matched++
 		}
 	}
@@ -321,13 +305,13 @@ func TestMalformedFixturesThroughPipeline(t *testing.T) {
 // flooding domain's senders get 452 4.3.1 while another domain's mail is
 // still accepted and stored.
 func TestOneDomainsFloodDefersOnlyThatDomain(t *testing.T) {
-	cfg := testConfig(t)
+	cfg := apptest.Config(t)
 	cfg.Queue.PerDomainMaxMsgs = 3
 	cfg.Worker.Concurrency = 0
-	l := startLevee(t, cfg)
+	l := apptest.Start(t, cfg)
 	for i := range 6 {
-		err := send(l.smtpAddr, "s@client.test", []string{"rcpt@example.test"}, testMessage(i, 300))
-		switch code := replyCode(err); {
+		err := apptest.Send(l.SMTPAddr, "s@client.test", []string{"rcpt@example.test"}, apptest.Message(i, 300))
+		switch code := apptest.ReplyCode(err); {
 		case i < 3 && err != nil:
 			t.Fatalf("flood message %d: %s, want 250 (under the cap)", i, code)
 		case i >= 3 && code != "452 4.3.1":
@@ -335,12 +319,12 @@ func TestOneDomainsFloodDefersOnlyThatDomain(t *testing.T) {
 		}
 	}
 	for i := range 3 {
-		if err := send(l.smtpAddr, "s@client.test", []string{"user@other.test"}, testMessage(100+i, 300)); err != nil {
-			t.Fatalf("other.test message %d: %s, want 250 while example.test floods", i, replyCode(err))
+		if err := apptest.Send(l.SMTPAddr, "s@client.test", []string{"user@other.test"}, apptest.Message(100+i, 300)); err != nil {
+			t.Fatalf("other.test message %d: %s, want 250 while example.test floods", i, apptest.ReplyCode(err))
 		}
 	}
 	l.Worker.SetConcurrency(2)
-	waitFor(t, 30*time.Second, "both domains stored", func() bool {
-		return len(l.mailbox("rcpt@example.test")) == 3 && len(l.mailbox("user@other.test")) == 3
+	apptest.WaitFor(t, 30*time.Second, "both domains stored", func() bool {
+		return len(l.Mailbox("rcpt@example.test")) == 3 && len(l.Mailbox("user@other.test")) == 3
 	})
 }

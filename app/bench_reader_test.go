@@ -1,4 +1,4 @@
-package main
+package app_test
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/levee-mail/levee/app"
+	"github.com/levee-mail/levee/app/apptest"
 	"github.com/levee-mail/levee/mail"
 	"github.com/levee-mail/levee/store/postgres/pgtest"
 	"github.com/levee-mail/levee/worker"
@@ -56,8 +58,7 @@ func benchReaderDuringDrain(b *testing.B, backend string, autoscale bool, backlo
 	publishN(b, l, 0, 200)
 	l.Worker.SetConcurrency(2)
 	for {
-		st, err := l.Queue.Status(ctx)
-		if err == nil && st.Messages == 0 {
+		if n, _, err := l.Queue.Backlog(ctx); err == nil && n == 0 {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -79,7 +80,7 @@ func benchReaderDuringDrain(b *testing.B, backend string, autoscale bool, backlo
 	var cancel context.CancelFunc = func() {}
 	if autoscale {
 		as, err := worker.NewAutoscaler(worker.AutoscaleConfig{Enabled: true, Min: 1, Max: 16,
-			LatencyBudget: 25 * time.Millisecond}.WithDefaults(), l.Worker, worker.QueueBacklog(l.Queue), nil, prometheus.NewRegistry(), nil)
+			LatencyBudget: 25 * time.Millisecond}.WithDefaults(), l.Worker, worker.AutoscalerDeps{Backlog: l.Queue, Registerer: prometheus.NewRegistry()})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -91,8 +92,7 @@ func benchReaderDuringDrain(b *testing.B, backend string, autoscale bool, backlo
 		l.Worker.SetConcurrency(16)
 	}
 	for {
-		st, err := l.Queue.Status(ctx)
-		if err == nil && st.Messages == 0 && st.Consumer.NumAckPending == 0 {
+		if n, _, err := l.Queue.Backlog(ctx); err == nil && n == 0 {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -107,7 +107,7 @@ func benchReaderDuringDrain(b *testing.B, backend string, autoscale bool, backlo
 	b.ReportMetric(p99ms(during), "reader_drain_p99_ms")
 }
 
-func publishN(b *testing.B, l *Levee, from, to int) {
+func publishN(b *testing.B, l *app.Levee, from, to int) {
 	b.Helper()
 	var wg sync.WaitGroup
 	for g := range 8 {
@@ -115,7 +115,7 @@ func publishN(b *testing.B, l *Levee, from, to int) {
 		go func() {
 			defer wg.Done()
 			for i := from + g; i < to; i += 8 {
-				body := testMessage(i, 4096)
+				body := apptest.Message(i, 4096)
 				env := mail.Envelope{From: "s@bench.test", To: []string{"rcpt@example.test"}, ReceivedAt: time.Now()}
 				m := &mail.Message{ID: mail.ID(env.From, env.To, body), Envelope: env, Raw: body, Size: int64(len(body))}
 				if _, err := l.Queue.Publish(context.Background(), m); err != nil {

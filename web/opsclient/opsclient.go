@@ -1,4 +1,4 @@
-package main
+package opsclient
 
 import (
 	"bytes"
@@ -14,14 +14,15 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/levee-mail/levee/internal/redact"
 	"github.com/levee-mail/levee/queue"
+	"github.com/levee-mail/levee/queue/admin"
 )
 
-// opsClient is what `levee queue` and `levee dlq` need from a running
-// Levee: its HTTP ops API (--server) or JetStream itself (--nats-url), so
-// that the commands work in every deployment.
-type opsClient interface {
-	queue.Operator
+// Client is a running Levee's operator tools; Close releases the
+// connection.
+type Client interface {
+	admin.Operator
 	Close()
 }
 
@@ -29,20 +30,24 @@ type opsClient interface {
 // when an earlier status was taken (the watch loop), or after waiting
 // rateWindow for a second one.
 type natsOps struct {
-	*queue.Admin
+	*admin.Admin
 	nc         *nats.Conn
 	rateWindow time.Duration
-	prev       queue.Status
+	prev       admin.Status
 }
 
-// dialNATS reaches the queue under Levee's default names (stream, consumer,
-// dead stream), which no option renames.
-func dialNATS(url string, rateWindow time.Duration) (*natsOps, error) {
+// NATS reaches the queue straight through JetStream at url, under Levee's
+// default names (stream, consumer, dead stream), which no option renames.
+// It knows no Levee config, so its Limits report no drift. Status waits
+// rateWindow for a second sample the first time, to give rates (0: none).
+func NATS(url string, rateWindow time.Duration) (Client, error) {
 	nc, err := nats.Connect(url, nats.Name("levee-cli"), nats.Timeout(5*time.Second))
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", url, err)
+		return nil, fmt.Errorf("connect to %s: %w", redact.URL(url), err)
 	}
-	a, err := queue.NewAdmin(nc, queue.DefaultConfig(), nil)
+	cfg := queue.DefaultConfig()
+	cfg.URL = url
+	a, err := admin.New(nc, admin.Config{Queue: cfg})
 	if err != nil {
 		nc.Close()
 		return nil, err
@@ -50,38 +55,41 @@ func dialNATS(url string, rateWindow time.Duration) (*natsOps, error) {
 	return &natsOps{Admin: a, nc: nc, rateWindow: rateWindow}, nil
 }
 
-func (o *natsOps) Status(ctx context.Context) (queue.Status, error) {
+func (o *natsOps) Status(ctx context.Context) (admin.Status, error) {
 	if o.prev.At.IsZero() && o.rateWindow > 0 {
 		first, err := o.Admin.Status(ctx)
 		if err != nil {
-			return queue.Status{}, err
+			return admin.Status{}, err
 		}
 		o.prev = first
 		select {
 		case <-time.After(o.rateWindow):
 		case <-ctx.Done():
-			return queue.Status{}, ctx.Err()
+			return admin.Status{}, ctx.Err()
 		}
 	}
 	st, err := o.Admin.Status(ctx)
 	if err != nil {
-		return queue.Status{}, err
+		return admin.Status{}, err
 	}
-	st.Rates = queue.RatesBetween(o.prev, st)
+	st.Rates = admin.RatesBetween(o.prev, st)
 	o.prev = st
 	return st, nil
 }
 
 func (o *natsOps) Close() { o.nc.Close() }
 
-// httpOps speaks the ops API of web/ops.go.
+// httpOps speaks the ops API of package web.
 type httpOps struct {
 	base  string
 	token string
 	c     *http.Client
 }
 
-func newHTTPOps(server, token string) (*httpOps, error) {
+// HTTP reaches the ops API of the Levee whose HTTP address is server
+// (http://127.0.0.1:8025); token is its http.admin_token, which changes
+// need.
+func HTTP(server, token string) (Client, error) {
 	u, err := url.Parse(server)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("--server: want an http:// or https:// URL of a Levee HTTP address, got %q", server)
@@ -91,27 +99,18 @@ func newHTTPOps(server, token string) (*httpOps, error) {
 
 func (o *httpOps) Close() { o.c.CloseIdleConnections() }
 
-// apiError is an error answer of the ops API; errors.Is matches the queue
-// sentinel its 400, 404 or 409 stands for (409: a change refused for what
-// it would do, or because another is in progress).
-type apiError struct {
-	status int
-	msg    string
+// APIError is an error answer of the ops API. It unwraps to the admin
+// sentinel its reason names (admin.ErrorFor), so errors.Is tells a refused
+// change from a missing dead letter as it does in process.
+type APIError struct {
+	Status int    // the HTTP status
+	Msg    string // the server's message
+	Reason string // admin.Reason's name, "" for none
 }
 
-func (e *apiError) Error() string { return fmt.Sprintf("%s (HTTP %d)", e.msg, e.status) }
+func (e *APIError) Error() string { return fmt.Sprintf("%s (HTTP %d)", e.Msg, e.Status) }
 
-func (e *apiError) Is(target error) bool {
-	switch e.status {
-	case http.StatusBadRequest:
-		return target == queue.ErrInvalidLimit
-	case http.StatusConflict:
-		return target == queue.ErrWouldDelete || target == queue.ErrWouldBounce || target == queue.ErrBusy
-	case http.StatusNotFound:
-		return target == queue.ErrNotFound
-	}
-	return false
-}
+func (e *APIError) Unwrap() error { return admin.ErrorFor(e.Reason) }
 
 // do sends a request and decodes a JSON answer into out (or returns the body
 // raw when out is a *[]byte).
@@ -145,12 +144,13 @@ func (o *httpOps) do(ctx context.Context, method, path string, body, out any) er
 	}
 	if resp.StatusCode/100 != 2 {
 		var e struct {
-			Error string `json:"error"`
+			Error  string `json:"error"`
+			Reason string `json:"reason"`
 		}
 		if json.Unmarshal(b, &e) != nil || e.Error == "" {
 			e.Error = strings.TrimSpace(string(b))
 		}
-		return &apiError{status: resp.StatusCode, msg: e.Error}
+		return &APIError{Status: resp.StatusCode, Msg: e.Error, Reason: e.Reason}
 	}
 	if raw, ok := out.(*[]byte); ok {
 		*raw = b
@@ -162,17 +162,17 @@ func (o *httpOps) do(ctx context.Context, method, path string, body, out any) er
 	return nil
 }
 
-func (o *httpOps) Status(ctx context.Context) (queue.Status, error) {
-	var st queue.Status
+func (o *httpOps) Status(ctx context.Context) (admin.Status, error) {
+	var st admin.Status
 	return st, o.do(ctx, http.MethodGet, "/api/v1/queue", nil, &st)
 }
 
-func (o *httpOps) Limits(ctx context.Context) (queue.StreamLimits, error) {
-	var l queue.StreamLimits
+func (o *httpOps) Limits(ctx context.Context) (admin.LimitsReport, error) {
+	var l admin.LimitsReport
 	return l, o.do(ctx, http.MethodGet, "/api/v1/queue/limits", nil, &l)
 }
 
-func (o *httpOps) UpdateLimits(ctx context.Context, l queue.Limits) (queue.LimitsUpdate, error) {
+func (o *httpOps) UpdateLimits(ctx context.Context, l admin.LimitsChange) (admin.LimitsUpdate, error) {
 	body := map[string]any{}
 	if l.MaxMsgs != 0 {
 		body["max_msgs"] = l.MaxMsgs
@@ -195,13 +195,13 @@ func (o *httpOps) UpdateLimits(ctx context.Context, l queue.Limits) (queue.Limit
 	if l.Force {
 		body["force"] = true
 	}
-	var u queue.LimitsUpdate
+	var u admin.LimitsUpdate
 	return u, o.do(ctx, http.MethodPut, "/api/v1/queue/limits", body, &u)
 }
 
-func (o *httpOps) DeadLetters(ctx context.Context, after uint64, limit int) ([]queue.DeadLetterInfo, uint64, error) {
+func (o *httpOps) DeadLetters(ctx context.Context, after uint64, limit int) ([]admin.DeadLetterInfo, uint64, error) {
 	var out struct {
-		DeadLetters []queue.DeadLetterInfo `json:"dead_letters"`
+		DeadLetters []admin.DeadLetterInfo `json:"dead_letters"`
 		Total       uint64                 `json:"total"`
 	}
 	q := url.Values{"after": {strconv.FormatUint(after, 10)}, "limit": {strconv.Itoa(limit)}}
@@ -209,8 +209,8 @@ func (o *httpOps) DeadLetters(ctx context.Context, after uint64, limit int) ([]q
 	return out.DeadLetters, out.Total, err
 }
 
-func (o *httpOps) DeadLetter(ctx context.Context, seq uint64) (queue.DeadLetterInfo, []byte, error) {
-	var d queue.DeadLetterInfo
+func (o *httpOps) DeadLetter(ctx context.Context, seq uint64) (admin.DeadLetterInfo, []byte, error) {
+	var d admin.DeadLetterInfo
 	p := "/api/v1/dlq/" + strconv.FormatUint(seq, 10)
 	if err := o.do(ctx, http.MethodGet, p, nil, &d); err != nil {
 		return d, nil, err

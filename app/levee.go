@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -6,49 +6,23 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/levee-mail/levee/ingest"
-	"github.com/levee-mail/levee/mail"
+	"github.com/levee-mail/levee/internal/redact"
 	"github.com/levee-mail/levee/queue"
+	"github.com/levee-mail/levee/queue/admin"
+	"github.com/levee-mail/levee/queue/fleet"
 	"github.com/levee-mail/levee/store"
 	"github.com/levee-mail/levee/store/postgres"
 	"github.com/levee-mail/levee/store/sqlite"
 	"github.com/levee-mail/levee/web"
 	"github.com/levee-mail/levee/worker"
 )
-
-// Role is one part of Levee that a process can run.
-type Role int
-
-const (
-	// RoleSMTP receives mail and publishes it to the queue.
-	RoleSMTP Role = 1 << iota
-	// RoleWorker drains the queue into the store.
-	RoleWorker
-	// RoleWeb serves the mailbox API (every process serves /metrics and health).
-	RoleWeb
-
-	// RoleAll is `levee serve`.
-	RoleAll = RoleSMTP | RoleWorker | RoleWeb
-)
-
-func (r Role) String() string {
-	var parts []string
-	for _, p := range []struct {
-		role Role
-		name string
-	}{{RoleSMTP, "smtpd"}, {RoleWorker, "worker"}, {RoleWeb, "web"}} {
-		if r&p.role != 0 {
-			parts = append(parts, p.name)
-		}
-	}
-	return strings.Join(parts, "+")
-}
 
 // Levee is one process: every role for `levee serve`, one role each for
 // `levee smtpd`, `levee worker` and `levee web`. Every process serves
@@ -60,17 +34,16 @@ type Levee struct {
 	Registry *prometheus.Registry
 
 	Queue  *queue.Queue
+	Admin  *admin.Admin
 	Store  store.Store    // nil for smtpd
 	SMTP   *ingest.Server // nil unless RoleSMTP
 	Worker *worker.Worker // nil unless RoleWorker
 	HTTP   *web.Server
 
-	// The autoscaler runs until stopAutoscale; autoscaleDone closes after.
-	stopAutoscale context.CancelFunc
-	autoscaleDone chan struct{}
-	// The ops API's status sampler, likewise.
-	stopSampler context.CancelFunc
-	samplerDone chan struct{}
+	// Background work (the autoscaler, the admin side's Run) runs until
+	// stopBackground; background is done after.
+	stopBackground context.CancelFunc
+	background     sync.WaitGroup
 
 	instance string // host:pid, in stats replies
 	started  time.Time
@@ -79,7 +52,7 @@ type Levee struct {
 // Start opens what the roles need and starts listening. On error, whatever
 // was opened is closed again.
 func Start(ctx context.Context, cfg Config, roles Role, log *slog.Logger) (*Levee, error) {
-	if err := cfg.finish(); err != nil {
+	if err := cfg.Finish(); err != nil {
 		return nil, err
 	}
 	if roles != RoleAll && cfg.Queue.URL == "" {
@@ -91,41 +64,96 @@ func Start(ctx context.Context, cfg Config, roles Role, log *slog.Logger) (*Leve
 	host, _ := os.Hostname()
 	l := &Levee{cfg: cfg, roles: roles, log: log, Registry: reg,
 		instance: fmt.Sprintf("%s:%d", host, os.Getpid()), started: time.Now()}
-	if err := l.start(ctx); err != nil {
+	var bctx context.Context
+	bctx, l.stopBackground = context.WithCancel(context.Background())
+	if err := l.start(ctx, bctx); err != nil {
 		_ = l.close(context.Background())
 		return nil, err
 	}
 	return l, nil
 }
 
-func (l *Levee) start(ctx context.Context) (err error) {
-	cfg, log, reg := l.cfg, l.log, l.Registry
+// start opens the store and the queue, builds the roles' parts, then
+// starts listening; background work runs under bctx.
+func (l *Levee) start(ctx, bctx context.Context) (err error) {
+	cfg := l.cfg
 	if l.roles&(RoleWorker|RoleWeb) != 0 {
 		if l.Store, err = openStore(ctx, cfg); err != nil {
 			return fmt.Errorf("store: %w", err)
 		}
 	}
-	if l.Queue, err = queue.Open(ctx, cfg.Queue, reg, log); err != nil {
+	if l.Queue, err = queue.Open(ctx, cfg.Queue, l.Registry, l.log); err != nil {
 		return fmt.Errorf("queue: %w", err)
 	}
+	if l.Admin, err = admin.New(l.Queue.Conn(), admin.Config{Queue: cfg.Queue, Configured: true, Log: l.log}); err != nil {
+		return err
+	}
+	if err := l.buildRoles(ctx, bctx); err != nil {
+		return err
+	}
+	// Once the roles are built: processStats reads them.
+	if err := fleet.Serve(l.Queue.Conn(), cfg.Queue.Stream, l.processStats, l.log); err != nil {
+		return err
+	}
+	return l.listen(ctx)
+}
+
+// buildRoles makes the worker (with its autoscaler), the SMTP receiver
+// and the HTTP server the roles call for.
+func (l *Levee) buildRoles(ctx, bctx context.Context) (err error) {
+	cfg, reg, log := l.cfg, l.Registry, l.log
 	if l.roles&RoleWorker != 0 {
 		consumer, err := l.Queue.Consumer(ctx)
 		if err != nil {
 			return fmt.Errorf("queue: %w", err)
 		}
-		if l.Worker, err = worker.New(cfg.Worker, consumer, l.Store, l.Queue, reg, log); err != nil {
+		if l.Worker, err = worker.New(cfg.Worker, consumer, l.Store, reg, log); err != nil {
+			return err
+		}
+		if err := l.startAutoscaler(bctx); err != nil {
 			return err
 		}
 	}
 	if l.roles&RoleSMTP != 0 {
-		if l.SMTP, err = ingest.New(cfg.SMTP, queuePublisher{l.Queue}, l.Queue, reg, log); err != nil {
+		if l.SMTP, err = ingest.New(cfg.SMTP, l.Queue, l.Queue, reg, log); err != nil {
 			return err
 		}
 		l.warnIfSIZEBounces(ctx)
 	}
+	ops := admin.NewOps(l.Admin)
+	l.background.Go(func() { ops.Run(bctx) })
+	l.HTTP, err = web.New(cfg.HTTP, web.Deps{Reader: l.reader(), Queue: ops, Ready: l.readiness(), Registerer: reg, Log: log})
+	return err
+}
+
+// startAutoscaler runs the worker's autoscaler when it is on. Concurrency 0
+// means paused: then the autoscaler must not wake the loops.
+func (l *Levee) startAutoscaler(bctx context.Context) error {
+	as := l.cfg.Worker.Autoscale
+	if !as.Enabled || l.cfg.Worker.Concurrency == 0 {
+		return nil
+	}
+	a, err := worker.NewAutoscaler(as, l.Worker, worker.AutoscalerDeps{Backlog: l.Queue, Registerer: l.Registry, Log: l.log})
+	if err != nil {
+		return err
+	}
+	l.background.Go(func() { a.Run(bctx) })
+	return nil
+}
+
+// reader is the store for the web role's mailbox API, nil for the others.
+func (l *Levee) reader() web.MailReader {
+	if l.roles&RoleWeb == 0 || l.Store == nil {
+		return nil
+	}
+	return l.Store
+}
+
+// readiness are the checks of /readyz. A process that receives or drains
+// mail is not ready without JetStream; the read API is, so that a queue
+// outage does not take it down too.
+func (l *Levee) readiness() map[string]web.Check {
 	ready := map[string]web.Check{}
-	// A process that receives or drains mail is not ready without JetStream;
-	// the read API is, so that a queue outage does not take it down too.
 	if l.roles&(RoleSMTP|RoleWorker) != 0 {
 		ready["queue"] = func(context.Context) error {
 			if !l.Queue.Conn().IsConnected() {
@@ -134,23 +162,15 @@ func (l *Levee) start(ctx context.Context) (err error) {
 			return nil
 		}
 	}
-	var reader web.MailReader
 	if l.Store != nil {
 		ready["store"] = l.Store.Ping
-		if l.roles&RoleWeb != 0 {
-			reader = l.Store
-		}
 	}
-	if err := l.Queue.ServeStats(l.processStats); err != nil {
-		return err
-	}
-	ops := queue.NewOps(l.Queue.Admin())
-	sctx, cancel := context.WithCancel(context.Background())
-	l.stopSampler, l.samplerDone = cancel, make(chan struct{})
-	go func() { defer close(l.samplerDone); ops.Run(sctx) }()
-	if l.HTTP, err = web.New(cfg.HTTP, reader, ops, reg, ready, reg, log); err != nil {
-		return err
-	}
+	return ready
+}
+
+// listen starts the HTTP server, the SMTP listener and the worker's loops.
+func (l *Levee) listen(ctx context.Context) error {
+	cfg := l.cfg
 	if err := l.HTTP.Start(ctx); err != nil {
 		return fmt.Errorf("http: %w", err)
 	}
@@ -163,21 +183,12 @@ func (l *Levee) start(ctx context.Context) (err error) {
 	}
 	if l.Worker != nil {
 		l.Worker.Start()
-		attrs = append(attrs, "store", redactURL(cfg.Store), "workers", cfg.Worker.Concurrency)
-		// Concurrency 0 means paused: the autoscaler must not wake the loops.
-		if cfg.Worker.Autoscale.Enabled && cfg.Worker.Concurrency > 0 {
-			as, err := worker.NewAutoscaler(cfg.Worker.Autoscale, l.Worker, worker.QueueBacklog(l.Queue), nil, reg, log)
-			if err != nil {
-				return err
-			}
-			actx, cancel := context.WithCancel(context.Background())
-			l.stopAutoscale, l.autoscaleDone = cancel, make(chan struct{})
-			go func() { defer close(l.autoscaleDone); as.Run(actx) }()
-			attrs = append(attrs, "autoscale", fmt.Sprintf("%d..%d, p95 budget %s",
-				cfg.Worker.Autoscale.Min, cfg.Worker.Autoscale.Max, cfg.Worker.Autoscale.LatencyBudget))
+		attrs = append(attrs, "store", redact.URL(cfg.Store), "workers", cfg.Worker.Concurrency)
+		if as := cfg.Worker.Autoscale; as.Enabled && cfg.Worker.Concurrency > 0 {
+			attrs = append(attrs, "autoscale", fmt.Sprintf("%d..%d, p95 budget %s", as.Min, as.Max, as.LatencyBudget))
 		}
 	}
-	log.Info("levee started", attrs...)
+	l.log.Info("levee started", attrs...)
 	return nil
 }
 
@@ -188,18 +199,6 @@ func openStore(ctx context.Context, cfg Config) (store.Store, error) {
 		return postgres.Open(ctx, postgres.Config{URL: cfg.Store})
 	}
 	return sqlite.Open(ctx, sqlite.Config{Path: cfg.Store})
-}
-
-// redactURL hides a password in a store URL for logging.
-func redactURL(s string) string {
-	if i := strings.Index(s, "://"); i >= 0 {
-		if at := strings.LastIndex(s, "@"); at > i {
-			if colon := strings.Index(s[i+3:at], ":"); colon >= 0 {
-				return s[:i+3+colon] + ":***" + s[at:]
-			}
-		}
-	}
-	return s
 }
 
 // Shutdown stops in the order of the flow: SMTP stops taking mail and
@@ -215,20 +214,15 @@ func (l *Levee) close(ctx context.Context) error {
 	if l.SMTP != nil {
 		errs = append(errs, l.SMTP.Shutdown(ctx))
 	}
-	if l.stopAutoscale != nil {
-		// Stop it first, or it would start loops the drain just stopped.
-		l.stopAutoscale()
-		<-l.autoscaleDone
-	}
+	// The background work stops before the worker drains: the autoscaler
+	// would start loops the drain just stopped.
+	l.stopBackground()
+	l.background.Wait()
 	if l.Worker != nil {
 		errs = append(errs, l.Worker.Shutdown(ctx))
 	}
 	if l.HTTP != nil {
 		errs = append(errs, l.HTTP.Shutdown(ctx))
-	}
-	if l.stopSampler != nil {
-		l.stopSampler()
-		<-l.samplerDone
 	}
 	if l.Queue != nil {
 		errs = append(errs, l.Queue.Close(ctx))
@@ -239,31 +233,13 @@ func (l *Levee) close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// queuePublisher maps the queue's outcomes onto the receiver's, so that the
-// receiver decides every reply code without knowing JetStream.
-type queuePublisher struct{ q *queue.Queue }
-
-func (p queuePublisher) Publish(ctx context.Context, m *mail.Message) (bool, error) {
-	res, err := p.q.Publish(ctx, m)
-	switch {
-	case err == nil:
-		return res.Duplicate, nil
-	case errors.Is(err, queue.ErrQueueFull):
-		return false, fmt.Errorf("%w: %w", ingest.ErrQueueFull, err)
-	case errors.Is(err, queue.ErrTooLarge):
-		return false, fmt.Errorf("%w: %w", ingest.ErrTooLarge, err)
-	default:
-		return false, fmt.Errorf("%w: %w", ingest.ErrUnavailable, err)
-	}
-}
-
 // warnIfSIZEBounces says loudly when the stream's max_msg_size, which may
 // have been lowered live (and live limits outlast restarts), is below what
 // this receiver advertises in SIZE plus header room: the mail between the
 // two will be read, refused by the queue and bounced (552 5.3.4). It does
 // not refuse to start, since receiving the rest of the mail matters more.
 func (l *Levee) warnIfSIZEBounces(ctx context.Context) {
-	lim, err := l.Queue.Admin().Limits(ctx)
+	lim, err := l.Admin.Limits(ctx)
 	if err != nil {
 		return
 	}
@@ -274,15 +250,15 @@ func (l *Levee) warnIfSIZEBounces(ctx context.Context) {
 }
 
 // processStats is this process's answer to a stats request (see
-// queue.ServeStats): what `levee queue status` sums over a deployment.
-func (l *Levee) processStats() queue.ProcessStats {
-	p := queue.ProcessStats{Instance: l.instance, Roles: l.roles.String(), StartedAt: l.started}
+// fleet.Serve): what `levee queue status` sums over a deployment.
+func (l *Levee) processStats() fleet.Stats {
+	p := fleet.Stats{Instance: l.instance, Roles: l.roles.String(), StartedAt: l.started}
 	if l.Worker != nil {
-		p.Worker = &queue.WorkerStats{Concurrency: l.Worker.Concurrency()}
+		p.Worker = &fleet.WorkerStats{Concurrency: l.Worker.Concurrency()}
 	}
 	if l.SMTP != nil {
 		st := l.SMTP.Stats()
-		p.SMTP = &queue.SMTPStats{Accepted: st.Accepted, Deferred: st.Deferred, Rejected: st.Rejected, Sessions: st.Sessions,
+		p.SMTP = &fleet.SMTPStats{Accepted: st.Accepted, Deferred: st.Deferred, Rejected: st.Rejected, Sessions: st.Sessions,
 			MaxMessageBytes: l.cfg.SMTP.MaxMessageBytes}
 	}
 	return p

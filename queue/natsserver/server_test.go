@@ -1,0 +1,72 @@
+package natsserver
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+)
+
+func TestStartNeedsADataDir(t *testing.T) {
+	if _, err := Start(Config{}); err == nil || !strings.Contains(err.Error(), "data dir") {
+		t.Fatalf("Start without a data dir: %v", err)
+	}
+}
+
+// TestRestartOnTheSameDirAndPortKeepsTheStreams: a server stopped and
+// started again on its data directory and port has its streams back, and a
+// second server on a port in use fails with the reason instead of running
+// half-started.
+func TestRestartOnTheSameDirAndPortKeepsTheStreams(t *testing.T) {
+	dir := t.TempDir()
+	s1, err := Start(Config{DataDir: dir, SyncAlways: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := s1.Port()
+	if port == 0 || port == 4222 {
+		t.Fatalf("port %d: want a random free one", port)
+	}
+	if _, err := Start(Config{DataDir: t.TempDir(), Port: port}); err == nil {
+		t.Error("a second server on a port in use started")
+	}
+	nc, err := nats.Connect(s1.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := nc.JetStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.AddStream(&nats.StreamConfig{Name: "S", Subjects: []string{"s.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish("s.x", []byte("kept")); err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	s1.Shutdown()
+	s1.Shutdown() // twice is fine
+
+	s2, err := Start(Config{DataDir: dir, Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Shutdown()
+	if s2.Port() != port {
+		t.Errorf("restarted on %d, want %d", s2.Port(), port)
+	}
+	nc, err = nats.Connect(s2.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err = nc.JetStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := js.StreamInfo("S")
+	if err != nil || info.State.Msgs != 1 {
+		t.Fatalf("after restart: %+v, %v; want the stream with its message", info, err)
+	}
+}
