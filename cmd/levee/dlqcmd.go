@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/levee-mail/levee/internal/bytesize"
+	"github.com/levee-mail/levee/queue/admin"
 	"github.com/levee-mail/levee/web/opsclient"
 )
 
@@ -40,23 +41,12 @@ func dlqCmd(args, environ []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return usageError(fs, stderr, nil, err)
 	}
-	var seq uint64
-	switch {
-	case cmd == "list" && len(pos) > 0:
+	if cmd == "list" && len(pos) > 0 {
 		return usageError(fs, stderr, pos, nil)
-	case cmd == "show" && len(pos) != 1,
-		(cmd == "replay" || cmd == "purge") && (len(pos) == 1) == *all:
-		fmt.Fprintf(stderr, "levee dlq %s: give one dead letter's sequence number (levee dlq list shows them)", cmd)
-		if cmd != "show" {
-			fmt.Fprint(stderr, ", or --all")
-		}
-		fmt.Fprintln(stderr)
-		return 2
-	case len(pos) == 1:
-		if seq, err = strconv.ParseUint(pos[0], 10, 64); err != nil || seq == 0 {
-			fmt.Fprintf(stderr, "levee dlq %s: %q is not a dead letter's sequence number\n", cmd, pos[0])
-			return 2
-		}
+	}
+	seq, code := dlqTarget(cmd, pos, *all, stderr)
+	if code != 0 {
+		return code
 	}
 	c, err := of.client(0)
 	if err != nil {
@@ -75,44 +65,68 @@ func dlqCmd(args, environ []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	fail := func(err error) int { return cliError(stderr, "dlq "+cmd, err) }
+	req := dlqRequest{cmd: cmd, seq: seq, all: *all, asJSON: *asJSON, raw: *rawOut, after: *after, limit: *limit}
+	return req.run(ctx, c, stdout, stderr)
+}
 
+// dlqTarget reads the dead letter a show, replay or purge names: one
+// sequence number, or none with --all (replay, purge). A bad one is exit
+// code 2, with the reason on stderr.
+func dlqTarget(cmd string, pos []string, all bool, stderr io.Writer) (seq uint64, code int) {
+	switch {
+	case cmd == "show" && len(pos) != 1,
+		(cmd == "replay" || cmd == "purge") && (len(pos) == 1) == all:
+		fmt.Fprintf(stderr, "levee dlq %s: give one dead letter's sequence number (levee dlq list shows them)", cmd)
+		if cmd != "show" {
+			fmt.Fprint(stderr, ", or --all")
+		}
+		fmt.Fprintln(stderr)
+		return 0, 2
+	case len(pos) == 1:
+		seq, err := strconv.ParseUint(pos[0], 10, 64)
+		if err != nil || seq == 0 {
+			fmt.Fprintf(stderr, "levee dlq %s: %q is not a dead letter's sequence number\n", cmd, pos[0])
+			return 0, 2
+		}
+		return seq, 0
+	}
+	return 0, 0
+}
+
+// dlqRequest is one `levee dlq` command, parsed.
+type dlqRequest struct {
+	cmd              string
+	seq              uint64
+	all, asJSON, raw bool
+	after            uint64
+	limit            int
+}
+
+// run carries the request out through c and prints the outcome.
+func (r dlqRequest) run(ctx context.Context, c opsclient.Client, stdout, stderr io.Writer) int {
+	cmd, seq := r.cmd, r.seq
+	fail := func(err error) int { return cliError(stderr, "dlq "+cmd, err) }
 	switch {
 	case cmd == "list":
-		list, total, err := c.DeadLetters(ctx, *after, *limit)
+		list, total, err := c.DeadLetters(ctx, r.after, r.limit)
 		if err != nil {
 			return fail(err)
 		}
-		if *asJSON {
-			_ = writeJSONLine(stdout, map[string]any{"dead_letters": list, "total": total})
-			return 0
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "SEQ\tDEAD AT\tDELIVERIES\tTO\tREASON")
-		for _, d := range list {
-			fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\n", d.Seq, d.DeadAt.Local().Format(time.DateTime), d.Deliveries, strings.Join(d.To, ","), oneLine(d.Reason, 100))
-		}
-		tw.Flush()
-		fmt.Fprintf(stdout, "%d shown, %d dead letters in all\n", len(list), total)
+		printDeadLetters(stdout, list, total, r.asJSON)
 	case cmd == "show":
 		d, raw, err := c.DeadLetter(ctx, seq)
 		if err != nil {
 			return fail(err)
 		}
 		switch {
-		case *rawOut:
+		case r.raw:
 			_, _ = stdout.Write(raw)
-		case *asJSON:
+		case r.asJSON:
 			_ = writeJSONLine(stdout, d)
 		default:
-			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(tw, "seq\t%d\nid\t%s\nreason\t%s\ndead at\t%s\ndeliveries\t%d\n", d.Seq, d.ID, d.Reason, d.DeadAt.Local().Format(time.RFC3339), d.Deliveries)
-			fmt.Fprintf(tw, "from\t%s\nto\t%s\nreceived at\t%s\nsize\t%s\n", d.From, strings.Join(d.To, ", "), d.ReceivedAt.Local().Format(time.RFC3339), bytesize.Human(uint64(d.Size)))
-			fmt.Fprintf(tw, "was\t%s seq %d, subject %s\n", d.OriginalStream, d.OriginalSeq, d.Subject)
-			tw.Flush()
-			fmt.Fprintf(stdout, "\n%s\n", headerBlock(raw, 40))
+			printDeadLetter(stdout, d, raw)
 		}
-	case cmd == "replay" && *all:
+	case cmd == "replay" && r.all:
 		n, err := c.ReplayAll(ctx)
 		if err != nil {
 			if !errors.As(err, new(*opsclient.APIError)) { // the server's message says how many
@@ -126,7 +140,7 @@ func dlqCmd(args, environ []string, stdout, stderr io.Writer) int {
 			return fail(err)
 		}
 		fmt.Fprintf(stdout, "dead letter %d replayed: queued again for the workers\n", seq)
-	case cmd == "purge" && *all:
+	case cmd == "purge" && r.all:
 		n, err := c.PurgeAll(ctx)
 		if err != nil {
 			return fail(err)
@@ -139,6 +153,32 @@ func dlqCmd(args, environ []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "dead letter %d purged\n", seq)
 	}
 	return 0
+}
+
+// printDeadLetters is a page of dead letters, one a line.
+func printDeadLetters(w io.Writer, list []admin.DeadLetterInfo, total uint64, asJSON bool) {
+	if asJSON {
+		_ = writeJSONLine(w, map[string]any{"dead_letters": list, "total": total})
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEQ\tDEAD AT\tDELIVERIES\tTO\tREASON")
+	for _, d := range list {
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\n", d.Seq, d.DeadAt.Local().Format(time.DateTime), d.Deliveries, strings.Join(d.To, ","), oneLine(d.Reason, 100))
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "%d shown, %d dead letters in all\n", len(list), total)
+}
+
+// printDeadLetter is one dead letter for a person: what is known of it,
+// then its header.
+func printDeadLetter(w io.Writer, d admin.DeadLetterInfo, raw []byte) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "seq\t%d\nid\t%s\nreason\t%s\ndead at\t%s\ndeliveries\t%d\n", d.Seq, d.ID, d.Reason, d.DeadAt.Local().Format(time.RFC3339), d.Deliveries)
+	fmt.Fprintf(tw, "from\t%s\nto\t%s\nreceived at\t%s\nsize\t%s\n", d.From, strings.Join(d.To, ", "), d.ReceivedAt.Local().Format(time.RFC3339), bytesize.Human(uint64(d.Size)))
+	fmt.Fprintf(tw, "was\t%s seq %d, subject %s\n", d.OriginalStream, d.OriginalSeq, d.Subject)
+	tw.Flush()
+	fmt.Fprintf(w, "\n%s\n", headerBlock(raw, 40))
 }
 
 // oneLine keeps a reason to one line of at most n runes for the table.

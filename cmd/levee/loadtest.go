@@ -152,88 +152,12 @@ func buildLoadtest(o *loadtestOpts, set map[string]bool) (loadtest.Config, func(
 	if o.starttls {
 		c.TLS = &tls.Config{InsecureSkipVerify: o.insecure} // opt-in, for test certificates
 	}
-	opts := loadtest.ArrivalOptions{Poisson: o.poisson, Seed: o.seed, Count: o.count}
-	var kinds []string
-	for _, k := range []string{"rate", "ramp", "baseline", "trace"} {
-		if set[k] {
-			kinds = append(kinds, "--"+k)
-		}
-	}
-	if len(kinds) != 1 {
-		return c, cleanup, fmt.Errorf("give exactly one schedule: --rate, --ramp, --baseline (with --surge, --surge-for) or --trace; got %d (%s)", len(kinds), strings.Join(kinds, ", "))
-	}
-	dur := func(rate float64) time.Duration {
-		switch {
-		case o.duration > 0:
-			return o.duration
-		case o.count > 0 && rate > 0:
-			return time.Duration(float64(o.count)/rate*float64(time.Second)) + time.Millisecond
-		default:
-			return time.Minute
-		}
-	}
 	var err error
-	switch {
-	case set["rate"]:
-		var r float64
-		if r, err = loadtest.ParseRate(o.rate); err != nil {
-			return c, cleanup, fmt.Errorf("--rate: %w", err)
-		}
-		c.Schedule, err = loadtest.Constant(r, dur(r), opts)
-	case set["ramp"]:
-		from, to, ok := strings.Cut(o.ramp, "..")
-		if !ok {
-			return c, cleanup, fmt.Errorf("--ramp: want FROM..TO, like 10/s..500/s, got %q", o.ramp)
-		}
-		a, err1 := loadtest.ParseRate(from)
-		b, err2 := loadtest.ParseRate(to)
-		if err := errors.Join(err1, err2); err != nil {
-			return c, cleanup, fmt.Errorf("--ramp: %w", err)
-		}
-		c.Schedule, err = loadtest.Ramp(a, b, dur((a+b)/2), opts)
-	case set["baseline"]:
-		base, err := loadtest.ParseRate(o.baseline)
-		if err != nil {
-			return c, cleanup, fmt.Errorf("--baseline: %w", err)
-		}
-		surge, err := loadtest.ParseSurge(o.surge, base)
-		if err != nil {
-			return c, cleanup, fmt.Errorf("--surge: %w", err)
-		}
-		c.Schedule, err = loadtest.Burst(loadtest.BurstSpec{Baseline: base, Surge: surge, SurgeAt: o.surgeAt,
-			SurgeFor: o.surgeFor, SurgeRamp: o.surgeRamp, Duration: o.duration}, opts)
-		if err != nil {
-			return c, cleanup, err
-		}
-	case set["trace"]:
-		c.Schedule, err = loadtest.OpenTrace(o.trace, o.speed, opts)
-		if err == nil {
-			closer := c.Schedule.(io.Closer)
-			cleanup = func() { _ = closer.Close() }
-		}
-	}
-	if err != nil {
+	if c.Schedule, cleanup, err = o.schedule(set); err != nil {
 		return c, cleanup, err
 	}
-	if o.corpus != "" {
-		maxBytes, err := loadtest.ParseSize(o.corpusMax)
-		if err != nil {
-			return c, cleanup, fmt.Errorf("--corpus-max-bytes: %w", err)
-		}
-		if c.Source, err = loadtest.OpenCorpus(o.corpus, int64(maxBytes)); err != nil {
-			return c, cleanup, err
-		}
-	} else {
-		sizes, err := loadtest.ParseSizeDist(o.size)
-		if err != nil {
-			return c, cleanup, fmt.Errorf("--size: %w", err)
-		}
-		if c.RunID == "" {
-			c.RunID = loadtest.NewRunID() // the generator puts it in subjects
-		}
-		if c.Source, err = loadtest.NewGenerator(sizes.Capped(64<<20), o.attachments, o.seed, c.RunID); err != nil {
-			return c, cleanup, err
-		}
+	if c.Source, err = o.source(&c.RunID); err != nil {
+		return c, cleanup, err
 	}
 	o.th = loadtest.Thresholds{MaxLost: o.maxLost, MaxDuplicates: o.maxDuplicates, MaxFailed: o.maxFailed,
 		MaxLate: o.maxLate, MaxReaderP99: o.maxReaderP99, MaxSMTPP99: o.maxSMTPP99}
@@ -247,6 +171,94 @@ func buildLoadtest(o *loadtestOpts, set map[string]bool) (loadtest.Config, func(
 	}
 	c = c.WithDefaults()
 	return c, cleanup, c.Validate()
+}
+
+// schedule is the arrival schedule the flags ask for: exactly one of
+// --rate, --ramp, --baseline (a burst) or --trace. cleanup closes a trace.
+func (o *loadtestOpts) schedule(set map[string]bool) (sched loadtest.Schedule, cleanup func(), err error) {
+	cleanup = func() {}
+	opts := loadtest.ArrivalOptions{Poisson: o.poisson, Seed: o.seed, Count: o.count}
+	var kinds []string
+	for _, k := range []string{"rate", "ramp", "baseline", "trace"} {
+		if set[k] {
+			kinds = append(kinds, "--"+k)
+		}
+	}
+	if len(kinds) != 1 {
+		return nil, cleanup, fmt.Errorf("give exactly one schedule: --rate, --ramp, --baseline (with --surge, --surge-for) or --trace; got %d (%s)", len(kinds), strings.Join(kinds, ", "))
+	}
+	switch {
+	case set["rate"]:
+		r, err := loadtest.ParseRate(o.rate)
+		if err != nil {
+			return nil, cleanup, fmt.Errorf("--rate: %w", err)
+		}
+		sched, err = loadtest.Constant(r, o.durationAt(r), opts)
+		return sched, cleanup, err
+	case set["ramp"]:
+		from, to, ok := strings.Cut(o.ramp, "..")
+		if !ok {
+			return nil, cleanup, fmt.Errorf("--ramp: want FROM..TO, like 10/s..500/s, got %q", o.ramp)
+		}
+		a, err1 := loadtest.ParseRate(from)
+		b, err2 := loadtest.ParseRate(to)
+		if err := errors.Join(err1, err2); err != nil {
+			return nil, cleanup, fmt.Errorf("--ramp: %w", err)
+		}
+		sched, err = loadtest.Ramp(a, b, o.durationAt((a+b)/2), opts)
+		return sched, cleanup, err
+	case set["baseline"]:
+		base, err := loadtest.ParseRate(o.baseline)
+		if err != nil {
+			return nil, cleanup, fmt.Errorf("--baseline: %w", err)
+		}
+		surge, err := loadtest.ParseSurge(o.surge, base)
+		if err != nil {
+			return nil, cleanup, fmt.Errorf("--surge: %w", err)
+		}
+		sched, err = loadtest.Burst(loadtest.BurstSpec{Baseline: base, Surge: surge, SurgeAt: o.surgeAt,
+			SurgeFor: o.surgeFor, SurgeRamp: o.surgeRamp, Duration: o.duration}, opts)
+		return sched, cleanup, err
+	}
+	sched, err = loadtest.OpenTrace(o.trace, o.speed, opts)
+	if err == nil {
+		closer := sched.(io.Closer)
+		cleanup = func() { _ = closer.Close() }
+	}
+	return sched, cleanup, err
+}
+
+// durationAt is the schedule's length at an average rate: --duration, or
+// what --count takes at that rate, or a minute.
+func (o *loadtestOpts) durationAt(rate float64) time.Duration {
+	switch {
+	case o.duration > 0:
+		return o.duration
+	case o.count > 0 && rate > 0:
+		return time.Duration(float64(o.count)/rate*float64(time.Second)) + time.Millisecond
+	default:
+		return time.Minute
+	}
+}
+
+// source is where the messages come from: a corpus of real mail, or
+// generated ones (which carry the run id, set here if none was given).
+func (o *loadtestOpts) source(runID *string) (loadtest.Source, error) {
+	if o.corpus != "" {
+		maxBytes, err := loadtest.ParseSize(o.corpusMax)
+		if err != nil {
+			return nil, fmt.Errorf("--corpus-max-bytes: %w", err)
+		}
+		return loadtest.OpenCorpus(o.corpus, int64(maxBytes))
+	}
+	sizes, err := loadtest.ParseSizeDist(o.size)
+	if err != nil {
+		return nil, fmt.Errorf("--size: %w", err)
+	}
+	if *runID == "" {
+		*runID = loadtest.NewRunID() // the generator puts it in subjects
+	}
+	return loadtest.NewGenerator(sizes.Capped(64<<20), o.attachments, o.seed, *runID)
 }
 
 // loadtestCmd is `levee loadtest`.
