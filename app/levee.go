@@ -85,7 +85,7 @@ func (l *Levee) start(ctx, bctx context.Context) (err error) {
 	if l.Queue, err = queue.Open(ctx, cfg.Queue, l.Registry, l.log); err != nil {
 		return fmt.Errorf("queue: %w", err)
 	}
-	if l.Admin, err = admin.New(l.Queue.Conn(), admin.Config{Queue: cfg.Queue, Configured: true, Log: l.log}); err != nil {
+	if l.Admin, err = admin.New(l.Queue.Conn(), admin.Config{Queue: cfg.Queue, Configured: true, LimitsChanged: l.Queue.Refresh, Log: l.log}); err != nil {
 		return err
 	}
 	if err := l.buildRoles(ctx, bctx); err != nil {

@@ -70,6 +70,11 @@ func (q *Queue) monitor(ctx context.Context) {
 	}
 }
 
+// Refresh makes the monitor read the stream now rather than at its next
+// tick: after a limit change, so that Fill (and the receiver's watermark)
+// follows at once.
+func (q *Queue) Refresh() { q.kickMonitor() }
+
 func (q *Queue) kickMonitor() {
 	select {
 	case q.kick <- struct{}{}:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -142,8 +143,12 @@ func (q *Queue) ensure(ctx context.Context) error {
 		return fmt.Errorf("queue: stream %s: %w", q.cfg.Stream, err)
 	}
 	if drift := q.cfg.Drift(info.Config); len(drift) > 0 {
+		list := make([]string, len(drift))
+		for i, d := range drift {
+			list[i] = d.String()
+		}
 		q.log.Warn("queue: the stream's live limits differ from the config; a start leaves live limits as they are (change them with `levee queue limits set`)",
-			"stream", q.cfg.Stream, "drift", drift)
+			"stream", q.cfg.Stream, "drift", strings.Join(list, "; "))
 	}
 	if q.batching && !info.Config.AllowAtomicPublish {
 		q.batching = false

@@ -18,6 +18,7 @@ import (
 type Admin struct {
 	cfg        queue.Config
 	configured bool
+	changed    func()
 	nc         *nats.Conn
 	js         jetstream.JetStream
 	log        *slog.Logger
@@ -38,6 +39,9 @@ type Config struct {
 	// just the names: Limits then reports how the live limits differ
 	// from it.
 	Configured bool
+	// LimitsChanged, if set, runs after UpdateLimits changed the limits:
+	// the process's queue refreshes its fill at once (queue.Queue.Refresh).
+	LimitsChanged func()
 	// Log may be nil.
 	Log *slog.Logger
 }
@@ -52,5 +56,5 @@ func New(nc *nats.Conn, cfg Config) (*Admin, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Admin{cfg: cfg.Queue.WithDefaults(), configured: cfg.Configured, nc: nc, js: js, log: log}, nil
+	return &Admin{cfg: cfg.Queue.WithDefaults(), configured: cfg.Configured, changed: cfg.LimitsChanged, nc: nc, js: js, log: log}, nil
 }

@@ -128,6 +128,9 @@ func (a *Admin) UpdateLimits(ctx context.Context, l LimitsChange) (LimitsUpdate,
 		unfreeze()
 		return LimitsUpdate{}, a.updateError(err)
 	}
+	if a.changed != nil {
+		a.changed()
+	}
 	nc := s.CachedInfo().Config
 	a.log.Info("admin: limits updated", "max_msgs", nc.MaxMsgs, "max_bytes", nc.MaxBytes, "max_age", nc.MaxAge,
 		"max_msg_size", nc.MaxMsgSize, "per_domain_max_msgs", nc.MaxMsgsPerSubject, "forced", l.Force)

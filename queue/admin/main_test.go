@@ -44,7 +44,7 @@ func adminOf(t testing.TB, q *queue.Queue) *Admin {
 	if a, ok := admins[q]; ok {
 		return a
 	}
-	a, err := New(q.Conn(), Config{Queue: q.Config(), Configured: true, Log: queuetest.Log(t)})
+	a, err := New(q.Conn(), Config{Queue: q.Config(), Configured: true, LimitsChanged: q.Refresh, Log: queuetest.Log(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

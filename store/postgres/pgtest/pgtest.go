@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/levee-mail/levee/internal/redact"
 )
 
 // Environment variables read by this package.
@@ -62,7 +63,7 @@ func NewDatabase(t testing.TB) string {
 	// with "source database is being accessed by other users" (template1's
 	// failure mode); UTF8 as every production database should be.
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()+" TEMPLATE template0 ENCODING 'UTF8'"); err != nil {
-		t.Fatalf("pgtest: create database %s on %s: %v", name, redact(server), err)
+		t.Fatalf("pgtest: create database %s on %s: %v", name, redact.URL(server), err)
 	}
 	t.Cleanup(func() { dropDatabase(t, server, name) })
 
@@ -89,7 +90,7 @@ func NewSchema(t testing.TB, databaseURL string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{name}.Sanitize()); err != nil {
-		t.Fatalf("pgtest: create schema %s in %s: %v", name, redact(databaseURL), err)
+		t.Fatalf("pgtest: create schema %s in %s: %v", name, redact.URL(databaseURL), err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -127,7 +128,7 @@ func connect(t testing.TB, target string) *pgx.Conn {
 	}
 	cfg, err := pgx.ParseConfig(target)
 	if err != nil {
-		t.Fatalf("pgtest: %s: %v", redact(target), err)
+		t.Fatalf("pgtest: %s: %v", redact.URL(target), err)
 	}
 	if cfg.ConnectTimeout == 0 || cfg.ConnectTimeout > connectTimeout {
 		cfg.ConnectTimeout = connectTimeout
@@ -146,7 +147,7 @@ func connect(t testing.TB, target string) *pgx.Conn {
 
 func skipOrFail(t testing.TB, server string, err error) {
 	t.Helper()
-	msg := fmt.Sprintf("pgtest: PostgreSQL at %s is not reachable: %v", redact(server), err)
+	msg := fmt.Sprintf("pgtest: PostgreSQL at %s is not reachable: %v", redact.URL(server), err)
 	if os.Getenv(EnvRequired) == "1" {
 		t.Fatalf("%s (%s=1 makes this a failure)", msg, EnvRequired)
 	}
@@ -189,13 +190,4 @@ func randomHex(t testing.TB, n int) string {
 		t.Fatalf("pgtest: %v", err)
 	}
 	return hex.EncodeToString(b)
-}
-
-// redact hides a password in a URL for messages.
-func redact(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	return u.Redacted()
 }

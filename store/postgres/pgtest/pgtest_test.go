@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/levee-mail/levee/internal/redact"
 	"go.uber.org/goleak"
 )
 
@@ -23,7 +24,7 @@ func queryString(t *testing.T, dbURL, sql string, args ...any) string {
 	defer cancel()
 	conn, err := pgx.Connect(ctx, dbURL)
 	if err != nil {
-		t.Fatalf("connect %s: %v", redact(dbURL), err)
+		t.Fatalf("connect %s: %v", redact.URL(dbURL), err)
 	}
 	defer conn.Close(ctx)
 	var s string
@@ -39,7 +40,7 @@ func exec(t *testing.T, dbURL, sql string) {
 	defer cancel()
 	conn, err := pgx.Connect(ctx, dbURL)
 	if err != nil {
-		t.Fatalf("connect %s: %v", redact(dbURL), err)
+		t.Fatalf("connect %s: %v", redact.URL(dbURL), err)
 	}
 	defer conn.Close(ctx)
 	if _, err := conn.Exec(ctx, sql); err != nil {
