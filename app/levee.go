@@ -40,10 +40,11 @@ type Levee struct {
 	Worker *worker.Worker // nil unless RoleWorker
 	HTTP   *web.Server
 
-	// Background work (the autoscaler, the admin side's Run) runs until
-	// stopBackground; background is done after.
-	stopBackground context.CancelFunc
-	background     sync.WaitGroup
+	// The autoscaler runs until stopAutoscale, the admin side's background
+	// work (history, freeze lifting) until stopOps; each WaitGroup is done
+	// after.
+	stopAutoscale, stopOps  context.CancelFunc
+	autoscaling, opsRunning sync.WaitGroup
 
 	instance string // host:pid, in stats replies
 	started  time.Time
@@ -64,9 +65,8 @@ func Start(ctx context.Context, cfg Config, roles Role, log *slog.Logger) (*Leve
 	host, _ := os.Hostname()
 	l := &Levee{cfg: cfg, roles: roles, log: log, Registry: reg,
 		instance: fmt.Sprintf("%s:%d", host, os.Getpid()), started: time.Now()}
-	var bctx context.Context
-	bctx, l.stopBackground = context.WithCancel(context.Background())
-	if err := l.start(ctx, bctx); err != nil {
+	l.stopAutoscale, l.stopOps = func() {}, func() {}
+	if err := l.start(ctx); err != nil {
 		_ = l.close(context.Background())
 		return nil, err
 	}
@@ -74,8 +74,8 @@ func Start(ctx context.Context, cfg Config, roles Role, log *slog.Logger) (*Leve
 }
 
 // start opens the store and the queue, builds the roles' parts, then
-// starts listening; background work runs under bctx.
-func (l *Levee) start(ctx, bctx context.Context) (err error) {
+// starts listening.
+func (l *Levee) start(ctx context.Context) (err error) {
 	cfg := l.cfg
 	if l.roles&(RoleWorker|RoleWeb) != 0 {
 		if l.Store, err = openStore(ctx, cfg); err != nil {
@@ -88,7 +88,7 @@ func (l *Levee) start(ctx, bctx context.Context) (err error) {
 	if l.Admin, err = admin.New(l.Queue.Conn(), admin.Config{Queue: cfg.Queue, Configured: true, LimitsChanged: l.Queue.Refresh, Log: l.log}); err != nil {
 		return err
 	}
-	if err := l.buildRoles(ctx, bctx); err != nil {
+	if err := l.buildRoles(ctx); err != nil {
 		return err
 	}
 	// Once the roles are built: processStats reads them.
@@ -98,9 +98,9 @@ func (l *Levee) start(ctx, bctx context.Context) (err error) {
 	return l.listen(ctx)
 }
 
-// buildRoles makes the worker (with its autoscaler), the SMTP receiver
-// and the HTTP server the roles call for.
-func (l *Levee) buildRoles(ctx, bctx context.Context) (err error) {
+// buildRoles makes the worker, the SMTP receiver and the HTTP server the
+// roles call for, and starts the admin side's background work.
+func (l *Levee) buildRoles(ctx context.Context) (err error) {
 	cfg, reg, log := l.cfg, l.Registry, l.log
 	if l.roles&RoleWorker != 0 {
 		consumer, err := l.Queue.Consumer(ctx)
@@ -108,9 +108,6 @@ func (l *Levee) buildRoles(ctx, bctx context.Context) (err error) {
 			return fmt.Errorf("queue: %w", err)
 		}
 		if l.Worker, err = worker.New(cfg.Worker, consumer, l.Store, reg, log); err != nil {
-			return err
-		}
-		if err := l.startAutoscaler(bctx); err != nil {
 			return err
 		}
 	}
@@ -121,14 +118,17 @@ func (l *Levee) buildRoles(ctx, bctx context.Context) (err error) {
 		l.warnIfSIZEBounces(ctx)
 	}
 	ops := admin.NewOps(l.Admin)
-	l.background.Go(func() { ops.Run(bctx) })
+	octx, cancel := context.WithCancel(context.Background())
+	l.stopOps = cancel
+	l.opsRunning.Go(func() { ops.Run(octx) })
 	l.HTTP, err = web.New(cfg.HTTP, web.Deps{Reader: l.reader(), Queue: ops, Ready: l.readiness(), Registerer: reg, Log: log})
 	return err
 }
 
-// startAutoscaler runs the worker's autoscaler when it is on. Concurrency 0
-// means paused: then the autoscaler must not wake the loops.
-func (l *Levee) startAutoscaler(bctx context.Context) error {
+// startAutoscaler runs the worker's autoscaler, once the worker's loops
+// run, when it is on. Concurrency 0 means paused: then the autoscaler must
+// not wake the loops.
+func (l *Levee) startAutoscaler() error {
 	as := l.cfg.Worker.Autoscale
 	if !as.Enabled || l.cfg.Worker.Concurrency == 0 {
 		return nil
@@ -137,7 +137,9 @@ func (l *Levee) startAutoscaler(bctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	l.background.Go(func() { a.Run(bctx) })
+	actx, cancel := context.WithCancel(context.Background())
+	l.stopAutoscale = cancel
+	l.autoscaling.Go(func() { a.Run(actx) })
 	return nil
 }
 
@@ -183,6 +185,9 @@ func (l *Levee) listen(ctx context.Context) error {
 	}
 	if l.Worker != nil {
 		l.Worker.Start()
+		if err := l.startAutoscaler(); err != nil {
+			return err
+		}
 		attrs = append(attrs, "store", redact.URL(cfg.Store), "workers", cfg.Worker.Concurrency)
 		if as := cfg.Worker.Autoscale; as.Enabled && cfg.Worker.Concurrency > 0 {
 			attrs = append(attrs, "autoscale", fmt.Sprintf("%d..%d, p95 budget %s", as.Min, as.Max, as.LatencyBudget))
@@ -214,16 +219,18 @@ func (l *Levee) close(ctx context.Context) error {
 	if l.SMTP != nil {
 		errs = append(errs, l.SMTP.Shutdown(ctx))
 	}
-	// The background work stops before the worker drains: the autoscaler
-	// would start loops the drain just stopped.
-	l.stopBackground()
-	l.background.Wait()
+	// The autoscaler stops before the worker drains: it would start loops
+	// the drain just stopped.
+	l.stopAutoscale()
+	l.autoscaling.Wait()
 	if l.Worker != nil {
 		errs = append(errs, l.Worker.Shutdown(ctx))
 	}
 	if l.HTTP != nil {
 		errs = append(errs, l.HTTP.Shutdown(ctx))
 	}
+	l.stopOps()
+	l.opsRunning.Wait()
 	if l.Queue != nil {
 		errs = append(errs, l.Queue.Close(ctx))
 	}

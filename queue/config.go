@@ -91,10 +91,12 @@ type Config struct {
 	// Durable is the workers' pull consumer.
 	Durable string
 	// AckWait is how long a worker may hold a delivery before it counts as
-	// failed (a worker can extend it with InProgress).
+	// failed (a worker can extend it with Delivery.Hold).
 	AckWait time.Duration `config:"ack_wait" help:"how long a worker may hold a message before it is redelivered"`
-	// MaxDeliver is the worker's dead-letter threshold. It is not given to
-	// the server (whose MaxDeliver stays unlimited): see ensureConsumer.
+	// MaxDeliver is the most deliveries a message gets: each Delivery says
+	// it, and the worker gives the message up to the dead letters there. It
+	// is not given to the server (whose MaxDeliver stays unlimited): see
+	// consumerConfig.
 	MaxDeliver int `config:"max_deliver" help:"deliveries before a failing message is dead-lettered"`
 	// Backoff is the extra delay before each redelivery after AckWait ran
 	// out; the last value repeats.

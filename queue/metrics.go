@@ -102,7 +102,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 
 // setDrift sets the drift gauge of every limit: 1 for those in drift.
 func (m *metrics) setDrift(drift []LimitDrift) {
-	for _, k := range LimitKeys {
+	for _, k := range limitKeys {
 		v := 0.0
 		for _, d := range drift {
 			if d.Key == k {

@@ -14,9 +14,10 @@ import (
 // receiver can consult it for every connection.
 func (q *Queue) Fill() float64 { return q.fill.Load() }
 
-// fillOf computes usage against the limits the server has (which an
-// operator may have changed since Open), ignoring unlimited ones.
-func fillOf(si *jetstream.StreamInfo) (messages, bytes float64) {
+// FillOf is a stream's usage against its limits as the server has them
+// (which an operator may have changed since Open), ignoring unlimited ones:
+// 1 is at the limit, above 1 after a limit was lowered below usage.
+func FillOf(si *jetstream.StreamInfo) (messages, bytes float64) {
 	if si.Config.MaxMsgs > 0 {
 		messages = float64(si.State.Msgs) / float64(si.Config.MaxMsgs)
 	}
@@ -100,7 +101,7 @@ func (q *Queue) refresh(ctx context.Context) {
 	// A limit change's intake freeze sets max_msgs 1 for a moment: the fill
 	// and the drift keep their last values through it.
 	if _, frozen := si.Config.Metadata[MetadataIntakeFreeze]; !frozen {
-		msgs, bytes := fillOf(si)
+		msgs, bytes := FillOf(si)
 		q.fill.Store(max(msgs, bytes))
 		m.fill.WithLabelValues("messages").Set(msgs)
 		m.fill.WithLabelValues("bytes").Set(bytes)

@@ -486,7 +486,7 @@ func TestAtomicPublishTurnedOffUnderneath(t *testing.T) {
 	cfg := testConfig(t)
 	q := openQueue(t, cfg)
 	ctx := ctxT(t)
-	sc := cfg.StreamConfig()
+	sc := cfg.streamConfig()
 	sc.AllowAtomicPublish = false
 	if _, err := q.JetStream().UpdateStream(ctx, sc); err != nil {
 		t.Fatal(err)

@@ -261,3 +261,24 @@ func TestPublishInvalidMessage(t *testing.T) {
 		}
 	}
 }
+
+// TestStartDropsTheOldStartPathsMetadata: a stream an earlier Levee set up
+// (when every start wrote the limits) carries its bookkeeping in metadata;
+// a start removes it and keeps the limits.
+func TestStartDropsTheOldStartPathsMetadata(t *testing.T) {
+	cfg := testConfig(t)
+	q1 := openQueue(t, cfg)
+	sc := streamInfo(t, q1, cfg.Stream).Config
+	sc.MaxMsgs = 4321
+	sc.Metadata = map[string]string{"levee.configured_limits": "max_msgs=1", "levee.withheld_limits": "max_age", "other": "kept"}
+	if _, err := q1.JetStream().UpdateStream(ctxT(t), sc); err != nil {
+		t.Fatal(err)
+	}
+	ext := cfg
+	ext.URL = q1.Server().ClientURL()
+	q2 := openQueue(t, ext)
+	got := streamInfo(t, q2, cfg.Stream).Config
+	if _, ok := got.Metadata["levee.configured_limits"]; ok || got.Metadata["levee.withheld_limits"] != "" || got.Metadata["other"] != "kept" || got.MaxMsgs != 4321 {
+		t.Errorf("after a start: max_msgs %d, metadata %v", got.MaxMsgs, got.Metadata)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"strconv"
 	"strings"
@@ -15,14 +16,14 @@ import (
 	"github.com/levee-mail/levee/internal/bytesize"
 )
 
-// StreamConfig is the mail stream as this config would create it.
+// streamConfig is the mail stream as this config would create it.
 // Work-queue retention: a message leaves the stream when a worker acks it
 // (after the store's commit), so the limits measure the backlog, not
 // history. DiscardNew: at a limit the stream refuses new mail, so the
 // sender gets a 4xx and retries, instead of JetStream silently deleting the
 // oldest queued (already accepted) mail. AllowAtomicPublish enables group
 // commit.
-func (c Config) StreamConfig() jetstream.StreamConfig {
+func (c Config) streamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:                 c.Stream,
 		Description:          "Levee inbound mail, published after SMTP DATA and drained by the workers",
@@ -174,7 +175,7 @@ func (q *Queue) ensure(ctx context.Context) error {
 // (subjects, policies, duplicate window, replicas, atomic publish) if the
 // config changed any of that, keeping the live limits and metadata.
 func (q *Queue) ensureMailStream(ctx context.Context) (*jetstream.StreamInfo, error) {
-	want := q.cfg.StreamConfig()
+	want := q.cfg.streamConfig()
 	s, err := q.js.Stream(ctx, q.cfg.Stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		// Two processes starting at once may both get here: creating the
@@ -211,11 +212,24 @@ func (q *Queue) ensureMailStream(ctx context.Context) (*jetstream.StreamInfo, er
 // another config; the start reads it again (retryUnready).
 var errStartRace = errors.New("queue: stream created meanwhile by another process")
 
+// legacyMetadata are stream metadata keys an earlier Levee wrote, when
+// every start wrote the limits; a start that updates the stream drops them.
+var legacyMetadata = []string{"levee.configured_limits", "levee.withheld_limits"}
+
 // keepLimits is the live config with what the config decides apart from
 // the limits: the update a start may make. Fields the server fills in
-// itself stay as it has them.
+// itself stay as it has them. (The update writes back the limits it read
+// a round trip before: a live change landing in between would be undone,
+// last writer wins, as between two live changes that do not freeze. It
+// happens only when a start changes what is not a limit.)
 func keepLimits(want, live jetstream.StreamConfig) jetstream.StreamConfig {
 	u := live
+	if len(live.Metadata) > 0 {
+		u.Metadata = maps.Clone(live.Metadata)
+		for _, k := range legacyMetadata {
+			delete(u.Metadata, k)
+		}
+	}
 	u.Description = want.Description
 	u.Subjects = want.Subjects
 	u.Retention = want.Retention
@@ -231,16 +245,16 @@ func keepLimits(want, live jetstream.StreamConfig) jetstream.StreamConfig {
 // LimitDrift is one mail stream limit whose live value differs from the
 // config's, both as the config spells them.
 type LimitDrift struct {
-	Key    string `json:"key"` // under queue.: one of LimitKeys
+	Key    string `json:"key"` // under queue.: one of limitKeys
 	Live   string `json:"live"`
 	Config string `json:"config"`
 }
 
 func (d LimitDrift) String() string { return d.Key + ": live " + d.Live + ", config " + d.Config }
 
-// LimitKeys are the mail stream limits an operator changes live, by config
+// limitKeys are the mail stream limits an operator changes live, by config
 // key under queue.
-var LimitKeys = []string{"max_msgs", "max_bytes", "max_age", "max_msg_size", "per_domain_max_msgs"}
+var limitKeys = []string{"max_msgs", "max_bytes", "max_age", "max_msg_size", "per_domain_max_msgs"}
 
 // Drift lists the mail stream limits whose live value (in live) differs
 // from this config's. Nil when they agree, and while a limit change holds
@@ -249,9 +263,9 @@ func (c Config) Drift(live jetstream.StreamConfig) []LimitDrift {
 	if _, frozen := live.Metadata[MetadataIntakeFreeze]; frozen {
 		return nil
 	}
-	l, w := limitValues(live), limitValues(c.StreamConfig())
+	l, w := limitValues(live), limitValues(c.streamConfig())
 	var out []LimitDrift
-	for i, key := range LimitKeys {
+	for i, key := range limitKeys {
 		if l[i] != w[i] {
 			out = append(out, LimitDrift{Key: key, Live: l[i], Config: w[i]})
 		}
@@ -259,7 +273,7 @@ func (c Config) Drift(live jetstream.StreamConfig) []LimitDrift {
 	return out
 }
 
-// limitValues spells sc's limits in the order of LimitKeys.
+// limitValues spells sc's limits in the order of limitKeys.
 func limitValues(sc jetstream.StreamConfig) []string {
 	return []string{
 		strconv.FormatInt(sc.MaxMsgs, 10),

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/levee-mail/levee/queue"
 	"github.com/levee-mail/levee/queue/admin"
 )
 
@@ -94,35 +95,42 @@ func (s *Server) queueCtx(r *http.Request) (context.Context, context.CancelFunc)
 	return context.WithTimeout(r.Context(), s.cfg.QueueStatusTimeout)
 }
 
-// opsStatus is the HTTP status of each error an operator's tool names by
-// its reason (admin.Reason): the operator's mistakes 400, what the change
-// would do or another change in progress 409 (nothing was changed), a
-// missing dead letter 404, a full queue 503 (a state, which passes).
-var opsStatus = map[string]int{
-	"invalid_limit": http.StatusBadRequest,
-	"would_delete":  http.StatusConflict,
-	"would_bounce":  http.StatusConflict,
-	"busy":          http.StatusConflict,
-	"too_large":     http.StatusConflict,
-	"malformed":     http.StatusConflict,
-	"not_found":     http.StatusNotFound,
-	"queue_full":    http.StatusServiceUnavailable,
+// opsErrors is the HTTP status of each error of the operator's tools an
+// answer names by its reason (admin.Reason): the operator's mistakes 400,
+// what a change would do or another change in progress 409 (nothing was
+// changed), a missing dead letter 404, a full queue 503 (a state, which
+// passes). Any other error is 503 without a reason.
+var opsErrors = []struct {
+	err    error
+	status int
+}{
+	{admin.ErrInvalidLimit, http.StatusBadRequest},
+	{admin.ErrWouldDelete, http.StatusConflict},
+	{admin.ErrWouldBounce, http.StatusConflict},
+	{admin.ErrBusy, http.StatusConflict},
+	{queue.ErrTooLarge, http.StatusConflict},
+	{queue.ErrMalformed, http.StatusConflict},
+	{admin.ErrNotFound, http.StatusNotFound},
+	{queue.ErrQueueFull, http.StatusServiceUnavailable},
 }
 
 // queueError answers a failed queue operation: the errors an operator can
-// act on with their message and reason (see opsStatus), anything else (an
+// act on with their message and reason (see opsErrors), anything else (an
 // unreachable JetStream is a state operators watch for, not a bug in this
 // server) as 503 with a generic message. prefix, when set, goes before the
 // message (how far a bulk operation got).
 func (s *Server) queueError(w http.ResponseWriter, r *http.Request, op string, err error, prefix ...string) {
-	reason := admin.Reason(err)
-	code, ok := opsStatus[reason]
-	msg := err.Error()
+	code, msg, reason := http.StatusServiceUnavailable, op+" unavailable", ""
+	for _, e := range opsErrors {
+		if errors.Is(err, e.err) {
+			code, msg, reason = e.status, err.Error(), admin.Reason(e.err)
+			break
+		}
+	}
 	switch {
-	case !ok:
-		code, msg, reason = http.StatusServiceUnavailable, op+" unavailable", ""
+	case reason == "":
 		s.log.WarnContext(r.Context(), "queue operation failed", "op", op, "err", err)
-	case reason == "queue_full":
+	case errors.Is(err, queue.ErrQueueFull):
 		msg = "the mail queue is full: try again once the workers drained some of it"
 	}
 	s.writeJSON(w, r, code, errorBody{Error: strings.Join(append(prefix, msg), ""), Reason: reason})
@@ -232,12 +240,12 @@ func (s *Server) setQueueLimits(w http.ResponseWriter, r *http.Request) {
 	dec.DisallowUnknownFields()
 	var req limitsRequest
 	if err := dec.Decode(&req); err != nil {
-		s.writeError(w, r, http.StatusBadRequest, "body: want a JSON object of limits: "+err.Error())
+		s.invalidLimit(w, r, "body: want a JSON object of limits: "+err.Error())
 		return
 	}
 	l, err := req.limits()
 	if err != nil {
-		s.writeError(w, r, http.StatusBadRequest, err.Error())
+		s.invalidLimit(w, r, err.Error())
 		return
 	}
 	ctx, cancel := s.queueCtx(r)
@@ -249,6 +257,12 @@ func (s *Server) setQueueLimits(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.InfoContext(r.Context(), "queue limits changed over HTTP", "remote", r.RemoteAddr, "forced", l.Force)
 	s.writeJSON(w, r, http.StatusOK, u)
+}
+
+// invalidLimit answers a limits request this server refuses before asking
+// the queue, as the queue's own refusal would be: 400, invalid_limit.
+func (s *Server) invalidLimit(w http.ResponseWriter, r *http.Request, msg string) {
+	s.writeJSON(w, r, http.StatusBadRequest, errorBody{Error: msg, Reason: admin.Reason(admin.ErrInvalidLimit)})
 }
 
 type deadList struct {

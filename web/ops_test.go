@@ -110,7 +110,7 @@ func TestOpsLimitsRequest(t *testing.T) {
 			f := newFixture(t, fixtureOpts{queue: ops, cfg: Config{AdminToken: "tok"}})
 			rec := ops.send(t, f.srv, http.MethodPut, "/api/v1/queue/limits", "tok", c.body)
 			if c.code != 200 {
-				wantError(t, rec, c.code, c.msg)
+				wantReason(t, rec, c.code, c.msg, "invalid_limit")
 				if len(ops.got) != 0 {
 					t.Errorf("an invalid request reached the queue: %+v", ops.got)
 				}
@@ -122,6 +122,29 @@ func TestOpsLimitsRequest(t *testing.T) {
 				t.Errorf("queue asked for %+v (answer %+v), want %+v", ops.got, u, c.want)
 			}
 		})
+	}
+}
+
+// TestEveryOpsErrorHasAStatus: every error the admin package names by a
+// reason has its place in opsErrors, so that none falls to a reasonless 503.
+func TestEveryOpsErrorHasAStatus(t *testing.T) {
+	for _, e := range opsErrors {
+		if admin.Reason(e.err) == "" {
+			t.Errorf("%v has a status but no reason", e.err)
+		}
+	}
+	for _, reason := range []string{"invalid_limit", "would_delete", "would_bounce", "busy", "not_found", "queue_full", "too_large", "malformed"} {
+		sentinel := admin.ErrorFor(reason)
+		if sentinel == nil {
+			t.Fatalf("admin knows no reason %q", reason)
+		}
+		found := false
+		for _, e := range opsErrors {
+			found = found || e.err == sentinel
+		}
+		if !found {
+			t.Errorf("reason %q has no HTTP status in opsErrors", reason)
+		}
 	}
 }
 

@@ -15,7 +15,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "levee_worker_deliveries_total",
-			Help: "Messages settled by workers, by result: stored, duplicate (already stored; acked), retry (nak'ed with a delay), dead_lettered.",
+			Help: "Messages settled by workers, by result: stored, duplicate (already stored; acked), retry (handed back to the queue, to come again after a delay), dead_lettered.",
 		}, []string{"result"}),
 		storeWrite: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "levee_store_write_duration_seconds",

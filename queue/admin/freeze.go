@@ -226,28 +226,31 @@ func (a *Admin) Run(ctx context.Context) {
 	t := time.NewTicker(freezeCheckEvery())
 	defer t.Stop()
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+		// At once, then every tick: a process restarted after its own
+		// change died half-way must not leave intake frozen a minute more.
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		if s, err := a.js.Stream(cctx, a.cfg.Stream); err == nil {
 			a.liftStaleFreeze(cctx, s.CachedInfo())
 		}
 		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
 }
 
-// liftStaleFreeze lifts a freeze this process has seen unchanged for
-// freezeStale. It judges by its own clock, so no clock skew between hosts
-// can make it lift a live one.
+// liftStaleFreeze lifts a freeze that is stale: older than freezeStale by
+// the server's clock (as unfrozenStream judges it), or seen unchanged that
+// long by this process's own clock, which no skew between hosts can fool.
 func (a *Admin) liftStaleFreeze(ctx context.Context, info *jetstream.StreamInfo) {
 	m, frozen := freezeOf(info.Config)
 	switch {
 	case !frozen:
 		a.seen = freezeSighting{}
 		return
+	case serverNow(info).Sub(m.At) > freezeStale:
 	case m.Token != a.seen.token || a.seen.since.IsZero():
 		a.seen = freezeSighting{token: m.Token, since: time.Now()}
 		return

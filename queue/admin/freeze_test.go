@@ -216,3 +216,32 @@ func answerStats(t *testing.T, q *queue.Queue, answer []byte) (stop func()) {
 		}
 	}
 }
+
+// TestAFreezeLeftLongAgoIsLiftedAtOnce: a process that starts after a
+// limit change died half-way, long ago by the server's clock, lifts the
+// freeze as soon as it runs, not freezeStale later: until then every
+// sender gets 452.
+func TestAFreezeLeftLongAgoIsLiftedAtOnce(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MaxMsgs = 500
+	q := openQueue(t, cfg)
+	freezeAndDie(t, q)
+	backdate(t, q, time.Hour)
+	started, err := New(q.Conn(), Config{Queue: cfg, Log: queuetest.Log(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); started.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	begin := time.Now()
+	waitFor(t, "the old freeze lifted", func() bool {
+		_, frozen := freezeOf(streamInfo(t, q, cfg.Stream).Config)
+		return !frozen
+	})
+	if took := time.Since(begin); took > freezeStale/2 {
+		t.Errorf("a freeze an hour old was lifted after %s; want at once", took)
+	}
+	assertUnfrozen(t, streamInfo(t, q, cfg.Stream).Config, 500)
+}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/levee-mail/levee/queue"
 	"github.com/levee-mail/levee/queue/fleet"
 )
 
@@ -157,16 +158,9 @@ func (a *Admin) statusFrom(si *jetstream.StreamInfo, ci *jetstream.ConsumerInfo,
 	return st
 }
 
-// fillOf computes usage against the limits the server has (which an
-// operator may have changed since Open), ignoring unlimited ones.
 func fillOf(si *jetstream.StreamInfo) Fill {
 	var f Fill
-	if si.Config.MaxMsgs > 0 {
-		f.Messages = float64(si.State.Msgs) / float64(si.Config.MaxMsgs)
-	}
-	if si.Config.MaxBytes > 0 {
-		f.Bytes = float64(si.State.Bytes) / float64(si.Config.MaxBytes)
-	}
+	f.Messages, f.Bytes = queue.FillOf(si)
 	f.Max = max(f.Messages, f.Bytes)
 	return f
 }
