@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/levee-mail/levee/internal/bytesize"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -344,7 +345,7 @@ func TestConfigurationUsesLeveesKeys(t *testing.T) {
 			}
 		}
 		// The sizes that must nest: SMTP's SIZE < the stream's message
-		// limit < the NATS servers' max_payload (cmd/levee and
+		// limit < the NATS servers' max_payload (app.Config.Finish and
 		// queue.Open refuse to start otherwise).
 		smtpMax, err1 := parseLeveeSize(env.vars["LEVEE_SMTP_MAX_MESSAGE_BYTES"])
 		msgMax, err2 := parseLeveeSize(env.vars["LEVEE_QUEUE_MAX_MSG_SIZE"])
@@ -362,28 +363,16 @@ func TestConfigurationUsesLeveesKeys(t *testing.T) {
 }
 
 // headerRoom is what Levee adds to a message beyond its body limits
-// (queue/config.go: headerRoom; cmd/levee/config.go: the 64KiB check).
+// (queue/config.go: headerRoom and SizeMargin; app.Config.Finish checks it).
 const headerRoom = 64 << 10
 
-// parseLeveeSize reads a size as cmd/levee does: a number with an optional
-// B, KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB suffix.
+// parseLeveeSize reads a size as Levee does: with Levee's own parser.
 func parseLeveeSize(v string) (int64, error) {
-	s := strings.TrimSpace(v)
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}} {
-		if rest, ok := strings.CutSuffix(s, u.suffix); ok {
-			s, mult = strings.TrimSpace(rest), u.mult
-			break
-		}
+	n, err := bytesize.Parse(v)
+	if err == nil && n <= 0 {
+		err = fmt.Errorf("invalid size %q", v)
 	}
-	n, err := strconv.ParseFloat(s, 64)
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("invalid size %q", v)
-	}
-	return int64(n * float64(mult)), nil
+	return n, err
 }
 
 func TestSecretsAreDocumented(t *testing.T) {

@@ -24,7 +24,9 @@ type levee struct {
 	// metrics maps each registered levee_* metric to its type: counter,
 	// gauge, histogram or summary.
 	metrics map[string]string
-	// envVars are the LEVEE_* variables Levee reads.
+	// envVars are the LEVEE_* variables Levee reads: the environment column
+	// of the README's configuration table, which the main module's tests
+	// keep equal to Levee's one table of keys (internal/config).
 	envVars map[string]bool
 	// literals are every Go string literal, for checking label values.
 	literals map[string]bool
@@ -37,8 +39,8 @@ var (
 	metricNameRE = regexp.MustCompile(`Name:\s*"(levee_[a-z0-9_]+)"`)
 	// The Opts type that precedes a Name gives the metric's type.
 	metricOptsRE = regexp.MustCompile(`(Counter|Gauge|Histogram|Summary)Opts\s*\{`)
-	// opt("queue.max_msgs", ...) in cmd/levee: one configuration key.
-	optionKeyRE  = regexp.MustCompile(`\bopt\(\s*"([a-z0-9_.]+)"`)
+	// | `queue.max_msgs` | `--queue-max-msgs` | `LEVEE_QUEUE_MAX_MSGS` | in the README.
+	configRowRE  = regexp.MustCompile("(?m)^\\| `[a-z0-9_.]+` \\| `--[a-z0-9-]+` \\| `(LEVEE_[A-Z0-9_]+)` \\|")
 	stringLitRE  = regexp.MustCompile(`"((?:[^"\\\n]|\\.)*)"`)
 	streamRE     = regexp.MustCompile(`DefaultStream\s*=\s*"([^"]+)"`)
 	durableRE    = regexp.MustCompile(`DefaultDurable\s*=\s*"([^"]+)"`)
@@ -82,13 +84,20 @@ func loadLevee() (*levee, error) {
 	if err != nil {
 		return nil, err
 	}
+	readme, err := os.ReadFile(filepath.Join(leveeRoot, "README.md"))
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range configRowRE.FindAllStringSubmatch(string(readme), -1) {
+		l.envVars[m[1]] = true
+	}
 	// A guard against this scanner going blind when the code changes shape:
 	// Levee registers a couple of dozen metrics and as many options.
 	switch {
 	case len(l.metrics) < 10:
 		return nil, fmt.Errorf("found only %d levee_* metrics (%v): has the registration code changed shape?", len(l.metrics), sortedKeys(l.metrics))
 	case len(l.envVars) < 10:
-		return nil, fmt.Errorf("found only %d configuration keys: has cmd/levee's option table changed shape?", len(l.envVars))
+		return nil, fmt.Errorf("found only %d configuration keys: has the README's configuration table changed shape?", len(l.envVars))
 	case l.stream == "" || l.durable == "":
 		return nil, fmt.Errorf("queue/config.go: DefaultStream or DefaultDurable not found")
 	}
@@ -104,11 +113,6 @@ func (l *levee) scan(path, src string) {
 		}
 		l.metrics[name] = kind
 	}
-	if strings.HasSuffix(path, "cmd/levee/config.go") {
-		for _, m := range optionKeyRE.FindAllStringSubmatch(src, -1) {
-			l.envVars[envName(m[1])] = true
-		}
-	}
 	if strings.HasSuffix(path, "queue/config.go") {
 		if m := streamRE.FindStringSubmatch(src); m != nil {
 			l.stream = m[1]
@@ -122,11 +126,6 @@ func (l *levee) scan(path, src string) {
 			l.literals[s] = true
 		}
 	}
-}
-
-// envName is cmd/levee's rule: queue.max_msgs -> LEVEE_QUEUE_MAX_MSGS.
-func envName(key string) string {
-	return "LEVEE_" + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(key))
 }
 
 // knownMetric reports whether name is a series Levee exports: a registered
@@ -181,7 +180,7 @@ func TestLeveeSourcesAreReadable(t *testing.T) {
 	}
 	for _, v := range []string{"LEVEE_QUEUE_NATS_URL", "LEVEE_SHUTDOWN_TIMEOUT", "LEVEE_SMTP_DOMAINS", "LEVEE_WORKER_CONCURRENCY"} {
 		if !l.envVars[v] {
-			t.Errorf("configuration variable %s not found in cmd/levee", v)
+			t.Errorf("configuration variable %s not found in the README's configuration table", v)
 		}
 	}
 }
