@@ -95,9 +95,14 @@ func encode(msgs []*mail.Message) ([]encoded, error) {
 	return out, nil
 }
 
-// Deliver stores msgs in one IMMEDIATE transaction. Only the commit is
-// fsynced (synchronous=FULL), once per call: batching is what makes
-// draining a backlog fast.
+// Deliver stores msgs atomically and returns once they are committed.
+// Only a commit is fsynced (synchronous=FULL), so the cost that matters is
+// commits, not rows: a worker batches what it fetched, and calls that meet
+// at the single writer are group-committed: the call that takes the writer
+// commits every call waiting at that moment in one transaction. Should
+// that shared transaction fail, each call's messages are written again in
+// a transaction of their own, so one call's bad message or cancelled
+// context never fails another's, and each call is still all or nothing.
 func (s *Store) Deliver(ctx context.Context, msgs []*mail.Message) ([]store.DeliveryResult, error) {
 	if len(msgs) == 0 {
 		return []store.DeliveryResult{}, nil
@@ -109,19 +114,89 @@ func (s *Store) Deliver(ctx context.Context, msgs []*mail.Message) ([]store.Deli
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("sqlite: deliver: %w", err)
 	}
+	c := &deliverCall{ctx: ctx, rows: rows, done: make(chan struct{})}
+	s.waitingMu.Lock()
+	s.waiting = append(s.waiting, c)
+	s.waitingMu.Unlock()
 	select {
 	case s.writeSem <- struct{}{}:
+		s.commitWaiting()
+		<-s.writeSem
+	case <-c.done: // an earlier holder of the writer committed it
 	case <-ctx.Done():
-		return nil, fmt.Errorf("sqlite: deliver: %w", ctx.Err())
+		if s.withdraw(c) {
+			return nil, fmt.Errorf("sqlite: deliver: %w", ctx.Err())
+		}
+		// Taken by the writer already: its answer comes.
 	}
-	defer func() { <-s.writeSem }()
+	<-c.done
+	return c.results, c.err
+}
 
-	results, last, err := s.deliverTx(ctx, rows)
-	if err != nil {
-		return nil, wrap(ctx, "deliver", err)
+// deliverCall is one Deliver call waiting for the writer.
+type deliverCall struct {
+	ctx     context.Context
+	rows    []encoded
+	results []store.DeliveryResult
+	err     error
+	done    chan struct{} // closed once results or err is set
+}
+
+func (c *deliverCall) finish(results []store.DeliveryResult, err error) {
+	c.results, c.err = results, err
+	close(c.done)
+}
+
+// withdraw takes c out of the waiting calls; false if a writer took it.
+func (s *Store) withdraw(c *deliverCall) bool {
+	s.waitingMu.Lock()
+	defer s.waitingMu.Unlock()
+	for i, w := range s.waiting {
+		if w == c {
+			s.waiting = append(s.waiting[:i], s.waiting[i+1:]...)
+			return true
+		}
 	}
-	s.lastStored = last
-	return results, nil
+	return false
+}
+
+// commitWaiting commits every waiting call; the caller holds writeSem.
+func (s *Store) commitWaiting() {
+	s.waitingMu.Lock()
+	calls := s.waiting
+	s.waiting = nil
+	s.waitingMu.Unlock()
+	live := calls[:0]
+	var rows []encoded
+	for _, c := range calls {
+		if err := c.ctx.Err(); err != nil {
+			c.finish(nil, fmt.Errorf("sqlite: deliver: %w", err))
+			continue
+		}
+		live = append(live, c)
+		rows = append(rows, c.rows...)
+	}
+	if len(live) > 1 {
+		// The first call's context bounds the shared transaction; if it
+		// ends, the others are written on their own below.
+		if results, last, err := s.deliverTx(live[0].ctx, rows); err == nil {
+			s.lastStored = last
+			for _, c := range live {
+				c.finish(results[:len(c.rows):len(c.rows)], nil)
+				results = results[len(c.rows):]
+			}
+			return
+		}
+	}
+	for _, c := range live {
+		results, last, err := s.deliverTx(c.ctx, c.rows)
+		if err != nil {
+			c.finish(nil, wrap(c.ctx, "deliver", err))
+			continue
+		}
+		s.lastStored = last
+		c.finish(results, nil)
+	}
 }
 
 func (s *Store) deliverTx(ctx context.Context, rows []encoded) (_ []store.DeliveryResult, last int64, err error) {
@@ -177,6 +252,7 @@ func (s *Store) deliverTx(ctx context.Context, rows []encoded) (_ []store.Delive
 	if err := tx.Commit(); err != nil {
 		return nil, 0, fmt.Errorf("commit: %w", err)
 	}
+	s.commits.Add(1)
 	return results, last, nil
 }
 

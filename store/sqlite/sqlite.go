@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
@@ -26,6 +28,14 @@ type Store struct {
 	// stored_at strictly increasing, so newest-first order is delivery order
 	// and a new message never lands behind a reader's cursor.
 	lastStored int64
+
+	// waiting are the Deliver calls queued for the writer; whichever
+	// takes writeSem commits all of them in one transaction (group
+	// commit, see Deliver).
+	waitingMu sync.Mutex
+	waiting   []*deliverCall
+	// commits counts the delivery transactions committed (for tests).
+	commits atomic.Int64
 
 	stmts writeStmts
 }

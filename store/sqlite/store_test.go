@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -291,5 +292,108 @@ func TestCloseThenUse(t *testing.T) {
 	}
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close = %v, want nil", err)
+	}
+}
+
+// deliverTogether holds the writer while each batch's Deliver call queues
+// behind it, then lets them go, and returns each call's answer.
+func deliverTogether(t *testing.T, s *Store, batches ...[]*mail.Message) ([][]store.DeliveryResult, []error) {
+	t.Helper()
+	s.writeSem <- struct{}{} // as if a Deliver were running
+	results := make([][]store.DeliveryResult, len(batches))
+	errs := make([]error, len(batches))
+	var wg sync.WaitGroup
+	for i, b := range batches {
+		wg.Go(func() { results[i], errs[i] = s.Deliver(t.Context(), b) })
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.waitingMu.Lock()
+		n := len(s.waiting)
+		s.waitingMu.Unlock()
+		if n == len(batches) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d Deliver calls queued for the writer", n, len(batches))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	<-s.writeSem
+	wg.Wait()
+	return results, errs
+}
+
+func storedMessages(t *testing.T, s *Store) int {
+	t.Helper()
+	var n int
+	if err := s.read.QueryRowContext(t.Context(), `SELECT count(*) FROM messages`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestConcurrentDeliversShareACommit: Deliver calls that meet at the
+// writer are committed in one transaction, each still gets its own
+// answers (a message another call stored in the same transaction is a
+// duplicate), and one call's failure inside that transaction fails only
+// that call, all of it.
+func TestConcurrentDeliversShareACommit(t *testing.T) {
+	s := openTest(t)
+	a := msgs(testMessage(t, 1, "a@example.com"), testMessage(t, 2, "a@example.com"))
+	b := msgs(testMessage(t, 3, "b@example.com"))
+	c := msgs(testMessage(t, 4, "c@example.com"), a[0]) // a[0] again: a duplicate
+	before := s.commits.Load()
+	results, errs := deliverTogether(t, s, a, b, c)
+	if got := s.commits.Load() - before; got != 1 {
+		t.Errorf("three calls queued together took %d commits, want 1", got)
+	}
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	// The writer takes the calls in the order they queued, which the
+	// goroutines did not fix: the second copy of a[0] is the duplicate,
+	// whichever it was.
+	dups := 0
+	for i, rs := range results {
+		if len(rs) != len([][]*mail.Message{a, b, c}[i]) {
+			t.Fatalf("call %d got %d results for %d messages", i, len(rs), len([][]*mail.Message{a, b, c}[i]))
+		}
+		for _, r := range rs {
+			if r.Duplicate {
+				dups++
+				if r.ID != a[0].ID {
+					t.Errorf("call %d: %s reported a duplicate", i, r.ID)
+				}
+			}
+		}
+	}
+	if dups != 1 || storedMessages(t, s) != 4 {
+		t.Errorf("%d duplicates, %d messages stored; want 1 and 4", dups, storedMessages(t, s))
+	}
+
+	// A message that fails in SQL, inside the transaction.
+	if _, err := s.write.ExecContext(t.Context(), `CREATE TEMP TRIGGER poison BEFORE INSERT ON messages
+		WHEN NEW.subject = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned message'); END`); err != nil {
+		t.Fatal(err)
+	}
+	poison := testMessage(t, 6, "p@example.com")
+	poison.Parsed.Subject = "poison"
+	d, e, f := msgs(testMessage(t, 5, "d@example.com")), msgs(poison, testMessage(t, 7, "e@example.com")), msgs(testMessage(t, 8, "f@example.com"))
+	before = s.commits.Load()
+	_, errs = deliverTogether(t, s, d, e, f)
+	if errs[0] != nil || errs[2] != nil {
+		t.Errorf("the calls without the poisoned message failed too: %v, %v", errs[0], errs[2])
+	}
+	if errs[1] == nil || !strings.Contains(errs[1].Error(), "poisoned message") {
+		t.Errorf("the poisoned call: err = %v, want the trigger's abort", errs[1])
+	}
+	if got := s.commits.Load() - before; got != 2 {
+		t.Errorf("%d commits after the shared transaction failed, want 2 (one for each good call)", got)
+	}
+	if n := storedMessages(t, s); n != 6 {
+		t.Errorf("%d messages stored, want 6: the poisoned call's other message must not be", n)
 	}
 }
