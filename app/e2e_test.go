@@ -306,6 +306,7 @@ func TestMalformedFixturesThroughPipeline(t *testing.T) {
 // still accepted and stored.
 func TestOneDomainsFloodDefersOnlyThatDomain(t *testing.T) {
 	cfg := apptest.Config(t)
+	cfg.Queue.Partitions = 1 // the cap to the message; TestAPartitionedFloodIsCappedToo is the partitioned case
 	cfg.Queue.PerDomainMaxMsgs = 3
 	cfg.Worker.Concurrency = 0
 	l := apptest.Start(t, cfg)
@@ -327,4 +328,35 @@ func TestOneDomainsFloodDefersOnlyThatDomain(t *testing.T) {
 	apptest.WaitFor(t, 30*time.Second, "both domains stored", func() bool {
 		return len(l.Mailbox("rcpt@example.test")) == 3 && len(l.Mailbox("user@other.test")) == 3
 	})
+}
+
+// TestAPartitionedFloodIsCappedToo: over partitions, a domain is deferred
+// once its share of a partition is full: it never holds more than the cap,
+// and other domains keep flowing.
+func TestAPartitionedFloodIsCappedToo(t *testing.T) {
+	cfg := apptest.Config(t)
+	cfg.Queue.Partitions = 4
+	cfg.Queue.PerDomainMaxMsgs = 8
+	cfg.Worker.Concurrency = 0
+	l := apptest.Start(t, cfg)
+	accepted, deferred := 0, 0
+	for i := range 40 {
+		err := apptest.Send(l.SMTPAddr, "s@client.test", []string{"rcpt@example.test"}, apptest.Message(i, 300))
+		switch code := apptest.ReplyCode(err); code {
+		case "":
+			accepted++
+		case "452 4.3.1":
+			deferred++
+		default:
+			t.Fatalf("flood message %d: %q", i, code)
+		}
+	}
+	if accepted > 8 || accepted < 4 || deferred != 40-accepted {
+		t.Errorf("%d accepted, %d deferred of 40 under a cap of 8 over 4 partitions", accepted, deferred)
+	}
+	for i := range 3 {
+		if err := apptest.Send(l.SMTPAddr, "s@client.test", []string{"user@other.test"}, apptest.Message(100+i, 300)); err != nil {
+			t.Fatalf("other.test message %d: %s, want 250 while example.test floods", i, apptest.ReplyCode(err))
+		}
+	}
 }

@@ -74,7 +74,7 @@ func TestASecondLeveeCannotRewriteTheLimits(t *testing.T) {
 	second.Queue.URL = first.Queue.Server().ClientURL()
 	second.Queue.MaxMsgs = 7
 	second.Queue.MaxBytes = 64 << 20
-	second.Queue.PerDomainMaxMsgs = 2 // example.test has 5 queued
+	second.Queue.PerDomainMaxMsgs = 4 // example.test has 5 queued
 	l := apptest.Start(t, second)
 
 	after, err := first.Admin.Limits(ctx)

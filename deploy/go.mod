@@ -51,7 +51,7 @@ require (
 	go.yaml.in/yaml/v2 v2.4.4 // indirect
 	go.yaml.in/yaml/v3 v3.0.6 // indirect
 	golang.org/x/net v0.61.0 // indirect
-	golang.org/x/sys v0.49.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 	gopkg.in/evanphx/json-patch.v4 v4.13.0 // indirect
@@ -63,7 +63,8 @@ require (
 	sigs.k8s.io/structured-merge-diff/v6 v6.4.2 // indirect
 )
 
-// The deployment's checks read sizes with Levee's own parser.
+// The deployment's checks read sizes with Levee's own parser. After a change
+// of the main module's requirements, run `go mod tidy` here too.
 require github.com/levee-mail/levee v0.0.0
 
 replace github.com/levee-mail/levee => ../

@@ -6,8 +6,6 @@ import (
 	"os"
 	"strings"
 	"time"
-
-	"github.com/levee-mail/levee/mail"
 )
 
 // Defaults, chosen for an inbound MX that must not fall over under a surge.
@@ -68,8 +66,6 @@ type Config struct {
 	HighWatermark float64 `config:"high_watermark" help:"queue fill ratio at which MAIL FROM is deferred with 452 4.3.1"`
 	// LowWatermark: see HighWatermark.
 	LowWatermark float64 `config:"low_watermark" help:"queue fill ratio below which MAIL FROM is accepted again"`
-	// ParseLimits bound the validation parse of each message.
-	ParseLimits mail.ParseLimits
 }
 
 // WithDefaults returns c with zero fields set to their defaults and the
@@ -111,7 +107,6 @@ func (c Config) WithDefaults() Config {
 	if c.LowWatermark == 0 {
 		c.LowWatermark = min(DefaultLowWatermark, c.HighWatermark*0.9)
 	}
-	c.ParseLimits = c.ParseLimits.WithDefaults()
 	if c.Domains != nil {
 		ds := make([]string, len(c.Domains))
 		for i, d := range c.Domains {
@@ -181,12 +176,6 @@ func (c Config) Validate() error {
 	}
 	if c.LowWatermark <= 0 || c.LowWatermark >= c.HighWatermark {
 		bad("low_watermark", "must be > 0 and < smtp.high_watermark")
-	}
-	if c.ParseLimits.MaxParts < 0 {
-		bad("parse_limits.max_parts", "must be >= 0")
-	}
-	if c.ParseLimits.MaxDepth < 0 {
-		bad("parse_limits.max_depth", "must be >= 0")
 	}
 	return errors.Join(errs...)
 }

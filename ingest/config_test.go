@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/levee-mail/levee/mail"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -20,7 +19,6 @@ func TestConfigDefaults(t *testing.T) {
 		MaxMessageBytes: 10 << 20, MaxRecipients: 100, MaxLineLength: 2000,
 		ReadTimeout: 2 * time.Minute, WriteTimeout: time.Minute, PublishTimeout: 30 * time.Second,
 		MaxConnections: 1000, MaxConnectionsPerIP: 100, HighWatermark: 0.9, LowWatermark: 0.8,
-		ParseLimits: mail.DefaultParseLimits,
 	}
 	if c.Hostname == "" {
 		t.Error("no default hostname")
@@ -40,7 +38,7 @@ func configEqual(a, b Config) bool {
 		a.MaxLineLength == b.MaxLineLength && a.ReadTimeout == b.ReadTimeout &&
 		a.WriteTimeout == b.WriteTimeout && a.PublishTimeout == b.PublishTimeout &&
 		a.MaxConnections == b.MaxConnections && a.MaxConnectionsPerIP == b.MaxConnectionsPerIP &&
-		a.HighWatermark == b.HighWatermark && a.LowWatermark == b.LowWatermark && a.ParseLimits == b.ParseLimits
+		a.HighWatermark == b.HighWatermark && a.LowWatermark == b.LowWatermark
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -66,7 +64,6 @@ func TestConfigValidate(t *testing.T) {
 		{"low above high", func(c *Config) { c.HighWatermark, c.LowWatermark = 0.5, 0.6 }, "smtp.low_watermark"},
 		{"low equals high", func(c *Config) { c.HighWatermark, c.LowWatermark = 0.5, 0.5 }, "smtp.low_watermark"},
 		{"high negative", func(c *Config) { c.HighWatermark = -1 }, "smtp.high_watermark"},
-		{"parse limits", func(c *Config) { c.ParseLimits.MaxParts = -1 }, "smtp.parse_limits.max_parts"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

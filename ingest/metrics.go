@@ -25,7 +25,6 @@ const (
 	sessionRejectedShutdown = "rejected_shutdown"
 
 	parseOK         = "ok"
-	parseWarnings   = "warnings"
 	parseUnreadable = "unreadable"
 )
 
@@ -74,7 +73,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		parse: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "levee_smtp_parse_total",
-			Help: "Validation parse of received messages by result: ok, warnings (messy but readable), unreadable (header block unreadable). All are accepted.",
+			Help: "Header blocks of received messages read at the receiver, by result: ok, unreadable. All are accepted; the MIME parse is the worker's (levee_worker_parse_total).",
 		}, []string{"result"}),
 	}
 	for _, c := range []prometheus.Collector{m.sessions, m.active, m.messages, m.size, m.dataSeconds, m.watermark, m.parse} {
@@ -86,7 +85,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, r := range []string{sessionAccepted, sessionRejectedLimit, sessionRejectedShutdown} {
 		m.sessions.WithLabelValues(r)
 	}
-	for _, r := range []string{parseOK, parseWarnings, parseUnreadable} {
+	for _, r := range []string{parseOK, parseUnreadable} {
 		m.parse.WithLabelValues(r)
 	}
 	return m, nil

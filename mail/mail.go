@@ -53,6 +53,9 @@ type Parsed struct {
 	// Warnings lists what the parser found malformed but tolerated. Messy
 	// mail is stored, never rejected for being messy.
 	Warnings []string `json:"warnings,omitempty"`
+	// HeadersOnly says the body was not parsed (over the parse limits, or
+	// the MIME parser failed): only the headers were read.
+	HeadersOnly bool `json:"-"`
 }
 
 // Attachment is one attached or inline part.

@@ -3,7 +3,9 @@ package mail
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"net/textproto"
 	"strings"
 
@@ -125,9 +127,10 @@ func overLimits(raw []byte, l ParseLimits) string {
 	return ""
 }
 
-// headersOnly keeps what a reader of the mailbox needs most (who, what, when)
-// when the body cannot or may not be parsed.
-func headersOnly(raw []byte, reason string) (*Parsed, error) {
+// ReadHeader reads the header block of raw: linear in its size, and what
+// a receiver can afford for every message (the MIME parse is the worker's,
+// once). A block that yields no header at all is an error.
+func ReadHeader(raw []byte) (textproto.MIMEHeader, error) {
 	end := bytes.Index(raw, []byte("\r\n\r\n"))
 	if end < 0 {
 		end = bytes.Index(raw, []byte("\n\n"))
@@ -136,12 +139,25 @@ func headersOnly(raw []byte, reason string) (*Parsed, error) {
 	if end >= 0 {
 		block = raw[:end+2]
 	}
-	r := textproto.NewReader(bufio.NewReader(bytes.NewReader(append(append([]byte{}, block...), "\r\n\r\n"...))))
+	r := textproto.NewReader(bufio.NewReader(io.MultiReader(bytes.NewReader(block), strings.NewReader("\r\n\r\n"))))
 	h, err := r.ReadMIMEHeader()
 	if err != nil && len(h) == 0 {
-		return &Parsed{Headers: map[string][]string{}, Warnings: []string{reason, "header block unreadable: " + err.Error()}}, nil
+		return h, err
 	}
-	p := &Parsed{Headers: map[string][]string(h), Warnings: []string{reason}}
+	if len(h) == 0 {
+		return h, errors.New("no header fields")
+	}
+	return h, nil
+}
+
+// headersOnly keeps what a reader of the mailbox needs most (who, what, when)
+// when the body cannot or may not be parsed.
+func headersOnly(raw []byte, reason string) (*Parsed, error) {
+	h, err := ReadHeader(raw)
+	if err != nil && len(h) == 0 {
+		return &Parsed{Headers: map[string][]string{}, Warnings: []string{reason, "header block unreadable: " + err.Error()}, HeadersOnly: true}, nil
+	}
+	p := &Parsed{Headers: map[string][]string(h), Warnings: []string{reason}, HeadersOnly: true}
 	p.Subject = h.Get("Subject")
 	p.From = h.Get("From")
 	p.MessageID = strings.Trim(strings.TrimSpace(h.Get("Message-Id")), "<>")

@@ -68,8 +68,13 @@ func TestClusterR3(t *testing.T) {
 	q := openQueue(t, cfg)
 	t.Logf("cluster queue open after %s", time.Since(t0))
 	ctx := ctxT(t)
-	if info := streamInfo(t, q, cfg.Stream); info.Config.Replicas != 3 || info.Cluster == nil || len(info.Cluster.Replicas) != 2 {
-		t.Fatalf("stream not replicated: %+v %+v", info.Config, info.Cluster)
+	if len(q.layout) != DefaultPartitions {
+		t.Fatalf("%d partitions, want the default %d", len(q.layout), DefaultPartitions)
+	}
+	for _, p := range q.layout {
+		if info := streamInfo(t, q, p.Stream); info.Config.Replicas != 3 || info.Cluster == nil || len(info.Cluster.Replicas) != 2 {
+			t.Fatalf("partition %s not replicated: %+v %+v", p.Stream, info.Config, info.Cluster)
+		}
 	}
 	publishAll := func(prefix string, n int) map[string]bool {
 		var mu sync.Mutex
@@ -105,10 +110,25 @@ func TestClusterR3(t *testing.T) {
 	for id := range publishAll("r2", 30) {
 		acked[id] = true
 	}
-	stored := storedIDs(t, q, cfg.Stream)
+	stored := storedInAll(t, q)
 	for id := range acked {
 		if stored[id] != 1 {
 			t.Errorf("acknowledged %s stored %d times", id, stored[id])
 		}
 	}
+}
+
+// TestClusterPartitionChange: a JetStream cluster holding the single
+// replicated stream of an older Levee, then four partitions, drains
+// completely under the next layout while the old one still publishes.
+func TestClusterPartitionChange(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster formation takes seconds")
+	}
+	nodes := startCluster(t)
+	cfg := DefaultConfig()
+	cfg.URL = nodes[0].ClientURL()
+	cfg.Replicas = 3
+	cfg.PublishTimeout = 5 * time.Second
+	checkLayoutChangeDrains(t, cfg)
 }

@@ -91,7 +91,7 @@ func TestConfigValidate(t *testing.T) {
 
 func TestConsumerConfigBackoffFollowsAckWait(t *testing.T) {
 	c := Config{DataDir: "x"}.WithDefaults()
-	cc := c.consumerConfig()
+	cc := c.consumerConfig(c.Layout()[0])
 	if cc.MaxDeliver != -1 {
 		t.Errorf("server MaxDeliver = %d, want -1 (the worker dead-letters)", cc.MaxDeliver)
 	}

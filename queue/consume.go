@@ -2,7 +2,10 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -39,40 +42,105 @@ type Delivery interface {
 	GiveUp(ctx context.Context, reason string) error
 }
 
-// Consumer hands out the messages of the workers' durable consumer as
-// Deliveries. It is safe for concurrent use by many delivery loops.
+// Consumer hands out the messages of the workers' durable consumers, one
+// on every mail stream (partition) there is, as Deliveries. It is safe for
+// concurrent use by many delivery loops.
 type Consumer struct {
-	q *Queue
-	c jetstream.Consumer
+	q     *Queue
+	parts []jetstream.Consumer
+	// next is where the following Fetch starts, so that every partition
+	// is served first in turn and none starves while another is deep.
+	next atomic.Uint32
 }
 
 // Consumer returns the workers' consumer.
 func (q *Queue) Consumer(ctx context.Context) (*Consumer, error) {
-	c, err := q.js.Consumer(ctx, q.cfg.Stream, q.cfg.Durable)
-	if err != nil {
-		return nil, fmt.Errorf("queue: consumer %s: %w", q.cfg.Durable, err)
+	c := &Consumer{q: q}
+	for _, p := range q.parts {
+		jc, err := q.js.Consumer(ctx, p.Stream, q.cfg.Durable)
+		if err != nil {
+			return nil, fmt.Errorf("queue: consumer %s on %s: %w", q.cfg.Durable, p.Stream, err)
+		}
+		c.parts = append(c.parts, jc)
 	}
-	return &Consumer{q: q, c: c}, nil
+	return c, nil
 }
 
-// Fetch takes what is queued right now, up to max; only when nothing is
-// does it wait, up to wait, for the first message to arrive, and then says
-// it waited (that time was idle, not work). A lone message is therefore
-// handed out at once instead of waiting for a batch to fill, and a backlog
-// is still taken in full batches.
+// waitRound bounds one round of waiting on every partition at once: a
+// message in any of them is handed out within it.
+const waitRound = 100 * time.Millisecond
+
+// Fetch takes what is queued right now, up to max, from the partitions in
+// turn; only when nothing is does it wait, up to wait, for the first
+// messages to arrive, and then says it waited (that time was idle, not
+// work). A lone message is therefore handed out at once instead of waiting
+// for a batch to fill, and a backlog is still taken in full batches.
 func (c *Consumer) Fetch(max int, wait time.Duration) (ds []Delivery, waited bool, err error) {
-	batch, err := c.c.FetchNoWait(max)
-	if err != nil {
-		return nil, false, fmt.Errorf("queue: fetch: %w", err)
+	n := len(c.parts)
+	start := int(c.next.Add(1)) % n
+	for i := range n {
+		jc := c.parts[(start+i)%n]
+		batch, err := jc.FetchNoWait(max - len(ds))
+		if err != nil {
+			if len(ds) > 0 {
+				break // hand out what came; the next fetch meets the error again
+			}
+			return nil, false, fmt.Errorf("queue: fetch: %w", err)
+		}
+		if ds = append(ds, c.collect(batch)...); len(ds) >= max {
+			break
+		}
 	}
-	if ds = c.collect(batch); len(ds) > 0 {
+	if len(ds) > 0 {
 		return ds, false, nil
 	}
-	batch, err = c.c.Fetch(1, jetstream.FetchMaxWait(wait))
-	if err != nil {
-		return nil, true, fmt.Errorf("queue: fetch: %w", err)
+	if n == 1 {
+		batch, err := c.parts[0].Fetch(1, jetstream.FetchMaxWait(wait))
+		if err != nil {
+			return nil, true, fmt.Errorf("queue: fetch: %w", err)
+		}
+		return c.collect(batch), true, nil
 	}
-	return c.collect(batch), true, nil
+	return c.await(wait)
+}
+
+// await waits for mail on every partition at once, in rounds of at most
+// waitRound, until some arrived or wait has passed. A round ends only when
+// every partition's pull has: a message delivered to a pull nobody reads
+// any more would sit out its ack wait before it came again.
+func (c *Consumer) await(wait time.Duration) ([]Delivery, bool, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		round := min(waitRound, time.Until(deadline))
+		if round <= 0 {
+			return nil, true, nil
+		}
+		var (
+			mu   sync.Mutex
+			ds   []Delivery
+			errs []error
+			wg   sync.WaitGroup
+		)
+		for _, jc := range c.parts {
+			wg.Go(func() {
+				batch, err := jc.Fetch(1, jetstream.FetchMaxWait(round))
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					errs = append(errs, err)
+					return
+				}
+				ds = append(ds, c.collect(batch)...)
+			})
+		}
+		wg.Wait()
+		if len(ds) > 0 {
+			return ds, true, nil
+		}
+		if len(errs) > 0 {
+			return nil, true, fmt.Errorf("queue: fetch: %w", errors.Join(errs...))
+		}
+	}
 }
 
 func (c *Consumer) collect(batch jetstream.MessageBatch) []Delivery {

@@ -56,8 +56,8 @@ func (q *Queue) deadLetter(ctx context.Context, m jetstream.Msg, reason string) 
 		h.Set(HeaderDeadDeliveries, delivered)
 	}
 	subject := q.cfg.DeadSubjectPrefix + "._"
-	if rest, ok := strings.CutPrefix(m.Subject(), q.cfg.SubjectPrefix+"."); ok && rest != "" {
-		subject = q.cfg.DeadSubjectPrefix + "." + rest
+	if domain := q.cfg.DomainOf(m.Subject()); domain != "" {
+		subject = q.cfg.DeadSubjectPrefix + "." + domain
 	}
 	ctx, cancel := context.WithTimeout(ctx, q.cfg.PublishTimeout)
 	defer cancel()

@@ -29,9 +29,12 @@ func TestMain(m *testing.M) {
 	)
 }
 
-// testConfig is an embedded queue in a fresh directory with short timeouts.
+// testConfig is an embedded queue in a fresh directory with short timeouts,
+// on one partition: these tests look at the stream itself (partition_test.go
+// is about partitions).
 func testConfig(t testing.TB) Config {
 	c := DefaultConfig()
+	c.Partitions = 1
 	c.DataDir = t.TempDir()
 	c.PublishTimeout = 3 * time.Second
 	c.MinBatch = 2 // exercise atomic batches whenever two publishes meet
@@ -130,6 +133,18 @@ func storedIDs(t testing.TB, q *Queue, name string) map[string]int {
 		ids[m.Header.Get(HeaderMsgID)]++
 	}
 	return ids
+}
+
+// storedInAll counts the Nats-Msg-Ids of every mail stream the queue drains.
+func storedInAll(t testing.TB, q *Queue) map[string]int {
+	t.Helper()
+	all := map[string]int{}
+	for _, p := range q.parts {
+		for id, n := range storedIDs(t, q, p.Stream) {
+			all[id] += n
+		}
+	}
+	return all
 }
 
 // waitFor polls cond until it holds or the deadline passes.

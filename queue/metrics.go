@@ -24,6 +24,7 @@ type metrics struct {
 	batchSize   prometheus.Histogram
 	fallbacks   *prometheus.CounterVec
 	messages    prometheus.Gauge
+	partition   *prometheus.GaugeVec
 	bytes       prometheus.Gauge
 	fill        *prometheus.GaugeVec
 	pending     prometheus.Gauge
@@ -52,10 +53,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Atomic batches that failed as a whole and were republished one message at a time, by reason: duplicate, full, too_large, incomplete, unavailable, other.",
 		}, []string{"reason"}),
 		messages: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "levee_queue_messages", Help: "Messages in the mail stream.",
+			Name: "levee_queue_messages", Help: "Messages in the mail queue: every partition (mail stream), those of an old layout still draining included.",
 		}),
+		partition: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "levee_queue_partition_messages", Help: "Messages in one partition of the mail queue, by stream.",
+		}, []string{"stream"}),
 		bytes: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "levee_queue_bytes", Help: "Bytes in the mail stream.",
+			Name: "levee_queue_bytes", Help: "Bytes in the mail queue, every partition.",
 		}),
 		fill: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "levee_queue_fill_ratio",
@@ -85,7 +89,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "1 while the mail stream's live limit differs from this process's config (a start leaves live limits as they are), by limit: max_msgs, max_bytes, max_age, max_msg_size, per_domain_max_msgs.",
 		}, []string{"limit"}),
 	}
-	for _, c := range []prometheus.Collector{m.publish, m.batchSize, m.fallbacks, m.messages, m.bytes, m.fill,
+	for _, c := range []prometheus.Collector{m.publish, m.batchSize, m.fallbacks, m.messages, m.partition, m.bytes, m.fill,
 		m.pending, m.ackPending, m.redelivered, m.oldestAge, m.deadLetters, m.up, m.drift} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -8,8 +8,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Fill is the last measured fill ratio, max(msgs/max_msgs, bytes/max_bytes),
-// refreshed in the background (every monitorInterval and after a publish
+// Fill is the last measured fill ratio, max(msgs/max_msgs, bytes/max_bytes)
+// of the queue as a whole (its partitions' usage against their limits added
+// up: hashing spreads mail evenly over them, and a message whose partition
+// is full still gets its 452 from the stream), refreshed in the background (every monitorInterval and after a publish
 // was refused as full); 0 before the first refresh. It costs no I/O, so the
 // receiver can consult it for every connection.
 func (q *Queue) Fill() float64 { return q.fill.Load() }
@@ -27,22 +29,28 @@ func FillOf(si *jetstream.StreamInfo) (messages, bytes float64) {
 	return messages, bytes
 }
 
-// Backlog is the mail waiting for the workers: messages their consumer has
-// yet to deliver plus those delivered and not yet acknowledged, and the age
-// of the oldest message in the stream. Two info requests, cheap enough for
-// the autoscaler to poll; an error (the consumer is missing, the server
-// unreachable) lets it hold concurrency rather than guess.
+// Backlog is the mail waiting for the workers: messages their consumers
+// have yet to deliver plus those delivered and not yet acknowledged, over
+// every partition, and the age of the oldest queued message. Cheap enough
+// for the autoscaler to poll (two info requests a partition); an error
+// (a consumer is missing, the server unreachable) lets it hold concurrency
+// rather than guess.
 func (q *Queue) Backlog(ctx context.Context) (messages uint64, oldest time.Duration, err error) {
-	c, err := q.js.Consumer(ctx, q.cfg.Stream, q.cfg.Durable)
-	if err != nil {
-		return 0, 0, fmt.Errorf("queue: consumer info %s: %w", q.cfg.Durable, err)
+	now := time.Now()
+	for _, p := range q.parts {
+		c, err := q.js.Consumer(ctx, p.Stream, q.cfg.Durable)
+		if err != nil {
+			return 0, 0, fmt.Errorf("queue: consumer info %s on %s: %w", q.cfg.Durable, p.Stream, err)
+		}
+		s, err := q.js.Stream(ctx, p.Stream)
+		if err != nil {
+			return 0, 0, fmt.Errorf("queue: stream info %s: %w", p.Stream, err)
+		}
+		ci := c.CachedInfo()
+		messages += ci.NumPending + uint64(max(ci.NumAckPending, 0))
+		oldest = max(oldest, oldestAge(s.CachedInfo(), now))
 	}
-	s, err := q.js.Stream(ctx, q.cfg.Stream)
-	if err != nil {
-		return 0, 0, fmt.Errorf("queue: stream info %s: %w", q.cfg.Stream, err)
-	}
-	ci, si := c.CachedInfo(), s.CachedInfo()
-	return ci.NumPending + uint64(max(ci.NumAckPending, 0)), oldestAge(si, time.Now()), nil
+	return messages, oldest, nil
 }
 
 // oldestAge is the age of the stream's first message, 0 when it is empty.
@@ -86,32 +94,57 @@ func (q *Queue) kickMonitor() {
 func (q *Queue) refresh(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	s, err := q.js.Stream(ctx, q.cfg.Stream)
-	if err != nil {
-		q.metrics.up.Set(0)
-		q.log.Debug("queue: status refresh failed", "err", err)
-		return
-	}
-	q.metrics.up.Set(1)
-	si := s.CachedInfo()
 	m := q.metrics
-	m.messages.Set(float64(si.State.Msgs))
-	m.bytes.Set(float64(si.State.Bytes))
-	m.oldestAge.Set(oldestAge(si, time.Now()).Seconds())
+	var (
+		msgs, bytes, pending, ackPending, redelivered uint64
+		layoutMsgs, layoutBytes                       uint64
+		oldest                                        time.Duration
+		layout                                        []jetstream.StreamConfig
+		frozen                                        bool
+		now                                           = time.Now()
+	)
+	for i, p := range q.parts {
+		s, err := q.js.Stream(ctx, p.Stream)
+		if err != nil {
+			m.up.Set(0)
+			q.log.Debug("queue: status refresh failed", "stream", p.Stream, "err", err)
+			return
+		}
+		si := s.CachedInfo()
+		m.partition.WithLabelValues(p.Stream).Set(float64(si.State.Msgs))
+		msgs += si.State.Msgs
+		bytes += si.State.Bytes
+		oldest = max(oldest, oldestAge(si, now))
+		if i < len(q.layout) {
+			layoutMsgs += si.State.Msgs
+			layoutBytes += si.State.Bytes
+			layout = append(layout, si.Config)
+			_, f := si.Config.Metadata[MetadataIntakeFreeze]
+			frozen = frozen || f
+		}
+		if c, err := q.js.Consumer(ctx, p.Stream, q.cfg.Durable); err == nil {
+			ci := c.CachedInfo()
+			pending += ci.NumPending
+			ackPending += uint64(max(ci.NumAckPending, 0))
+			redelivered += uint64(max(ci.NumRedelivered, 0))
+		}
+	}
+	m.up.Set(1)
+	m.messages.Set(float64(msgs))
+	m.bytes.Set(float64(bytes))
+	m.oldestAge.Set(oldest.Seconds())
+	m.pending.Set(float64(pending))
+	m.ackPending.Set(float64(ackPending))
+	m.redelivered.Set(float64(redelivered))
 	// A limit change's intake freeze sets max_msgs 1 for a moment: the fill
 	// and the drift keep their last values through it.
-	if _, frozen := si.Config.Metadata[MetadataIntakeFreeze]; !frozen {
-		msgs, bytes := FillOf(si)
-		q.fill.Store(max(msgs, bytes))
-		m.fill.WithLabelValues("messages").Set(msgs)
-		m.fill.WithLabelValues("bytes").Set(bytes)
-		m.setDrift(q.cfg.Drift(si.Config))
-	}
-	if c, err := q.js.Consumer(ctx, q.cfg.Stream, q.cfg.Durable); err == nil {
-		ci := c.CachedInfo()
-		m.pending.Set(float64(ci.NumPending))
-		m.ackPending.Set(float64(ci.NumAckPending))
-		m.redelivered.Set(float64(ci.NumRedelivered))
+	if !frozen {
+		total := SumLimits(layout)
+		fillMsgs, fillBytes := FillOf(&jetstream.StreamInfo{Config: total, State: jetstream.StreamState{Msgs: layoutMsgs, Bytes: layoutBytes}})
+		q.fill.Store(max(fillMsgs, fillBytes))
+		m.fill.WithLabelValues("messages").Set(fillMsgs)
+		m.fill.WithLabelValues("bytes").Set(fillBytes)
+		m.setDrift(q.cfg.Drift(total))
 	}
 	if d, err := q.js.Stream(ctx, q.cfg.DeadStream); err == nil {
 		m.deadLetters.Set(float64(d.CachedInfo().State.Msgs))

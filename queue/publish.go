@@ -29,6 +29,16 @@ type PublishResult struct {
 
 var errClosed = errors.New("queue is closed")
 
+// lane is one partition's publisher: the publishes waiting for it and the
+// flusher that commits them.
+type lane struct {
+	part  Partition
+	pubCh chan *pubReq
+	// batching is the Queue's, until the stream says it does not allow
+	// atomic publish; only the lane's flusher reads it after Open.
+	batching bool
+}
+
 // pubReq is one Publish waiting for its group commit.
 type pubReq struct {
 	ctx      context.Context // the caller's, bounded by PublishTimeout
@@ -85,7 +95,8 @@ func (q *Queue) publish(ctx context.Context, m *mail.Message) (PublishResult, er
 	}
 	ctx, cancel := context.WithTimeout(ctx, q.cfg.PublishTimeout)
 	defer cancel()
-	msg := encode(q.cfg.SubjectPrefix, q.cfg.Stream, m)
+	l := q.lanes[routeIndex(m.ID, len(q.lanes))]
+	msg := encode(l.part, m)
 	r := &pubReq{ctx: ctx, msg: msg, id: m.ID, size: msgSize(msg), res: make(chan pubOutcome, 1)}
 	r.deadline, _ = ctx.Deadline()
 
@@ -100,7 +111,7 @@ func (q *Queue) publish(ctx context.Context, m *mail.Message) (PublishResult, er
 		return PublishResult{}, publishError(fmt.Errorf("%w (%s)", nats.ErrConnectionReconnecting, q.nc.Status()))
 	}
 	select {
-	case q.pubCh <- r:
+	case l.pubCh <- r:
 		q.mu.RUnlock()
 	case <-ctx.Done():
 		q.mu.RUnlock()
@@ -130,12 +141,12 @@ func msgSize(m *nats.Msg) int {
 	return n
 }
 
-// flusher runs group commits until Close closes pubCh.
-func (q *Queue) flusher() {
+// flusher runs a lane's group commits until Close closes its channel.
+func (q *Queue) flusher(l *lane) {
 	defer q.flushWG.Done()
 	batch := make([]*pubReq, 0, q.gather)
 	for {
-		r, ok := <-q.pubCh
+		r, ok := <-l.pubCh
 		if !ok {
 			return
 		}
@@ -146,7 +157,7 @@ func (q *Queue) flusher() {
 	fill:
 		for len(batch) < q.gather {
 			select {
-			case r, ok := <-q.pubCh:
+			case r, ok := <-l.pubCh:
 				if !ok {
 					break fill
 				}
@@ -161,14 +172,14 @@ func (q *Queue) flusher() {
 				r.reply(pubOutcome{err: publishError(errClosed)})
 			}
 		default:
-			q.flush(batch)
+			q.flush(l, batch)
 		}
 		clear(batch)
 	}
 }
 
-// flush publishes reqs and answers every one of them.
-func (q *Queue) flush(reqs []*pubReq) {
+// flush publishes a lane's reqs and answers every one of them.
+func (q *Queue) flush(l *lane, reqs []*pubReq) {
 	// Requests whose caller has given up are dropped, not published.
 	// Requests with an ID already in this batch ride on the first one:
 	// JetStream would refuse the whole batch for the repeat (10201).
@@ -194,7 +205,7 @@ func (q *Queue) flush(reqs []*pubReq) {
 	for _, r := range live {
 		// An oversized message would fail its whole batch; alone it gets
 		// its own ErrTooLarge from the server.
-		if q.batching && r.size <= int(q.cfg.MaxMsgSize) {
+		if l.batching && r.size <= int(q.cfg.MaxMsgSize) {
 			batch = append(batch, r)
 		} else {
 			singles = append(singles, r)
@@ -213,8 +224,8 @@ func (q *Queue) flush(reqs []*pubReq) {
 			q.log.Debug("queue: atomic batch failed, publishing its messages singly", "size", len(batch), "err", err)
 			if apiCode(err) == codeAtomicPubDisabled {
 				// The stream was changed behind our back; only the
-				// flusher reads batching, so no lock is needed.
-				q.batching = false
+				// lane's flusher reads batching, so no lock is needed.
+				l.batching = false
 				q.log.Warn("queue: the stream no longer allows atomic publish; publishing one message at a time until the next Open")
 			}
 			singles = append(singles, batch...)

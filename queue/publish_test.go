@@ -117,7 +117,7 @@ func TestPublishTooLarge(t *testing.T) {
 func newReq(q *Queue, m *mail.Message) *pubReq {
 	ctx, cancel := context.WithTimeout(context.Background(), q.cfg.PublishTimeout)
 	_ = cancel // released by the timeout; the tests are short
-	msg := encode(q.cfg.SubjectPrefix, q.cfg.Stream, m)
+	msg := encode(q.lanes[0].part, m)
 	r := &pubReq{ctx: ctx, msg: msg, id: m.ID, size: msgSize(msg), res: make(chan pubOutcome, 1)}
 	r.deadline, _ = ctx.Deadline()
 	return r
@@ -129,7 +129,7 @@ func flushNow(q *Queue, msgs ...*mail.Message) []pubOutcome {
 	for i, m := range msgs {
 		reqs[i] = newReq(q, m)
 	}
-	q.flush(reqs)
+	q.flush(q.lanes[0], reqs)
 	out := make([]pubOutcome, len(reqs))
 	for i, r := range reqs {
 		out[i] = <-r.res
@@ -230,7 +230,7 @@ func TestGroupCommit(t *testing.T) {
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
 	r.ctx = cctx
-	q.flush([]*pubReq{r})
+	q.flush(q.lanes[0], []*pubReq{r})
 	if o := <-r.res; !errors.Is(o.err, ErrUnavailable) {
 		t.Errorf("abandoned request: %+v", o)
 	}
@@ -497,7 +497,7 @@ func TestAtomicPublishTurnedOffUnderneath(t *testing.T) {
 			t.Errorf("message %d: %+v", i, o)
 		}
 	}
-	if q.batching {
+	if q.lanes[0].batching {
 		t.Error("still batching after the stream refused atomic publish")
 	}
 	if got := storedIDs(t, q, cfg.Stream); len(got) != 3 {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	neturl "net/url"
 	"sync"
 	"time"
 
@@ -31,10 +33,15 @@ type Queue struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	metrics *metrics
+	// layout is the partitions mail is published to (Config.Layout); parts
+	// are those the workers drain: the layout's, then any other mail
+	// stream found at Open (see ensure).
+	layout, parts []Partition
 	// batching: publishes are grouped into atomic batches. Off with
 	// MaxBatch 1, on the embedded server without SyncAlways (see Open),
 	// and when the server does not keep AllowAtomicPublish (older than
-	// 2.12): every publish is then a single one.
+	// 2.12): every publish is then a single one. Each lane keeps its own
+	// copy from Open on.
 	batching bool
 	// minBatch is the smallest group worth an atomic batch (see MinBatch).
 	minBatch int
@@ -42,13 +49,13 @@ type Queue struct {
 	// when batching is off.
 	gather int
 
-	// Publisher. Publish holds mu (read) while it enqueues, so that Close,
-	// holding it for writing, knows no send is in progress when it closes
-	// pubCh.
+	// Publisher: a lane per partition of the layout. Publish holds mu
+	// (read) while it enqueues, so that Close, holding it for writing,
+	// knows no send is in progress when it closes the lanes.
 	mu          sync.RWMutex
 	closed      bool
 	closing     chan struct{}
-	pubCh       chan *pubReq
+	lanes       []*lane
 	flushCtx    context.Context // cancelled to abort in-flight batches on a hard close
 	flushCancel context.CancelFunc
 	flushWG     sync.WaitGroup
@@ -100,18 +107,18 @@ func Open(ctx context.Context, cfg Config, reg prometheus.Registerer, log *slog.
 		minBatch: max(2, cfg.MinBatch),
 	}
 	q.connCtx, q.connCancel = context.WithCancel(context.Background())
+	q.layout = cfg.Layout()
 	q.gather = maxSingles
 	if q.batching {
 		q.gather = cfg.MaxBatch
 	}
-	q.pubCh = make(chan *pubReq, q.gather)
 	if err := q.open(ctx, reg); err != nil {
 		q.abandon()
 		return nil, err
 	}
 	q.startBackground()
 	log.Info("queue: open", "url", q.nc.ConnectedUrlRedacted(), "embedded", q.srv != nil, "stream", cfg.Stream,
-		"sync_always", cfg.SyncAlways, "max_batch", cfg.MaxBatch, "atomic_batches", q.batching)
+		"partitions", len(q.layout), "draining", len(q.parts), "sync_always", cfg.SyncAlways, "max_batch", cfg.MaxBatch, "atomic_batches", q.batching)
 	return q, nil
 }
 
@@ -160,11 +167,16 @@ func (q *Queue) open(ctx context.Context, reg prometheus.Registerer) error {
 // startBackground starts the publisher's flusher and the status monitor.
 func (q *Queue) startBackground() {
 	q.flushCtx, q.flushCancel = context.WithCancel(context.Background())
-	// One flusher: the server applies a stream's batches one at a time, so
-	// a second commit in flight would only split the waiting publishes into
-	// smaller batches, each paying the fixed cost of a batch.
-	q.flushWG.Add(1)
-	go q.flusher()
+	// One flusher per partition: the server applies a stream's batches one
+	// at a time, so a second commit in flight would only split the waiting
+	// publishes into smaller batches, each paying the fixed cost of a
+	// batch; the partitions' streams commit in parallel.
+	for _, p := range q.layout {
+		l := &lane{part: p, pubCh: make(chan *pubReq, q.gather), batching: q.batching}
+		q.lanes = append(q.lanes, l)
+		q.flushWG.Add(1)
+		go q.flusher(l)
+	}
 	monCtx, monCancel := context.WithCancel(context.Background())
 	q.monCancel = monCancel
 	q.monWG.Add(1)
@@ -172,16 +184,16 @@ func (q *Queue) startBackground() {
 }
 
 func (q *Queue) connect(url string) error {
-	nc, err := nats.Connect(url,
+	opts := []nats.Option{
 		nats.Name("levee"),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
 		// No reconnect buffer: while disconnected a publish fails at once
 		// (ErrUnavailable, 451) instead of waiting for PublishTimeout, and
 		// no half-sent batch is replayed behind the caller's back.
 		nats.ReconnectBufSize(-1),
-		nats.Timeout(5*time.Second),
+		nats.Timeout(5 * time.Second),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			q.connMu.Lock()
 			q.connCancel()
@@ -201,12 +213,38 @@ func (q *Queue) connect(url string) error {
 			q.log.Warn("queue: NATS async error", "err", err)
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { close(q.ncClosed) }),
-	)
+	}
+	if q.srv != nil {
+		// The embedded server is in this process: talk to it through a
+		// pipe instead of loopback TCP (measured: +40% acknowledged
+		// publishes). Its client port stays open for the CLI and tools.
+		opts = append(opts, nats.InProcessServer(inProcess{srv: q.srv, url: url}))
+	}
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return fmt.Errorf("queue: connect %s: %w", redact.URL(url), err)
 	}
 	q.nc = nc
 	return nil
+}
+
+// inProcess connects to the embedded server through a pipe while it runs,
+// and over TCP to its address once it stopped: a server started again on
+// the same port (a test's outage) is then reached as any other.
+type inProcess struct {
+	srv *natsserver.Server
+	url string
+}
+
+func (p inProcess) InProcessConn() (net.Conn, error) {
+	if c, err := p.srv.NATS().InProcessConn(); err == nil {
+		return c, nil
+	}
+	u, err := neturl.Parse(p.url)
+	if err != nil {
+		return nil, err
+	}
+	return net.DialTimeout("tcp", u.Host, 5*time.Second)
 }
 
 // connDone is closed when the current connection is lost.
@@ -241,7 +279,9 @@ func (q *Queue) close(ctx context.Context) error {
 	q.mu.Lock()
 	q.closed = true
 	close(q.closing)
-	close(q.pubCh) // no sender holds mu.RLock now, so none is mid-send
+	for _, l := range q.lanes {
+		close(l.pubCh) // no sender holds mu.RLock now, so none is mid-send
+	}
 	q.mu.Unlock()
 
 	var errs []error

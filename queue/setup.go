@@ -16,13 +16,13 @@ import (
 	"github.com/levee-mail/levee/internal/bytesize"
 )
 
-// streamConfig is the mail stream as this config would create it.
-// Work-queue retention: a message leaves the stream when a worker acks it
-// (after the store's commit), so the limits measure the backlog, not
-// history. DiscardNew: at a limit the stream refuses new mail, so the
-// sender gets a 4xx and retries, instead of JetStream silently deleting the
-// oldest queued (already accepted) mail. AllowAtomicPublish enables group
-// commit.
+// streamConfig is the mail stream as this config would create it with one
+// partition: the limits are the totals. Work-queue retention: a message
+// leaves the stream when a worker acks it (after the store's commit), so
+// the limits measure the backlog, not history. DiscardNew: at a limit the
+// stream refuses new mail, so the sender gets a 4xx and retries, instead of
+// JetStream silently deleting the oldest queued (already accepted) mail.
+// AllowAtomicPublish enables group commit.
 func (c Config) streamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:                 c.Stream,
@@ -42,6 +42,52 @@ func (c Config) streamConfig() jetstream.StreamConfig {
 		Replicas:             c.Replicas,
 		AllowAtomicPublish:   true,
 	}
+}
+
+// partitionConfig is partition p's stream as this config would create it:
+// its name and subjects, and its share of the total limits (see share;
+// max_age and max_msg_size apply to each message, so every partition has
+// them whole).
+func (c Config) partitionConfig(p Partition) jetstream.StreamConfig {
+	sc := c.streamConfig()
+	n := len(c.Layout())
+	sc.Name, sc.Subjects = p.Stream, []string{p.Prefix + ".>"}
+	sc.MaxMsgs = Share(c.MaxMsgs, p.Index, n)
+	sc.MaxBytes = Share(c.MaxBytes, p.Index, n)
+	if c.PerDomainMaxMsgs > 0 {
+		sc.MaxMsgsPerSubject = Share(c.PerDomainMaxMsgs, p.Index, n)
+	}
+	return sc
+}
+
+// SumLimits is the queue's limits as a whole, from its partitions' live
+// configs: messages, bytes and the per-domain cap add up over the
+// partitions; max_age and max_msg_size are the tightest of them (the one
+// that refuses mail first). The other fields are the first partition's.
+func SumLimits(parts []jetstream.StreamConfig) jetstream.StreamConfig {
+	if len(parts) == 0 {
+		return jetstream.StreamConfig{}
+	}
+	sum := parts[0]
+	for _, sc := range parts[1:] {
+		if mark, frozen := sc.Metadata[MetadataIntakeFreeze]; frozen {
+			sum.Metadata = maps.Clone(sum.Metadata)
+			if sum.Metadata == nil {
+				sum.Metadata = map[string]string{}
+			}
+			sum.Metadata[MetadataIntakeFreeze] = mark
+		}
+		sum.MaxMsgs += sc.MaxMsgs
+		sum.MaxBytes += sc.MaxBytes
+		sum.MaxAge = min(sum.MaxAge, sc.MaxAge)
+		sum.MaxMsgSize = min(sum.MaxMsgSize, sc.MaxMsgSize)
+		if sum.MaxMsgsPerSubject > 0 && sc.MaxMsgsPerSubject > 0 {
+			sum.MaxMsgsPerSubject += sc.MaxMsgsPerSubject
+		} else {
+			sum.MaxMsgsPerSubject, sum.DiscardNewPerSubject = -1, false
+		}
+	}
+	return sum
 }
 
 // perSubjectLimit is the per-domain cap in JetStream's terms: each recipient
@@ -84,7 +130,7 @@ func (c Config) deadMaxBytes() int64 {
 	return min(c.MaxBytes, max(c.MaxBytes/10, 64<<20))
 }
 
-// consumerConfig is the workers' durable pull consumer.
+// consumerConfig is the workers' durable pull consumer on partition p.
 //
 // MaxDeliver is -1 (unlimited) on purpose. Were it cfg.MaxDeliver, the
 // server would stop delivering a message after the last attempt and leave it
@@ -98,7 +144,7 @@ func (c Config) deadMaxBytes() int64 {
 // i+1. Levee's Backoff is the delay after AckWait ran out, so each entry
 // given to the server is AckWait + Backoff[i]; the worker keeps its full
 // AckWait to process a message.
-func (c Config) consumerConfig() jetstream.ConsumerConfig {
+func (c Config) consumerConfig(p Partition) jetstream.ConsumerConfig {
 	cc := jetstream.ConsumerConfig{
 		Durable:       c.Durable,
 		Description:   "Levee workers",
@@ -106,7 +152,7 @@ func (c Config) consumerConfig() jetstream.ConsumerConfig {
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       c.AckWait,
 		MaxDeliver:    -1,
-		FilterSubject: c.SubjectPrefix + ".>",
+		FilterSubject: p.Prefix + ".>",
 		ReplayPolicy:  jetstream.ReplayInstantPolicy,
 		MaxAckPending: c.MaxAckPending,
 		Replicas:      c.Replicas,
@@ -128,32 +174,49 @@ func (c Config) consumerConfig() jetstream.ConsumerConfig {
 // writes the stream's config.
 const MetadataIntakeFreeze = "levee.intake_freeze"
 
-// ensure creates the streams and the consumer, or brings them in line with
-// the config. The mail stream's limits have one writer: a start applies the
-// config's limits only when it creates the stream; otherwise they stay as
-// they are live (an operator's `levee queue limits set` outlasts restarts
-// and every process started with another config), and a difference is
-// reported as drift. The dead stream and the consumer follow the config.
+// ensure creates the streams and the consumers, or brings them in line
+// with the config. The mail streams' limits have one writer: a start
+// applies the config's limits only when it creates a stream; otherwise they
+// stay as they are live (an operator's `levee queue limits set` outlasts
+// restarts and every process started with another config), and a
+// difference is reported as drift. The dead stream and the consumers follow
+// the config.
+//
+// Mail streams of another layout (a changed queue.partitions, or the single
+// stream of an older Levee) are kept and drained: the workers fetch from
+// every mail stream there is, and mail is published only to the layout's.
 func (q *Queue) ensure(ctx context.Context) error {
-	var info *jetstream.StreamInfo
-	err := retryUnready(ctx, func(ctx context.Context) (err error) {
-		info, err = q.ensureMailStream(ctx)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("queue: stream %s: %w", q.cfg.Stream, err)
-	}
-	if drift := q.cfg.Drift(info.Config); len(drift) > 0 {
-		list := make([]string, len(drift))
-		for i, d := range drift {
-			list[i] = d.String()
+	var live []jetstream.StreamConfig
+	for _, p := range q.layout {
+		var info *jetstream.StreamInfo
+		err := retryUnready(ctx, func(ctx context.Context) (err error) {
+			info, err = q.ensureMailStream(ctx, q.cfg.partitionConfig(p))
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("queue: stream %s: %w", p.Stream, err)
 		}
-		q.log.Warn("queue: the stream's live limits differ from the config; a start leaves live limits as they are (change them with `levee queue limits set`)",
-			"stream", q.cfg.Stream, "drift", strings.Join(list, "; "))
+		live = append(live, info.Config)
+		if q.batching && !info.Config.AllowAtomicPublish {
+			q.batching = false
+			q.log.Warn("queue: the server does not support atomic batch publish (nats-server >= 2.12); publishing one message at a time")
+		}
 	}
-	if q.batching && !info.Config.AllowAtomicPublish {
-		q.batching = false
-		q.log.Warn("queue: the server does not support atomic batch publish (nats-server >= 2.12); publishing one message at a time")
+	q.reportDrift(live)
+	if err := retryUnready(ctx, func(ctx context.Context) (err error) {
+		q.parts, err = MailStreams(ctx, q.js, q.cfg)
+		return err
+	}); err != nil {
+		return err
+	}
+	for _, p := range q.parts[len(q.layout):] {
+		q.log.Info("queue: draining a mail stream of another layout; no mail is published to it", "stream", p.Stream)
+		if err := retryUnready(ctx, func(ctx context.Context) error {
+			_, err := q.ensureMailStream(ctx, q.cfg.partitionConfig(p))
+			return err
+		}); err != nil {
+			return fmt.Errorf("queue: stream %s: %w", p.Stream, err)
+		}
 	}
 	if err := retryUnready(ctx, func(ctx context.Context) error {
 		_, err := q.js.CreateOrUpdateStream(ctx, q.cfg.deadStreamConfig())
@@ -161,22 +224,38 @@ func (q *Queue) ensure(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("queue: dead stream %s: %w", q.cfg.DeadStream, err)
 	}
-	if err := retryUnready(ctx, func(ctx context.Context) error {
-		_, err := q.js.CreateOrUpdateConsumer(ctx, q.cfg.Stream, q.cfg.consumerConfig())
-		return err
-	}); err != nil {
-		return fmt.Errorf("queue: consumer %s: %w", q.cfg.Durable, err)
+	for _, p := range q.parts {
+		if err := retryUnready(ctx, func(ctx context.Context) error {
+			_, err := q.js.CreateOrUpdateConsumer(ctx, p.Stream, q.cfg.consumerConfig(p))
+			return err
+		}); err != nil {
+			return fmt.Errorf("queue: consumer %s on %s: %w", q.cfg.Durable, p.Stream, err)
+		}
 	}
 	return nil
 }
 
-// ensureMailStream creates the mail stream with the config's limits, or,
-// when it exists, updates what Levee decides about it besides the limits
-// (subjects, policies, duplicate window, replicas, atomic publish) if the
-// config changed any of that, keeping the live limits and metadata.
-func (q *Queue) ensureMailStream(ctx context.Context) (*jetstream.StreamInfo, error) {
-	want := q.cfg.streamConfig()
-	s, err := q.js.Stream(ctx, q.cfg.Stream)
+// reportDrift logs how the live limits of the layout's partitions, as a
+// whole, differ from the config's.
+func (q *Queue) reportDrift(live []jetstream.StreamConfig) {
+	drift := q.cfg.Drift(SumLimits(live))
+	if len(drift) == 0 {
+		return
+	}
+	list := make([]string, len(drift))
+	for i, d := range drift {
+		list[i] = d.String()
+	}
+	q.log.Warn("queue: the stream's live limits differ from the config; a start leaves live limits as they are (change them with `levee queue limits set`)",
+		"stream", q.cfg.Stream, "drift", strings.Join(list, "; "))
+}
+
+// ensureMailStream creates a mail stream as want says, or, when it exists,
+// updates what Levee decides about it besides the limits (subjects,
+// policies, duplicate window, replicas, atomic publish) if the config
+// changed any of that, keeping the live limits and metadata.
+func (q *Queue) ensureMailStream(ctx context.Context, want jetstream.StreamConfig) (*jetstream.StreamInfo, error) {
+	s, err := q.js.Stream(ctx, want.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		// Two processes starting at once may both get here: creating the
 		// same config twice is fine, and a loser with another config gets
@@ -199,7 +278,7 @@ func (q *Queue) ensureMailStream(ctx context.Context) (*jetstream.StreamInfo, er
 	if _, frozen := live.Config.Metadata[MetadataIntakeFreeze]; frozen {
 		// A live limit change is in progress and will write the whole
 		// config back: leave it alone, the next start updates.
-		q.log.Warn("queue: the stream's settings differ from the config, but a limit change is in progress; the next start updates them")
+		q.log.Warn("queue: a stream's settings differ from the config, but a limit change is in progress; the next start updates them", "stream", want.Name)
 		return live, nil
 	}
 	if s, err = q.js.UpdateStream(ctx, update); err != nil {

@@ -102,11 +102,12 @@ func headerValue(s string) string {
 	}, s)
 }
 
-// encode builds the NATS message for m (without batch headers).
-func encode(prefix, stream string, m *mail.Message) *nats.Msg {
+// encode builds the NATS message for m on partition p (without batch
+// headers).
+func encode(p Partition, m *mail.Message) *nats.Msg {
 	h := nats.Header{}
 	h.Set(HeaderMsgID, headerValue(m.ID))
-	h.Set(headerExpStream, stream)
+	h.Set(headerExpStream, p.Stream)
 	h.Set(HeaderMailFrom, headerValue(m.Envelope.From))
 	for _, r := range m.Envelope.To {
 		h.Add(HeaderRcptTo, headerValue(r))
@@ -122,7 +123,7 @@ func encode(prefix, stream string, m *mail.Message) *nats.Msg {
 		at = time.Now()
 	}
 	h.Set(HeaderReceivedAt, at.UTC().Format(time.RFC3339Nano))
-	return &nats.Msg{Subject: subjectFor(prefix, m.Envelope.To), Header: h, Data: m.Raw}
+	return &nats.Msg{Subject: subjectFor(p.Prefix, m.Envelope.To), Header: h, Data: m.Raw}
 }
 
 // decode reads a consumed message back into a mail.Message (ID, Envelope,

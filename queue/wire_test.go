@@ -36,7 +36,7 @@ func TestSubjectFor(t *testing.T) {
 func TestEncodeKeepsHeadersOnOneLine(t *testing.T) {
 	m := testMessage("id-1", 10)
 	m.Envelope.Helo = "evil\r\nNats-Msg-Id: other"
-	msg := encode("levee.mail", "S", m)
+	msg := encode(Partition{Stream: "S", Prefix: "levee.mail"}, m)
 	if h := msg.Header.Get(HeaderHelo); strings.ContainsAny(h, "\r\n") {
 		t.Errorf("helo header %q keeps CR/LF", h)
 	}

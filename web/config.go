@@ -32,6 +32,10 @@ type Config struct {
 	// QueueStatusTimeout bounds gathering the queue status for /api/v1/queue
 	// and each other queue operation of the ops API.
 	QueueStatusTimeout time.Duration
+	// Pprof serves Go's profiler under /debug/pprof/, behind AdminToken:
+	// where a process spends its CPU, memory and goroutines, measured in
+	// production rather than guessed.
+	Pprof bool `config:"pprof" help:"serve Go's profiler at /debug/pprof/ (needs http.admin_token): CPU, heap and goroutine profiles of this process"`
 	// AdminToken is the bearer token that the ops API's changes (limits,
 	// dead-letter replay and purge) require; empty turns them off.
 	AdminToken string `config:"admin_token" help:"bearer token that changes over the ops API need (queue limits, dead-letter replay and purge); empty turns them off. Prefer the environment variable: flags show in ps"`

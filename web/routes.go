@@ -2,6 +2,7 @@ package web
 
 import (
 	"log/slog"
+	"net/http/pprof"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -28,4 +29,11 @@ func (s *Server) routes(gatherer prometheus.Gatherer) {
 		ErrorHandling: promhttp.ContinueOnError,
 	})
 	s.handle("GET /metrics", metrics.ServeHTTP)
+	if s.cfg.Pprof {
+		// The index links to the named profiles, which pprof.Index serves
+		// by name; CPU profile and trace have handlers of their own.
+		s.handle("GET /debug/pprof/", s.needsAdminToken(pprof.Index))
+		s.handle("GET /debug/pprof/profile", s.needsAdminToken(pprof.Profile))
+		s.handle("GET /debug/pprof/trace", s.needsAdminToken(pprof.Trace))
+	}
 }

@@ -215,3 +215,27 @@ func TestShutdownDrainsThenCuts(t *testing.T) {
 		<-got // the cut request ends one way or another
 	})
 }
+
+// TestPprofIsOptInAndBehindTheAdminToken: the profiler is not served unless
+// asked for, and then only to the admin token's holder.
+func TestPprofIsOptInAndBehindTheAdminToken(t *testing.T) {
+	var ops fakeOps
+	off := newFixture(t, fixtureOpts{cfg: Config{AdminToken: "tok"}})
+	if rec := ops.send(t, off.srv, http.MethodGet, "/debug/pprof/heap", "tok", ""); rec.Code != http.StatusNotFound {
+		t.Errorf("pprof off: %d, want 404", rec.Code)
+	}
+	on := newFixture(t, fixtureOpts{cfg: Config{AdminToken: "tok", Pprof: true}})
+	if rec := ops.send(t, on.srv, http.MethodGet, "/debug/pprof/heap", "", ""); rec.Code != http.StatusUnauthorized {
+		t.Errorf("pprof without the token: %d, want 401", rec.Code)
+	}
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/heap?debug=1", "/debug/pprof/goroutine?debug=1"} {
+		rec := ops.send(t, on.srv, http.MethodGet, path, "tok", "")
+		if rec.Code != http.StatusOK || rec.Body.Len() == 0 {
+			t.Errorf("GET %s with the token: %d, %d bytes", path, rec.Code, rec.Body.Len())
+		}
+	}
+	noToken := newFixture(t, fixtureOpts{cfg: Config{Pprof: true}})
+	if rec := ops.send(t, noToken.srv, http.MethodGet, "/debug/pprof/", "x", ""); rec.Code != http.StatusForbidden {
+		t.Errorf("pprof without a configured token: %d, want 403", rec.Code)
+	}
+}

@@ -9,7 +9,15 @@ type metrics struct {
 	endToEnd       prometheus.Histogram
 	concurrency    prometheus.Gauge
 	storeAvailable prometheus.Gauge
+	parse          *prometheus.CounterVec
 }
+
+// MIME parse results, as the result label of levee_worker_parse_total.
+const (
+	parseOK       = "ok"
+	parseWarnings = "warnings"
+	parseHeaders  = "headers_only"
+)
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
@@ -41,9 +49,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "1 while the store accepts writes, 0 while workers back off from a store outage.",
 		}),
 	}
+	m.parse = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "levee_worker_parse_total",
+		Help: "MIME parses of messages before they are stored (one per delivery), by result: ok, warnings (messy but readable: stored with its warnings), headers_only (over the parse limits or unparsable: stored with its headers and raw bytes).",
+	}, []string{"result"})
+	for _, r := range []string{parseOK, parseWarnings, parseHeaders} {
+		m.parse.WithLabelValues(r)
+	}
 	m.storeAvailable.Set(1)
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.deliveries, m.storeWrite, m.batchSize, m.endToEnd, m.concurrency, m.storeAvailable} {
+		for _, c := range []prometheus.Collector{m.deliveries, m.storeWrite, m.batchSize, m.endToEnd, m.concurrency, m.storeAvailable, m.parse} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -234,11 +234,7 @@ func (w *Worker) deliver(stop <-chan struct{}, ds []queue.Delivery) bool {
 			w.giveUp(d, fmt.Sprintf("delivered %d times without being acknowledged (a worker may have crashed on it)", attempt-1))
 			continue
 		}
-		parsed, err := mail.Parse(qm.Raw, w.cfg.ParseLimits)
-		if err != nil {
-			parsed = &mail.Parsed{Headers: map[string][]string{}, Warnings: []string{err.Error()}}
-		}
-		qm.Parsed = parsed
+		qm.Parsed = w.parse(qm.Raw)
 		batch = append(batch, pending{d: d, msg: qm, attempt: attempt, last: last})
 	}
 	if len(batch) == 0 {
@@ -284,6 +280,25 @@ func (w *Worker) deliver(stop <-chan struct{}, ds []queue.Delivery) bool {
 		w.failed(batch[0], err)
 		return clean
 	}
+}
+
+// parse reads a message's content for the store: the one MIME parse a
+// message gets on its way. Messy mail is stored with its warnings; mail the
+// parser cannot read, with its headers.
+func (w *Worker) parse(raw []byte) *mail.Parsed {
+	p, err := mail.Parse(raw, w.cfg.ParseLimits)
+	if err != nil {
+		p = &mail.Parsed{Headers: map[string][]string{}, Warnings: []string{err.Error()}, HeadersOnly: true}
+	}
+	switch {
+	case p.HeadersOnly:
+		w.metrics.parse.WithLabelValues(parseHeaders).Inc()
+	case len(p.Warnings) > 0:
+		w.metrics.parse.WithLabelValues(parseWarnings).Inc()
+	default:
+		w.metrics.parse.WithLabelValues(parseOK).Inc()
+	}
+	return p
 }
 
 // hold waits for delay while telling JetStream that the batch is still being

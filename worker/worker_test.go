@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
@@ -137,18 +138,23 @@ func (r *rig) status() queueState {
 	r.t.Helper()
 	ctx := context.Background()
 	var st queueState
-	for name, n := range map[string]*uint64{r.qcfg.Stream: &st.Messages, r.qcfg.DeadStream: &st.DeadLetters} {
+	info := func(name string) *jetstream.StreamInfo {
 		s, err := r.q.JetStream().Stream(ctx, name)
 		if err != nil {
 			r.t.Fatal(err)
 		}
-		*n = s.CachedInfo().State.Msgs
+		return s.CachedInfo()
 	}
-	c, err := r.q.JetStream().Consumer(ctx, r.qcfg.Stream, r.qcfg.Durable)
-	if err != nil {
-		r.t.Fatal(err)
+	st.DeadLetters = info(r.qcfg.DeadStream).State.Msgs
+	for _, p := range r.qcfg.Layout() {
+		st.Messages += info(p.Stream).State.Msgs
+		c, err := r.q.JetStream().Consumer(ctx, p.Stream, r.qcfg.Durable)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		st.Consumer.NumPending += c.CachedInfo().NumPending
+		st.Consumer.NumAckPending += c.CachedInfo().NumAckPending
 	}
-	st.Consumer.NumPending, st.Consumer.NumAckPending = c.CachedInfo().NumPending, c.CachedInfo().NumAckPending
 	return st
 }
 
@@ -406,5 +412,34 @@ func TestShutdownFinishesInFlightBatch(t *testing.T) {
 	w.SetConcurrency(3)
 	if w.Concurrency() != 0 {
 		t.Fatal("SetConcurrency after Shutdown started loops")
+	}
+}
+
+// TestEachMessageIsParsedOnceAndCounted: the worker's MIME parse (the only
+// one a message gets) sorts messages into clean, messy and headers-only,
+// and all three are stored.
+func TestEachMessageIsParsedOnceAndCounted(t *testing.T) {
+	r := newRig(t, nil)
+	bodies := [][]byte{
+		[]byte("From: a@client.test\r\nSubject: clean\r\n\r\nhello\r\n"),
+		[]byte("From: a@client.test\r\nSubject: messy\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nno closing boundary\r\n"),
+		[]byte("From: a@client.test\r\nSubject: many parts\r\n\r\n" + strings.Repeat("--x\r\n", 5)),
+	}
+	for _, body := range bodies {
+		env := mail.Envelope{From: "a@client.test", To: []string{"rcpt@example.test"}, ReceivedAt: time.Now()}
+		m := &mail.Message{ID: mail.ID(env.From, env.To, body), Envelope: env, Raw: body, Size: int64(len(body))}
+		if _, err := r.q.Publish(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := Config{Concurrency: 1}
+	cfg.ParseLimits.MaxParts = 3
+	w, _ := r.worker(cfg, r.st)
+	w.Start()
+	waitFor(t, 20*time.Second, "all stored", func() bool { return r.stored() == 3 })
+	for result, want := range map[string]float64{"ok": 1, "warnings": 1, "headers_only": 1} {
+		if got := testutil.ToFloat64(w.metrics.parse.WithLabelValues(result)); got != want {
+			t.Errorf("levee_worker_parse_total{result=%q} = %v, want %v", result, got, want)
+		}
 	}
 }

@@ -194,7 +194,7 @@ func clusterURLs(nodes []*natsNode) string {
 }
 
 // clusterWatch is the test's own JetStream client, to ask the cluster who
-// leads the mail stream.
+// leads the mail streams (the partitions of Levee's default layout).
 type clusterWatch struct {
 	t  *testing.T
 	nc *nats.Conn
@@ -215,40 +215,43 @@ func watchCluster(t *testing.T, urls string) *clusterWatch {
 	return &clusterWatch{t: t, nc: nc, js: js}
 }
 
-// streamInfo asks for the mail stream's state; errors (mid-election) are
+// mailStreams are the partitions every process of the test runs with.
+var mailStreams = queue.DefaultConfig().Layout()
+
+// streamInfo asks for a mail stream's state; errors (mid-election) are
 // returned, not fatal.
-func (w *clusterWatch) streamInfo() (*jetstream.StreamInfo, error) {
+func (w *clusterWatch) streamInfo(stream string) (*jetstream.StreamInfo, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	s, err := w.js.Stream(ctx, queue.DefaultStream)
+	s, err := w.js.Stream(ctx, stream)
 	if err != nil {
 		return nil, err
 	}
 	return s.Info(ctx)
 }
 
-func (w *clusterWatch) consumerInfo() (*jetstream.ConsumerInfo, error) {
+func (w *clusterWatch) consumerInfo(stream string) (*jetstream.ConsumerInfo, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	c, err := w.js.Consumer(ctx, queue.DefaultStream, queue.DefaultDurable)
+	c, err := w.js.Consumer(ctx, stream, queue.DefaultDurable)
 	if err != nil {
 		return nil, err
 	}
 	return c.Info(ctx)
 }
 
-// streamLeader waits for the mail stream to have a leader and names it.
-func (w *clusterWatch) streamLeader(timeout time.Duration) string {
+// streamLeader waits for a mail stream to have a leader and names it.
+func (w *clusterWatch) streamLeader(stream string, timeout time.Duration) string {
 	w.t.Helper()
 	var last error
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		info, err := w.streamInfo()
+		info, err := w.streamInfo(stream)
 		if err == nil && info.Cluster != nil && info.Cluster.Leader != "" {
 			return info.Cluster.Leader
 		}
 		last = err
 	}
-	w.t.Fatalf("stream %s has no leader after %s (last error: %v)", queue.DefaultStream, timeout, last)
+	w.t.Fatalf("stream %s has no leader after %s (last error: %v)", stream, timeout, last)
 	return ""
 }
 
@@ -285,8 +288,10 @@ func TestLocalClusterLeaderKill(t *testing.T) {
 	for range 2 {
 		smtpds = append(smtpds, startProcess(t, role("smtpd", "--smtp-addr", "127.0.0.1:0")...))
 	}
-	if info, err := watch.streamInfo(); err != nil || info.Config.Replicas != 3 {
-		t.Fatalf("stream %s: want 3 replicas, got %+v (err %v)", queue.DefaultStream, info, err)
+	for _, p := range mailStreams {
+		if info, err := watch.streamInfo(p.Stream); err != nil || info.Config.Replicas != 3 {
+			t.Fatalf("stream %s: want 3 replicas, got %+v (err %v)", p.Stream, info, err)
+		}
 	}
 
 	// One load per receiver, 30 messages a second each, retrying 4xx
@@ -318,7 +323,10 @@ func TestLocalClusterLeaderKill(t *testing.T) {
 	// Kill the stream leader a third into the load, start it again two
 	// thirds in: between the two, the cluster runs on a bare quorum.
 	time.Sleep(loadFor / 3)
-	leader := watch.streamLeader(10 * time.Second)
+	// The first partition's leader: the other partitions may lead
+	// elsewhere, and go on meanwhile.
+	first := mailStreams[0].Stream
+	leader := watch.streamLeader(first, 10*time.Second)
 	var victim *natsNode
 	for _, n := range nodes {
 		if n.name == leader {
@@ -328,13 +336,13 @@ func TestLocalClusterLeaderKill(t *testing.T) {
 	if victim == nil {
 		t.Fatalf("stream leader %q is none of the cluster's nodes", leader)
 	}
-	if ci, err := watch.consumerInfo(); err == nil && ci.Cluster != nil {
+	if ci, err := watch.consumerInfo(first); err == nil && ci.Cluster != nil {
 		t.Logf("consumer leader before the kill: %s", ci.Cluster.Leader)
 	}
 	victim.kill()
 	killedAt := time.Now()
 	t.Logf("killed stream leader %s (SIGKILL) at +%s", leader, killedAt.Sub(loadStart).Round(time.Millisecond))
-	newLeader := watch.streamLeader(30 * time.Second)
+	newLeader := watch.streamLeader(first, 30*time.Second)
 	t.Logf("stream leader again (%s) %s after the kill", newLeader, time.Since(killedAt).Round(time.Millisecond))
 
 	// A few seconds on two nodes at least, however long the election took.
@@ -418,23 +426,25 @@ func TestLocalClusterLeaderKill(t *testing.T) {
 		t.Errorf("PostgreSQL holds %d Message-IDs, the audit found %d (+%d stored despite a refusal)", distinct, storedAPI, despite)
 	}
 
-	// The restarted node caught up and the stream is drained: nothing is
-	// left behind in JetStream either.
-	var info *jetstream.StreamInfo
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		info, err = watch.streamInfo()
-		if err == nil && info.State.Msgs == 0 && info.Cluster != nil && len(info.Cluster.Replicas) == 2 &&
-			info.Cluster.Replicas[0].Current && info.Cluster.Replicas[1].Current {
-			break
+	// The restarted node caught up and every partition is drained: nothing
+	// is left behind in JetStream either.
+	for _, p := range mailStreams {
+		var info *jetstream.StreamInfo
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			info, err = watch.streamInfo(p.Stream)
+			if err == nil && info.State.Msgs == 0 && info.Cluster != nil && len(info.Cluster.Replicas) == 2 &&
+				info.Cluster.Replicas[0].Current && info.Cluster.Replicas[1].Current {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("stream %s not drained with three current replicas after 60s: %+v %+v (err %v)", p.Stream, info.State, info.Cluster, err)
+			}
+			time.Sleep(250 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("stream not drained with three current replicas after 60s: %+v %+v (err %v)", info.State, info.Cluster, err)
+		if ci, err := watch.consumerInfo(p.Stream); err != nil || ci.NumAckPending != 0 || ci.NumPending != 0 {
+			t.Errorf("consumer on %s not drained: %+v (err %v)", p.Stream, ci, err)
 		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	if ci, err := watch.consumerInfo(); err != nil || ci.NumAckPending != 0 || ci.NumPending != 0 {
-		t.Errorf("consumer not drained: %+v (err %v)", ci, err)
 	}
 
 	// Graceful stops still work after the failover, receivers first.

@@ -43,7 +43,8 @@ func mustCLI(t *testing.T, args ...string) string {
 func natsURL(l *apptest.Levee) string { return l.Queue.Server().ClientURL() }
 
 // TestQueueStatusJSONMatchesStream: `levee queue status --json`, over HTTP
-// and over JetStream, gives the stream's and the consumer's own figures.
+// and over JetStream, gives the streams' and the consumers' own figures,
+// added up over the partitions.
 func TestQueueStatusJSONMatchesStream(t *testing.T) {
 	cfg := apptest.Config(t)
 	cfg.Worker.Concurrency = 0 // the mail stays queued: stable figures
@@ -57,23 +58,15 @@ func TestQueueStatusJSONMatchesStream(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ctx := context.Background()
-	s, err := l.Queue.JetStream().Stream(ctx, cfg.Queue.Stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	si := s.CachedInfo()
-	c, err := l.Queue.JetStream().Consumer(ctx, cfg.Queue.Stream, cfg.Queue.Durable)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The consumer's pending count trails the stream by a moment after the
-	// last publish (the server updates it asynchronously): settle first.
-	apptest.WaitFor(t, 10*time.Second, "the consumer to count the 7 queued", func() bool {
-		info, err := c.Info(ctx)
-		return err == nil && info.NumPending == 7
+	// The consumers' pending counts trail the streams by a moment after the
+	// last publish (the server updates them asynchronously): settle first.
+	var si jetstream.StreamInfo
+	var pending uint64
+	var bytesFill float64
+	apptest.WaitFor(t, 10*time.Second, "the consumers to count the 7 queued", func() bool {
+		si, pending, bytesFill = layoutState(t, l)
+		return pending == 7
 	})
-	ci := c.CachedInfo()
 	for _, via := range [][]string{{"--server", l.HTTPURL}, {"--nats-url", natsURL(l), "--interval", "200ms"}} {
 		t.Run(via[0], func(t *testing.T) {
 			out := mustCLI(t, append([]string{"queue", "status", "--json"}, via...)...)
@@ -82,17 +75,17 @@ func TestQueueStatusJSONMatchesStream(t *testing.T) {
 				t.Fatalf("decode %q: %v", out, err)
 			}
 			if st.Messages != si.State.Msgs || st.Bytes != si.State.Bytes || st.LastSeq != si.State.LastSeq || st.Messages != 7 {
-				t.Errorf("messages %d bytes %d last_seq %d; stream says %+v", st.Messages, st.Bytes, st.LastSeq, si.State)
+				t.Errorf("messages %d bytes %d last_seq %d; streams say %+v", st.Messages, st.Bytes, st.LastSeq, si.State)
 			}
-			if st.Limits.MaxMsgs != si.Config.MaxMsgs || st.Limits.MaxBytes != si.Config.MaxBytes || st.Limits.MaxAge != si.Config.MaxAge {
-				t.Errorf("limits %+v; stream config %+v", st.Limits, si.Config)
+			if st.Limits.MaxMsgs != si.Config.MaxMsgs || st.Limits.MaxBytes != si.Config.MaxBytes || st.Limits.MaxAge != si.Config.MaxAge ||
+				st.Limits.MaxMsgs != cfg.Queue.MaxMsgs {
+				t.Errorf("limits %+v; streams' config %+v", st.Limits, si.Config)
 			}
-			wantFill := float64(si.State.Bytes) / float64(si.Config.MaxBytes)
-			if st.Fill.Bytes != wantFill {
-				t.Errorf("bytes fill %v, want %v", st.Fill.Bytes, wantFill)
+			if st.Fill.Bytes != bytesFill {
+				t.Errorf("bytes fill %v, want the partitions' together %v", st.Fill.Bytes, bytesFill)
 			}
-			if st.Consumer.NumPending != ci.NumPending || st.Consumer.Name != cfg.Queue.Durable {
-				t.Errorf("consumer %+v; server says pending %d", st.Consumer, ci.NumPending)
+			if st.Consumer.NumPending != pending || st.Consumer.Name != cfg.Queue.Durable || len(st.Partitions) != cfg.Queue.Partitions {
+				t.Errorf("consumer %+v, %d partitions; the servers say pending %d", st.Consumer, len(st.Partitions), pending)
 			}
 			if len(st.TopDomains) != 2 || st.TopDomains[0] != (admin.DomainCount{Domain: "example.test", Messages: 5}) {
 				t.Errorf("top domains %+v", st.TopDomains)
@@ -106,7 +99,7 @@ func TestQueueStatusJSONMatchesStream(t *testing.T) {
 		})
 	}
 	table := mustCLI(t, "queue", "status", "--server", l.HTTPURL)
-	for _, want := range []string{"LEVEE_MAIL", "messages  7 of", "example.test  5", "dead letters  0"} {
+	for _, want := range []string{"LEVEE_MAIL", "messages  7 of", "example.test  5", "dead letters  0", "partitions  4 streams", "LEVEE_MAIL_3 "} {
 		if !strings.Contains(strings.Join(strings.Fields(table), " "), strings.Join(strings.Fields(want), " ")) {
 			t.Errorf("status table lacks %q:\n%s", want, table)
 		}
@@ -118,6 +111,7 @@ func TestQueueStatusJSONMatchesStream(t *testing.T) {
 // changes nothing.
 func TestQueueLimitsCLIAndAdminToken(t *testing.T) {
 	cfg := apptest.Config(t)
+	cfg.Queue.Partitions = 1 // the refusals' figures to the message
 	cfg.Worker.Concurrency = 0
 	cfg.HTTP.AdminToken = testAdminToken
 	l := apptest.Start(t, cfg)
@@ -173,13 +167,43 @@ func TestQueueLimitsCLIAndAdminToken(t *testing.T) {
 	}
 }
 
+// streamState is the state of the queue's mail streams, added up.
 func streamState(t *testing.T, l *apptest.Levee) jetstream.StreamState {
 	t.Helper()
-	s, err := l.Queue.JetStream().Stream(context.Background(), l.Queue.Config().Stream)
-	if err != nil {
-		t.Fatal(err)
+	si, _, _ := layoutState(t, l)
+	return si.State
+}
+
+// layoutState adds up the layout's mail streams (their state and limits,
+// as queue.SumLimits does) and their consumers' pending counts, and gives
+// their bytes fill together.
+func layoutState(t *testing.T, l *apptest.Levee) (jetstream.StreamInfo, uint64, float64) {
+	t.Helper()
+	ctx := context.Background()
+	var sum jetstream.StreamInfo
+	var configs []jetstream.StreamConfig
+	var pending uint64
+	var fill float64
+	cfg := l.Queue.Config()
+	for _, p := range cfg.Layout() {
+		s, err := l.Queue.JetStream().Stream(ctx, p.Stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		si := s.CachedInfo()
+		sum.State.Msgs += si.State.Msgs
+		sum.State.Bytes += si.State.Bytes
+		sum.State.LastSeq += si.State.LastSeq
+		configs = append(configs, si.Config)
+		c, err := l.Queue.JetStream().Consumer(ctx, p.Stream, cfg.Durable)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pending += c.CachedInfo().NumPending
 	}
-	return s.CachedInfo().State
+	sum.Config = queue.SumLimits(configs)
+	fill = float64(sum.State.Bytes) / float64(sum.Config.MaxBytes)
+	return sum, pending, fill
 }
 
 // TestLiveLimitChangeUnderLoadLosesNothing: senders deliver continuously

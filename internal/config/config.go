@@ -285,16 +285,23 @@ func readYAML(path string) (map[string]string, error) {
 }
 
 // Flags defines a flag on fs for every key of cfg, with its help, default
-// and environment variable, and returns where the values given end up, by
-// key name, for Sources.Flags. The flags do not parse: Load does, so that
+// and environment variable (a boolean's flag alone means true), and returns
+// where the values given end up, by key name, for Sources.Flags. The flags do not parse: Load does, so that
 // a flag's value parses like the same value in the file or environment.
 func Flags(fs *flag.FlagSet, cfg any) map[string]string {
 	given := map[string]string{}
+	root := reflect.ValueOf(cfg).Elem()
 	for _, k := range Keys(cfg) {
-		fs.Func(k.Flag, fmt.Sprintf("%s (env %s, default %q)", k.Help, k.Env, k.Default), func(v string) error {
+		usage := fmt.Sprintf("%s (env %s, default %q)", k.Help, k.Env, k.Default)
+		record := func(v string) error {
 			given[k.Name] = v
 			return nil
-		})
+		}
+		if k.field(root).Kind() == reflect.Bool {
+			fs.BoolFunc(k.Flag, usage, record) // --flag alone means true
+		} else {
+			fs.Func(k.Flag, usage, record)
+		}
 	}
 	return given
 }

@@ -61,7 +61,7 @@ func TestKeysSpellingsAndDefaults(t *testing.T) {
 
 func TestLoadPrecedenceFileEnvFlags(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "c.yaml")
-	yaml := "data_dir: /from/file\nsec:\n  addr: file:25\n  max_bytes: 2GiB\n  domains: [x.test, y.test]\n  detect: true\n  wait: 5m\n"
+	yaml := "data_dir: /from/file\nsec:\n  addr: file:25\n  max_bytes: 2GiB\n  domains: [x.test, y.test]\n  detect: false\n  wait: 5m\n"
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestLoadPrecedenceFileEnvFlags(t *testing.T) {
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	given := Flags(fs, &c)
-	if err := fs.Parse([]string{"--sec-addr", "flag:25", "--domains", "z.test", "--sec-ratio", "0.25"}); err != nil {
+	if err := fs.Parse([]string{"--sec-addr", "flag:25", "--domains", "z.test", "--sec-ratio", "0.25", "--sec-detect"}); err != nil {
 		t.Fatal(err)
 	}
 	env := []string{"LEVEE_SEC_ADDR=env:25", "LEVEE_SEC_COUNT=9", "LEVEE_SEC_RATIO=0.75", "HOME=/root", "LEVEE_CONFIG=" + path}

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -26,8 +27,9 @@ type Admin struct {
 	// limitsMu serialises UpdateLimits: each writes back a whole stream
 	// config read just before, so two at once would undo one another.
 	limitsMu sync.Mutex
-	// seen is this process's memory of an intake freeze (Run).
-	seen freezeSighting
+	// seen is this process's memory of the intake freezes it found, by
+	// stream (Run).
+	seen map[string]freezeSighting
 }
 
 // Config is what an Admin knows of the queue.
@@ -56,5 +58,24 @@ func New(nc *nats.Conn, cfg Config) (*Admin, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Admin{cfg: cfg.Queue.WithDefaults(), configured: cfg.Configured, changed: cfg.LimitsChanged, nc: nc, js: js, log: log}, nil
+	return &Admin{cfg: cfg.Queue.WithDefaults(), configured: cfg.Configured, changed: cfg.LimitsChanged, nc: nc, js: js, log: log,
+		seen: map[string]freezeSighting{}}, nil
+}
+
+// layout is the mail streams mail is published to, which limits apply to:
+// the config's layout; an Admin that knows only the names (the CLI
+// straight through JetStream) cannot know queue.partitions, so it takes
+// every mail stream there is.
+func (a *Admin) layout(ctx context.Context) ([]queue.Partition, error) {
+	if a.configured {
+		return a.cfg.Layout(), nil
+	}
+	found, err := queue.ExistingMailStreams(ctx, a.js, a.cfg)
+	if err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+	if len(found) == 0 {
+		return nil, fmt.Errorf("admin: no mail stream %s on the server", a.cfg.Stream)
+	}
+	return found, nil
 }

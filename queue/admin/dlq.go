@@ -169,10 +169,13 @@ func (a *Admin) replayMsg(m *jetstream.RawStreamMsg) (*nats.Msg, error) {
 	}
 	h.Set(queue.HeaderID, id)
 	h.Set(queue.HeaderMsgID, fmt.Sprintf("replay:%s:%d:%s", a.cfg.DeadStream, m.Sequence, id))
-	h.Set(jetstream.ExpectedStreamHeader, a.cfg.Stream)
-	subject := a.cfg.SubjectPrefix + "._"
+	// Back to the partition its id belongs to now (the layout may have
+	// changed since it was queued), on its recipient domain's subject.
+	p := a.cfg.Route(id)
+	h.Set(jetstream.ExpectedStreamHeader, p.Stream)
+	subject := p.Prefix + "._"
 	if rest, ok := strings.CutPrefix(m.Subject, a.cfg.DeadSubjectPrefix+"."); ok && rest != "" {
-		subject = a.cfg.SubjectPrefix + "." + rest
+		subject = p.Prefix + "." + rest
 	}
 	return &nats.Msg{Subject: subject, Header: h, Data: m.Data}, nil
 }

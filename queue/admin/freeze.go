@@ -74,18 +74,42 @@ func serverNow(info *jetstream.StreamInfo) time.Time {
 	return info.TimeStamp
 }
 
+// mailStream is one of the layout's mail streams as read for a change: its
+// partition and its info, without a stale freeze.
+type mailStream struct {
+	p    queue.Partition
+	info *jetstream.StreamInfo
+}
+
 // freezeIntake stops new mail for the moment a lowered per-domain cap is
 // checked and applied. JetStream trims every domain to a lowered cap on
 // update, so mail arriving between the check and the update would be
 // deleted. max_msgs 1 refuses all new mail (452, senders retry) and deletes
 // nothing (discard-new), so the counts can only fall while they are checked
-// and the cap applied. It returns the stream as it is frozen (old's config,
-// the frozen state), for the check, and the freeze's token.
-func (a *Admin) freezeIntake(ctx context.Context, old *jetstream.StreamInfo) (*jetstream.StreamInfo, string, error) {
+// and the cap applied. Every partition of the layout is frozen, under one
+// token. It returns each stream as it is frozen (old's config, the frozen
+// state), for the check, and the freeze's token; on an error nothing stays
+// frozen.
+func (a *Admin) freezeIntake(ctx context.Context, olds []mailStream) ([]*jetstream.StreamInfo, string, error) {
 	token := rand.Text()
+	checked := make([]*jetstream.StreamInfo, 0, len(olds))
+	for i, old := range olds {
+		frozen, err := a.freezeOne(ctx, old.info, token)
+		if err != nil {
+			// The last may have applied all the same (a lost reply).
+			a.unfreezeIntake(token, olds[:i+1])
+			return nil, "", err
+		}
+		checked = append(checked, frozen)
+	}
+	return checked, token, nil
+}
+
+// freezeOne freezes one stream under token.
+func (a *Admin) freezeOne(ctx context.Context, old *jetstream.StreamInfo, token string) (*jetstream.StreamInfo, error) {
 	mark, err := json.Marshal(freezeMark{MaxMsgs: old.Config.MaxMsgs, At: serverNow(old), Token: token})
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	fc := old.Config
 	fc.MaxMsgs = 1
@@ -96,9 +120,7 @@ func (a *Admin) freezeIntake(ctx context.Context, old *jetstream.StreamInfo) (*j
 	fc.Metadata[metaFreeze] = string(mark)
 	fs, err := a.js.UpdateStream(ctx, fc)
 	if err != nil {
-		// The server may have applied it all the same (a lost reply).
-		a.unfreezeIntake(token, old.Config)
-		return nil, "", err
+		return nil, err
 	}
 	if m, ok := freezeOf(fs.CachedInfo().Config); !ok || m.Token != token {
 		// A server that drops stream metadata (before 2.10) would keep
@@ -107,28 +129,34 @@ func (a *Admin) freezeIntake(ctx context.Context, old *jetstream.StreamInfo) (*j
 		rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if _, err := a.js.UpdateStream(rctx, old.Config); err != nil {
-			a.log.Error("admin: could not lift an intake freeze the server kept no mark of: set queue.max_msgs again", "max_msgs", old.Config.MaxMsgs, "err", err)
+			a.log.Error("admin: could not lift an intake freeze the server kept no mark of: set queue.max_msgs again", "stream", old.Config.Name, "max_msgs", old.Config.MaxMsgs, "err", err)
 		}
-		return nil, "", fmt.Errorf("%w: the server does not keep stream metadata, which lowering the per-domain cap safely needs (nats-server 2.10 or later)", ErrInvalidLimit)
+		return nil, fmt.Errorf("%w: the server does not keep stream metadata, which lowering the per-domain cap safely needs (nats-server 2.10 or later)", ErrInvalidLimit)
 	}
-	return &jetstream.StreamInfo{Config: old.Config, State: fs.CachedInfo().State}, token, nil
+	return &jetstream.StreamInfo{Config: old.Config, State: fs.CachedInfo().State}, nil
 }
 
 // confirmFreeze checks, just before the change it was made for applies,
-// that the freeze named by token is still in force: if somebody lifted it,
-// mail may have arrived since the check, and the change must not apply.
-func (a *Admin) confirmFreeze(ctx context.Context, token string) error {
-	_, held, err := a.freezeHeld(ctx, token)
-	if err == nil && !held {
-		err = fmt.Errorf("%w: intake was unfrozen by another process during the check; nothing was changed", ErrBusy)
+// that the freeze named by token is still in force on every stream: if
+// somebody lifted it, mail may have arrived since the check, and the change
+// must not apply.
+func (a *Admin) confirmFreeze(ctx context.Context, olds []mailStream, token string) error {
+	for _, old := range olds {
+		_, held, err := a.freezeHeld(ctx, old.p.Stream, token)
+		if err != nil {
+			return err
+		}
+		if !held {
+			return fmt.Errorf("%w: intake was unfrozen by another process during the check; nothing was changed", ErrBusy)
+		}
 	}
-	return err
+	return nil
 }
 
-// freezeHeld reads the mail stream afresh and says whether the freeze
-// named by token is in force.
-func (a *Admin) freezeHeld(ctx context.Context, token string) (*jetstream.StreamInfo, bool, error) {
-	s, err := a.js.Stream(ctx, a.cfg.Stream)
+// freezeHeld reads a mail stream afresh and says whether the freeze named
+// by token is in force there.
+func (a *Admin) freezeHeld(ctx context.Context, stream, token string) (*jetstream.StreamInfo, bool, error) {
+	s, err := a.js.Stream(ctx, stream)
 	if err != nil {
 		return nil, false, err
 	}
@@ -137,24 +165,26 @@ func (a *Admin) freezeHeld(ctx context.Context, token string) (*jetstream.Stream
 	return info, frozen && m.Token == token, nil
 }
 
-// unfreezeIntake restores cfg after freezeIntake when the change did not
-// apply (one that applies replaces the frozen config itself), unless the
-// freeze named by token is gone already: then somebody else has written
-// the config since, and their write stands.
-func (a *Admin) unfreezeIntake(token string, cfg jetstream.StreamConfig) {
+// unfreezeIntake restores the streams' configs after freezeIntake when the
+// change did not apply (one that applies replaces the frozen config
+// itself), except where the freeze named by token is gone already: then
+// somebody else has written the config since, and their write stands.
+func (a *Admin) unfreezeIntake(token string, olds []mailStream) {
 	// A fresh context: the change's may be what ended.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, held, err := a.freezeHeld(ctx, token)
-	if err == nil {
-		if !held {
-			return
+	for _, old := range olds {
+		_, held, err := a.freezeHeld(ctx, old.p.Stream, token)
+		if err == nil {
+			if !held {
+				continue
+			}
+			_, err = a.js.UpdateStream(ctx, old.info.Config)
 		}
-		_, err = a.js.UpdateStream(ctx, cfg)
-	}
-	if err != nil {
-		a.log.Error("admin: could not lift the moment's intake freeze after a limit change that did not apply; running processes lift it within a minute",
-			"max_msgs", cfg.MaxMsgs, "err", err)
+		if err != nil {
+			a.log.Error("admin: could not lift the moment's intake freeze after a limit change that did not apply; running processes lift it within a minute",
+				"stream", old.p.Stream, "max_msgs", old.info.Config.MaxMsgs, "err", err)
+		}
 	}
 }
 
@@ -171,40 +201,56 @@ func (a *Admin) withoutFreeze(info *jetstream.StreamInfo) *jetstream.StreamInfo 
 	delete(out.Config.Metadata, metaFreeze)
 	out.Config.MaxMsgs = m.MaxMsgs
 	if m.MaxMsgs <= 0 {
-		out.Config.MaxMsgs = a.cfg.MaxMsgs
+		out.Config.MaxMsgs = max(a.cfg.MaxMsgs/int64(a.cfg.Partitions), 1)
 	}
 	return &out
 }
 
-// unfrozenStream reads the mail stream for a change of its config. A fresh
-// freeze is another process's change in progress: it waits up to
-// freezeWait for it to go, then answers ErrBusy. A stale one (its maker
-// died) it reads through: the change it makes lifts it.
-func (a *Admin) unfrozenStream(ctx context.Context) (jetstream.Stream, *jetstream.StreamInfo, error) {
+// unfrozenLayout reads the layout's mail streams for a change of their
+// config. A fresh freeze on any is another process's change in progress:
+// it waits up to freezeWait for it to go, then answers ErrBusy. A stale one
+// (its maker died) it reads through: the change it makes lifts it.
+func (a *Admin) unfrozenLayout(ctx context.Context) ([]mailStream, error) {
 	deadline := time.Now().Add(freezeWait)
 	for {
-		s, err := a.js.Stream(ctx, a.cfg.Stream)
-		if err != nil {
-			return nil, nil, err
-		}
-		info := s.CachedInfo()
-		m, frozen := freezeOf(info.Config)
-		if !frozen {
-			return s, info, nil
-		}
-		if age := serverNow(info).Sub(m.At); age > freezeStale {
-			a.log.Warn("admin: lifting a stale intake freeze: the limit change that made it did not finish", "frozen_for", age.Round(time.Second))
-			return s, a.withoutFreeze(info), nil
+		streams, busy, err := a.readLayout(ctx)
+		if err != nil || busy == nil {
+			return streams, err
 		}
 		if time.Now().After(deadline) {
-			return nil, nil, fmt.Errorf("%w: intake is frozen for it since %s; nothing was changed, try again", ErrBusy, m.At.Format(time.RFC3339))
+			return nil, fmt.Errorf("%w: intake is frozen for it since %s; nothing was changed, try again", ErrBusy, busy.At.Format(time.RFC3339))
 		}
 		select {
 		case <-ctx.Done():
-			return nil, nil, ctx.Err()
+			return nil, ctx.Err()
 		case <-time.After(25 * time.Millisecond):
 		}
 	}
+}
+
+// readLayout reads the layout's mail streams once; busy is a fresh freeze
+// mark found on one of them (nil when there is none).
+func (a *Admin) readLayout(ctx context.Context) (streams []mailStream, busy *freezeMark, err error) {
+	layout, err := a.layout(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, p := range layout {
+		s, err := a.js.Stream(ctx, p.Stream)
+		if err != nil {
+			return nil, nil, fmt.Errorf("admin: stream %s: %w", p.Stream, err)
+		}
+		info := s.CachedInfo()
+		if m, frozen := freezeOf(info.Config); frozen {
+			if age := serverNow(info).Sub(m.At); age <= freezeStale {
+				return nil, &m, nil
+			}
+			a.log.Warn("admin: lifting a stale intake freeze: the limit change that made it did not finish", "stream", p.Stream, "frozen_for", serverNow(info).Sub(m.At).Round(time.Second))
+			info = a.withoutFreeze(info)
+		}
+		streams = append(streams, mailStream{p: p, info: info})
+	}
+	return streams, nil, nil
 }
 
 // freezeSighting is a process's memory of a freeze mark: which, and since
@@ -229,8 +275,11 @@ func (a *Admin) Run(ctx context.Context) {
 		// At once, then every tick: a process restarted after its own
 		// change died half-way must not leave intake frozen a minute more.
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if s, err := a.js.Stream(cctx, a.cfg.Stream); err == nil {
-			a.liftStaleFreeze(cctx, s.CachedInfo())
+		layout, _ := a.layout(cctx)
+		for _, p := range layout {
+			if s, err := a.js.Stream(cctx, p.Stream); err == nil {
+				a.liftStaleFreeze(cctx, s.CachedInfo())
+			}
 		}
 		cancel()
 		select {
@@ -242,32 +291,34 @@ func (a *Admin) Run(ctx context.Context) {
 }
 
 // liftStaleFreeze lifts a freeze that is stale: older than freezeStale by
-// the server's clock (as unfrozenStream judges it), or seen unchanged that
+// the server's clock (as readLayout judges it), or seen unchanged that
 // long by this process's own clock, which no skew between hosts can fool.
 func (a *Admin) liftStaleFreeze(ctx context.Context, info *jetstream.StreamInfo) {
+	name := info.Config.Name
 	m, frozen := freezeOf(info.Config)
+	seen := a.seen[name]
 	switch {
 	case !frozen:
-		a.seen = freezeSighting{}
+		delete(a.seen, name)
 		return
 	case serverNow(info).Sub(m.At) > freezeStale:
-	case m.Token != a.seen.token || a.seen.since.IsZero():
-		a.seen = freezeSighting{token: m.Token, since: time.Now()}
+	case m.Token != seen.token || seen.since.IsZero():
+		a.seen[name] = freezeSighting{token: m.Token, since: time.Now()}
 		return
-	case time.Since(a.seen.since) < freezeStale:
+	case time.Since(seen.since) < freezeStale:
 		return
 	}
 	// Read it again: the config written back must be the latest.
-	fresh, held, err := a.freezeHeld(ctx, m.Token)
+	fresh, held, err := a.freezeHeld(ctx, name, m.Token)
 	if err != nil || !held {
 		return
 	}
 	unfrozen := a.withoutFreeze(fresh).Config
 	if _, err := a.js.UpdateStream(ctx, unfrozen); err != nil {
-		a.log.Warn("admin: could not lift a stale intake freeze", "frozen_at", m.At, "err", err)
+		a.log.Warn("admin: could not lift a stale intake freeze", "stream", name, "frozen_at", m.At, "err", err)
 		return
 	}
-	a.seen = freezeSighting{}
+	delete(a.seen, name)
 	a.log.Warn("admin: lifted an intake freeze left by a limit change that did not finish (its process died?)",
-		"frozen_at", m.At, "max_msgs", unfrozen.MaxMsgs)
+		"stream", name, "frozen_at", m.At, "max_msgs", unfrozen.MaxMsgs)
 }

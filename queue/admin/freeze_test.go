@@ -21,25 +21,44 @@ import (
 // freeze's token.
 func freezeAndDie(t *testing.T, q *queue.Queue) string {
 	t.Helper()
-	info := withoutFreezeOf(t, q)
-	frozen, token, err := adminOf(t, q).freezeIntake(ctxT(t), info)
+	olds := layoutOf(t, q)
+	frozen, token, err := adminOf(t, q).freezeIntake(ctxT(t), olds)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if frozen.Config.MaxMsgs != info.Config.MaxMsgs {
-		t.Fatalf("freezeIntake returned the frozen config (max_msgs %d), want the real one", frozen.Config.MaxMsgs)
-	}
-	// Read it back at once: a monitor could lift a stale freeze later.
-	if sc := streamInfo(t, q, q.Config().Stream).Config; sc.MaxMsgs != 1 {
-		t.Fatalf("frozen max_msgs %d, want 1", sc.MaxMsgs)
+	for i, f := range frozen {
+		if f.Config.MaxMsgs != olds[i].info.Config.MaxMsgs {
+			t.Fatalf("freezeIntake returned the frozen config (max_msgs %d), want the real one", f.Config.MaxMsgs)
+		}
+		// Read it back at once: a monitor could lift a stale freeze later.
+		if sc := streamInfo(t, q, olds[i].p.Stream).Config; sc.MaxMsgs != 1 {
+			t.Fatalf("%s: frozen max_msgs %d, want 1", olds[i].p.Stream, sc.MaxMsgs)
+		}
 	}
 	return token
 }
 
-// backdate moves the freeze mark's time back by d, as if it were that old.
+// layoutOf is the queue's layout as UpdateLimits reads it, without freezes.
+func layoutOf(t *testing.T, q *queue.Queue) []mailStream {
+	t.Helper()
+	olds, _, err := adminOf(t, q).readLayoutAsIs(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return olds
+}
+
+// backdate moves the freeze marks' time back by d, as if they were that old.
 func backdate(t *testing.T, q *queue.Queue, d time.Duration) {
 	t.Helper()
-	sc := streamInfo(t, q, q.Config().Stream).Config
+	for _, p := range q.Config().Layout() {
+		backdateStream(t, q, p.Stream, d)
+	}
+}
+
+func backdateStream(t *testing.T, q *queue.Queue, stream string, d time.Duration) {
+	t.Helper()
+	sc := streamInfo(t, q, stream).Config
 	m, ok := freezeOf(sc)
 	if !ok {
 		t.Fatal("not frozen")
@@ -102,7 +121,7 @@ func TestAFreezeIsALock(t *testing.T) {
 	if sc := streamInfo(t, q, cfg.Stream).Config; sc.MaxMsgs != 1 || sc.Duplicates == time.Minute || sc.Metadata[metaFreeze] == "" {
 		t.Errorf("a start changed a frozen stream: %+v", sc)
 	}
-	adminOf(t, q).unfreezeIntake(token, withoutFreezeOf(t, q).Config) // the maker's change did not apply
+	adminOf(t, q).unfreezeIntake(token, layoutOf(t, q)) // the maker's change did not apply
 	assertUnfrozen(t, streamInfo(t, q, cfg.Stream).Config, 500)
 
 	// A stale freeze is read through: the next change lifts it.
@@ -120,20 +139,16 @@ func TestAFreezeIsALock(t *testing.T) {
 	if _, err := other.UpdateLimits(ctx, LimitsChange{MaxMsgs: 600}); err != nil {
 		t.Fatal(err)
 	}
-	if err := adminOf(t, q).confirmFreeze(ctx, token); !errors.Is(err, ErrBusy) {
+	if err := adminOf(t, q).confirmFreeze(ctx, layoutOf(t, q), token); !errors.Is(err, ErrBusy) {
 		t.Errorf("confirm a freeze that was lifted: %v, want ErrBusy", err)
 	}
-	adminOf(t, q).unfreezeIntake(token, withoutFreezeOf(t, q).Config)
+	adminOf(t, q).unfreezeIntake(token, layoutOf(t, q))
 	if sc := streamInfo(t, q, cfg.Stream).Config; sc.MaxMsgs != 600 {
 		t.Errorf("the maker's unfreeze undid the later change: max_msgs %d, want 600", sc.MaxMsgs)
 	}
 	if _, err := q.Publish(ctx, messageTo("after", "x@one.test")); err != nil {
 		t.Errorf("publish after all that: %v", err)
 	}
-}
-
-func withoutFreezeOf(t *testing.T, q *queue.Queue) *jetstream.StreamInfo {
-	return adminOf(t, q).withoutFreeze(streamInfo(t, q, q.Config().Stream))
 }
 
 // TestStaleFreezeIsLiftedByRunningProcesses: nobody changes limits after a

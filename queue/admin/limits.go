@@ -24,18 +24,47 @@ type LimitsReport struct {
 	Drift              []queue.LimitDrift `json:"drift,omitempty"`
 }
 
-// Limits returns the mail stream's limits as the server has them now.
+// Limits returns the mail queue's limits as the server has them now: the
+// totals over the layout's partitions (queue.SumLimits).
 func (a *Admin) Limits(ctx context.Context) (LimitsReport, error) {
-	s, err := a.js.Stream(ctx, a.cfg.Stream)
+	streams, _, err := a.readLayoutAsIs(ctx)
 	if err != nil {
-		return LimitsReport{}, fmt.Errorf("admin: stream info %s: %w", a.cfg.Stream, err)
+		return LimitsReport{}, err
 	}
-	live := a.withoutFreeze(s.CachedInfo()).Config
+	live := queue.SumLimits(configsOf(streams))
 	r := LimitsReport{StreamLimits: limitsOf(live), ComparedWithConfig: a.configured}
 	if a.configured {
 		r.Drift = a.cfg.Drift(live)
 	}
 	return r, nil
+}
+
+// readLayoutAsIs reads the layout's mail streams, each without a freeze
+// (the real max_msgs), whatever its age.
+func (a *Admin) readLayoutAsIs(ctx context.Context) ([]mailStream, []jetstream.Stream, error) {
+	var streams []mailStream
+	var handles []jetstream.Stream
+	layout, err := a.layout(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, p := range layout {
+		s, err := a.js.Stream(ctx, p.Stream)
+		if err != nil {
+			return nil, nil, fmt.Errorf("admin: stream info %s: %w", p.Stream, err)
+		}
+		streams = append(streams, mailStream{p: p, info: a.withoutFreeze(s.CachedInfo())})
+		handles = append(handles, s)
+	}
+	return streams, handles, nil
+}
+
+func configsOf(streams []mailStream) []jetstream.StreamConfig {
+	out := make([]jetstream.StreamConfig, len(streams))
+	for i, m := range streams {
+		out[i] = m.info.Config
+	}
+	return out
 }
 
 // LimitsChange is a change of the stream limits an operator makes while
@@ -64,14 +93,16 @@ type LimitsUpdate struct {
 // max_age: the check and the update are two steps, and mail ages between them.
 const ageMargin = time.Minute
 
-// UpdateLimits changes the mail stream's limits live: no restart, nothing
-// queued lost. It refuses (ErrWouldDelete) a change that would make
-// JetStream delete queued mail, unless l.Force:
+// UpdateLimits changes the mail queue's limits live: no restart, nothing
+// queued lost. The limits are totals: each partition gets its share
+// (queue.Share) of max_msgs, max_bytes and the per-domain cap, and max_age
+// and max_msg_size whole. It refuses (ErrWouldDelete) a change that would
+// make JetStream delete queued mail, unless l.Force:
 //   - max_age below the oldest queued message's age (JetStream expires
 //     it);
-//   - per_domain_max_msgs below what a domain has queued (JetStream
-//     trims every subject to the new cap, oldest first, whatever the
-//     discard policy).
+//   - a per-domain cap below what a domain has queued in a partition
+//     (JetStream trims every subject to the new cap, oldest first,
+//     whatever the discard policy).
 //
 // It refuses (ErrWouldBounce) a max_msg_size below what a running receiver
 // accepts, unless l.Force (see sizeConsequences).
@@ -85,59 +116,85 @@ const ageMargin = time.Minute
 // waits a moment, then answers ErrBusy.
 //
 // The change is made on the server and outlasts restarts: this is the one
-// writer of an existing stream's limits (a start creates the stream with
+// writer of an existing stream's limits (a start creates the streams with
 // the config's limits and never changes them afterwards).
 func (a *Admin) UpdateLimits(ctx context.Context, l LimitsChange) (LimitsUpdate, error) {
 	a.limitsMu.Lock()
 	defer a.limitsMu.Unlock()
-	s, old, err := a.unfrozenStream(ctx)
+	olds, err := a.unfrozenLayout(ctx)
 	if err != nil {
 		return LimitsUpdate{}, fmt.Errorf("admin: update limits: %w", err)
 	}
-	sc := l.applyTo(old.Config)
-	if err := a.validLimits(sc); err != nil {
+	oldTotal := queue.SumLimits(configsOf(olds))
+	want := l.applyTo(oldTotal)
+	if err := a.validLimits(want, len(olds)); err != nil {
 		return LimitsUpdate{}, err
 	}
 	var sizeNotes []string
-	if sc.MaxMsgSize < old.Config.MaxMsgSize {
-		if sizeNotes, err = a.sizeConsequences(ctx, sc.MaxMsgSize, l.Force); err != nil {
+	if want.MaxMsgSize < oldTotal.MaxMsgSize {
+		if sizeNotes, err = a.sizeConsequences(ctx, want.MaxMsgSize, l.Force); err != nil {
 			return LimitsUpdate{}, err
 		}
 	}
-	checked, token := old, ""
-	if lowersPerDomain(old.Config, sc) && !l.Force {
-		if checked, token, err = a.freezeIntake(ctx, old); err != nil {
+	news := l.shares(olds)
+	checked := make([]*jetstream.StreamInfo, len(olds))
+	for i, old := range olds {
+		checked[i] = old.info
+	}
+	token := ""
+	if lowersPerDomain(oldTotal, want) && !l.Force {
+		if checked, token, err = a.freezeIntake(ctx, olds); err != nil {
 			return LimitsUpdate{}, a.updateError(err)
 		}
 	}
-	unfreeze := func() {
-		if token != "" {
-			a.unfreezeIntake(token, old.Config)
-		}
-	}
-	notes, err := a.consequences(ctx, s, checked, sc, l.Force)
+	notes, err := a.consequences(ctx, olds, checked, news, want, l.Force)
 	if err == nil && token != "" {
-		err = a.confirmFreeze(ctx, token)
+		err = a.confirmFreeze(ctx, olds, token)
 	}
 	if err != nil {
-		unfreeze()
+		if token != "" {
+			a.unfreezeIntake(token, olds)
+		}
 		return LimitsUpdate{}, err
 	}
-	s, err = a.js.UpdateStream(ctx, sc)
+	applied, err := a.apply(ctx, olds, news, token)
 	if err != nil {
-		unfreeze()
-		return LimitsUpdate{}, a.updateError(err)
+		return LimitsUpdate{}, err
 	}
 	if a.changed != nil {
 		a.changed()
 	}
-	nc := s.CachedInfo().Config
+	nc := queue.SumLimits(applied)
 	a.log.Info("admin: limits updated", "max_msgs", nc.MaxMsgs, "max_bytes", nc.MaxBytes, "max_age", nc.MaxAge,
-		"max_msg_size", nc.MaxMsgSize, "per_domain_max_msgs", nc.MaxMsgsPerSubject, "forced", l.Force)
+		"max_msg_size", nc.MaxMsgSize, "per_domain_max_msgs", nc.MaxMsgsPerSubject, "partitions", len(olds), "forced", l.Force)
 	return LimitsUpdate{Limits: limitsOf(nc), Notes: append(sizeNotes, notes...)}, nil
 }
 
-// applyTo is sc with the change made.
+// apply writes each partition's new config; each write also lifts that
+// partition's part of a freeze. If one fails, the rest stay as they were
+// (their freeze lifted) and the error says how far it got: the same change
+// made again completes it.
+func (a *Admin) apply(ctx context.Context, olds []mailStream, news []jetstream.StreamConfig, token string) ([]jetstream.StreamConfig, error) {
+	applied := make([]jetstream.StreamConfig, 0, len(news))
+	for i, sc := range news {
+		s, err := a.js.UpdateStream(ctx, sc)
+		if err != nil {
+			if token != "" {
+				// Undone only where still ours: the update may have applied.
+				a.unfreezeIntake(token, olds[i:])
+			}
+			err = a.updateError(err)
+			if i > 0 {
+				err = fmt.Errorf("%w (applied to %d of %d partitions; make the same change again)", err, i, len(news))
+			}
+			return nil, err
+		}
+		applied = append(applied, s.CachedInfo().Config)
+	}
+	return applied, nil
+}
+
+// applyTo is a total config with the change made.
 func (l LimitsChange) applyTo(sc jetstream.StreamConfig) jetstream.StreamConfig {
 	if l.MaxMsgs != 0 {
 		sc.MaxMsgs = l.MaxMsgs
@@ -158,6 +215,22 @@ func (l LimitsChange) applyTo(sc jetstream.StreamConfig) jetstream.StreamConfig 
 		}
 	}
 	return sc
+}
+
+// shares are the partitions' configs with the change made: each its share
+// of the totals the change sets, the rest as they are.
+func (l LimitsChange) shares(olds []mailStream) []jetstream.StreamConfig {
+	n := len(olds)
+	out := make([]jetstream.StreamConfig, n)
+	for i, old := range olds {
+		sc := old.info.Config
+		split := LimitsChange{
+			MaxMsgs: queue.Share(l.MaxMsgs, i, n), MaxBytes: queue.Share(l.MaxBytes, i, n),
+			MaxAge: l.MaxAge, MaxMsgSize: l.MaxMsgSize, PerDomainMaxMsgs: queue.Share(l.PerDomainMaxMsgs, i, n),
+		}
+		out[i] = split.applyTo(sc)
+	}
+	return out
 }
 
 // sizeConsequences checks a lowered max_msg_size against the SIZE each
@@ -240,10 +313,15 @@ func (a *Admin) updateError(err error) error {
 	return fmt.Errorf("admin: update limits: %w", err)
 }
 
-func (a *Admin) validLimits(sc jetstream.StreamConfig) error {
+// validLimits checks a change's totals, over n partitions.
+func (a *Admin) validLimits(sc jetstream.StreamConfig, n int) error {
 	switch {
 	case sc.MaxMsgs < 1:
 		return fmt.Errorf("%w: queue.max_msgs must be > 0, got %d", ErrInvalidLimit, sc.MaxMsgs)
+	case sc.MaxMsgs < int64(n):
+		return fmt.Errorf("%w: queue.max_msgs must be at least the %d partitions (each holds its share), got %d", ErrInvalidLimit, n, sc.MaxMsgs)
+	case sc.MaxMsgsPerSubject > 0 && sc.MaxMsgsPerSubject < int64(n):
+		return fmt.Errorf("%w: queue.per_domain_max_msgs must be 0 (no cap) or at least the %d partitions (each holds its share), got %d", ErrInvalidLimit, n, sc.MaxMsgsPerSubject)
 	case sc.MaxBytes < 1:
 		return fmt.Errorf("%w: queue.max_bytes must be > 0, got %d", ErrInvalidLimit, sc.MaxBytes)
 	case sc.MaxAge <= 0 || sc.MaxAge < sc.Duplicates:
@@ -258,24 +336,32 @@ func (a *Admin) validLimits(sc jetstream.StreamConfig) error {
 	return nil
 }
 
-// consequences says what the change from old to sc does to the mail already
-// queued, and refuses (unless force) what would delete some of it.
-func (a *Admin) consequences(ctx context.Context, s jetstream.Stream, old *jetstream.StreamInfo, sc jetstream.StreamConfig, force bool) ([]string, error) {
-	var notes []string
-	st := old.State
-	if sc.MaxMsgs < old.Config.MaxMsgs && st.Msgs > uint64(sc.MaxMsgs) {
+// consequences says what the change to news (totals: want) does to the
+// mail already queued, and refuses (unless force) what would delete some
+// of it. checked are the streams' states to judge by (frozen, when the
+// change freezes intake).
+func (a *Admin) consequences(ctx context.Context, olds []mailStream, checked []*jetstream.StreamInfo, news []jetstream.StreamConfig,
+	want jetstream.StreamConfig, force bool) ([]string, error) {
+	var notes, deletes []string
+	var msgs, bytes uint64
+	oldTotal := queue.SumLimits(configsOf(olds))
+	for i, old := range olds {
+		msgs += checked[i].State.Msgs
+		bytes += checked[i].State.Bytes
+		d, err := a.deletions(ctx, old.p, &jetstream.StreamInfo{Config: old.info.Config, State: checked[i].State}, news[i])
+		if err != nil {
+			return nil, err
+		}
+		deletes = append(deletes, d.all()...)
+	}
+	if want.MaxMsgs < oldTotal.MaxMsgs && msgs > uint64(want.MaxMsgs) {
 		notes = append(notes, fmt.Sprintf("max_msgs %d is below the %d messages queued: nothing queued is deleted; new mail is deferred (452 4.3.1) until the workers drain below it",
-			sc.MaxMsgs, st.Msgs))
+			want.MaxMsgs, msgs))
 	}
-	if sc.MaxBytes < old.Config.MaxBytes && st.Bytes > uint64(sc.MaxBytes) {
+	if want.MaxBytes < oldTotal.MaxBytes && bytes > uint64(want.MaxBytes) {
 		notes = append(notes, fmt.Sprintf("max_bytes %d is below the %d bytes queued: nothing queued is deleted; new mail is deferred (452 4.3.1) until the workers drain below it",
-			sc.MaxBytes, st.Bytes))
+			want.MaxBytes, bytes))
 	}
-	d, err := a.deletions(ctx, s, old, sc)
-	if err != nil {
-		return nil, err
-	}
-	deletes := d.all()
 	if len(deletes) == 0 {
 		return notes, nil
 	}
@@ -308,7 +394,7 @@ func (d deletion) all() []string {
 // policy: a max_age below the oldest message's age (it expires), and a
 // per-subject cap below a domain's count (JetStream trims each subject to
 // the new cap, oldest first, on update).
-func (a *Admin) deletions(ctx context.Context, s jetstream.Stream, old *jetstream.StreamInfo, sc jetstream.StreamConfig) (deletion, error) {
+func (a *Admin) deletions(ctx context.Context, p queue.Partition, old *jetstream.StreamInfo, sc jetstream.StreamConfig) (deletion, error) {
 	var d deletion
 	st := old.State
 	if st.Msgs == 0 {
@@ -320,19 +406,23 @@ func (a *Admin) deletions(ctx context.Context, s jetstream.Stream, old *jetstrea
 		}
 	}
 	if lowersPerDomain(old.Config, sc) {
-		si, err := s.Info(ctx, jetstream.WithSubjectFilter(a.cfg.SubjectPrefix+".>"))
+		s, err := a.js.Stream(ctx, p.Stream)
+		if err != nil {
+			return d, fmt.Errorf("admin: per-domain counts: %w", err)
+		}
+		si, err := s.Info(ctx, jetstream.WithSubjectFilter(p.Prefix+".>"))
 		if err != nil {
 			return d, fmt.Errorf("admin: per-domain counts: %w", err)
 		}
 		var over []string
-		for _, c := range topDomains(si.State.Subjects, a.cfg.SubjectPrefix, len(si.State.Subjects)) {
+		for _, c := range a.topDomains(si.State.Subjects, len(si.State.Subjects)) {
 			if c.Messages > uint64(sc.MaxMsgsPerSubject) {
 				over = append(over, fmt.Sprintf("%s (%d)", c.Domain, c.Messages))
 			}
 		}
 		if len(over) > 0 {
-			d.perDomain = fmt.Sprintf("per_domain_max_msgs %d: JetStream would delete the oldest queued messages of %s down to the new cap",
-				sc.MaxMsgsPerSubject, strings.Join(over, ", "))
+			d.perDomain = fmt.Sprintf("per_domain_max_msgs %d in %s: JetStream would delete the oldest queued messages of %s down to the new cap",
+				sc.MaxMsgsPerSubject, p.Stream, strings.Join(over, ", "))
 		}
 	}
 	return d, nil

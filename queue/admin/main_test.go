@@ -22,7 +22,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // The admin's tools run against a real queue: an embedded JetStream in the
 // test's temporary directory.
 
-func testConfig(t testing.TB) queue.Config { return queuetest.Config(t) }
+// testConfig is a queue of one partition: these tests look at the stream
+// itself; partition_test.go is about a partitioned queue.
+func testConfig(t testing.TB) queue.Config {
+	c := queuetest.Config(t)
+	c.Partitions = 1
+	return c
+}
 
 func openQueue(t testing.TB, cfg queue.Config) *queue.Queue { return queuetest.Open(t, cfg, nil) }
 
@@ -117,4 +123,14 @@ func fetch(t testing.TB, q *queue.Queue, n int) []queue.Delivery {
 		t.Fatal(err)
 	}
 	return ds
+}
+
+// queued is the messages in the queue's mail streams of its layout.
+func queued(t testing.TB, q *queue.Queue) uint64 {
+	t.Helper()
+	var n uint64
+	for _, p := range q.Config().Layout() {
+		n += streamInfo(t, q, p.Stream).State.Msgs
+	}
+	return n
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -36,6 +35,8 @@ type Status struct {
 	TopDomains []DomainCount `json:"top_domains"`
 	// Rates are zero unless the status came with a previous sample.
 	Rates Rates `json:"rates"`
+	// Partitions are the mail streams' own figures, the layout's first.
+	Partitions []PartitionStatus `json:"partitions"`
 	// Workers and SMTP add up what the Levee processes that answered the
 	// stats request reported (Processes).
 	Workers   fleet.WorkerTotals `json:"workers"`
@@ -92,31 +93,69 @@ const topDomainsShown = 10
 // stops early once the answers stop coming.
 const processWait = 250 * time.Millisecond
 
-// Status reads fresh figures from the server: the mail stream with its
-// per-domain counts, the consumer, the dead stream, and the Levee processes
-// that answer on the stats subject (waiting processWait for them). Rates
-// stay zero: they need two samples (see RatesBetween and Sampler).
+// PartitionStatus is one mail stream's own figures.
+type PartitionStatus struct {
+	Stream     string `json:"stream"`
+	Messages   uint64 `json:"messages"`
+	Bytes      uint64 `json:"bytes"`
+	Fill       Fill   `json:"fill"`
+	NumPending uint64 `json:"num_pending"`
+	AckPending int    `json:"num_ack_pending"`
+	// Draining: a stream of another layout, which mail is no longer
+	// published to; the workers drain it.
+	Draining bool `json:"draining,omitempty"`
+}
+
+// Status reads fresh figures from the server: the mail streams (every
+// partition, and any of another layout still being drained) with their
+// per-domain counts, the consumers, the dead stream, and the Levee
+// processes that answer on the stats subject (waiting processWait for
+// them). The queue's figures add the partitions up; its fill and limits
+// are the layout's (see queue.SumLimits). Rates stay zero: they need two
+// samples (see RatesBetween and Sampler).
 func (a *Admin) Status(ctx context.Context) (Status, error) {
-	s, err := a.js.Stream(ctx, a.cfg.Stream)
+	layout, err := a.layout(ctx)
 	if err != nil {
-		return Status{}, fmt.Errorf("admin: stream info %s: %w", a.cfg.Stream, err)
+		return Status{}, err
 	}
-	c, err := a.js.Consumer(ctx, a.cfg.Stream, a.cfg.Durable)
+	existing, err := queue.ExistingMailStreams(ctx, a.js, a.cfg)
 	if err != nil {
-		return Status{}, fmt.Errorf("admin: consumer info %s: %w", a.cfg.Durable, err)
+		return Status{}, fmt.Errorf("admin: %w", err)
 	}
+	parts := queue.Union(layout, existing)
 	d, err := a.js.Stream(ctx, a.cfg.DeadStream)
 	if err != nil {
 		return Status{}, fmt.Errorf("admin: stream info %s: %w", a.cfg.DeadStream, err)
 	}
-	st := a.statusFrom(a.withoutFreeze(s.CachedInfo()), c.CachedInfo(), d.CachedInfo(), time.Now())
-	// Info with a subject filter returns the per-subject counts (one
-	// subject per recipient domain); the plain info does not.
-	si, err := s.Info(ctx, jetstream.WithSubjectFilter(a.cfg.SubjectPrefix+".>"))
-	if err != nil {
-		return Status{}, fmt.Errorf("admin: stream info %s: %w", a.cfg.Stream, err)
+	now := time.Now()
+	st := Status{
+		Stream: a.cfg.Stream, DeadStream: a.cfg.DeadStream, DeadLetters: d.CachedInfo().State.Msgs,
+		SyncAlways: a.cfg.SyncAlways, Embedded: a.cfg.URL == "", At: now,
+		Consumer:   ConsumerStat{Name: a.cfg.Durable},
+		TopDomains: []DomainCount{}, Processes: []fleet.Stats{}, Partitions: []PartitionStatus{},
 	}
-	st.TopDomains = topDomains(si.State.Subjects, a.cfg.SubjectPrefix, topDomainsShown)
+	nLayout := len(layout)
+	var layoutConfigs []jetstream.StreamConfig
+	var layoutMsgs, layoutBytes uint64
+	domains := map[string]uint64{}
+	for i, p := range parts {
+		ps, info, ci, err := a.partitionStatus(ctx, p, domains)
+		if err != nil {
+			return Status{}, err
+		}
+		ps.Draining = i >= nLayout
+		st.add(ps, info, ci, now)
+		if !ps.Draining {
+			layoutConfigs = append(layoutConfigs, info.Config)
+			layoutMsgs += info.State.Msgs
+			layoutBytes += info.State.Bytes
+		}
+		st.Partitions = append(st.Partitions, ps)
+	}
+	total := queue.SumLimits(layoutConfigs)
+	st.Limits = limitsOf(total)
+	st.Fill = fillOf(&jetstream.StreamInfo{Config: total, State: jetstream.StreamState{Msgs: layoutMsgs, Bytes: layoutBytes}})
+	st.TopDomains = topOf(domains, topDomainsShown)
 	procs, err := fleet.Gather(ctx, a.nc, a.cfg.Stream, processWait)
 	if err != nil {
 		a.log.Debug("admin: process stats", "err", err)
@@ -128,34 +167,51 @@ func (a *Admin) Status(ctx context.Context) (Status, error) {
 	return st, nil
 }
 
-func (a *Admin) statusFrom(si *jetstream.StreamInfo, ci *jetstream.ConsumerInfo, di *jetstream.StreamInfo, now time.Time) Status {
-	st := Status{
-		Stream:      si.Config.Name,
-		Messages:    si.State.Msgs,
-		Bytes:       si.State.Bytes,
-		FirstSeq:    si.State.FirstSeq,
-		LastSeq:     si.State.LastSeq,
-		Limits:      limitsOf(si.Config),
-		Fill:        fillOf(si),
-		DeadStream:  a.cfg.DeadStream,
-		DeadLetters: di.State.Msgs,
-		SyncAlways:  a.cfg.SyncAlways,
-		Embedded:    a.cfg.URL == "",
-		At:          now,
-		TopDomains:  []DomainCount{},
-		Processes:   []fleet.Stats{},
-		Consumer: ConsumerStat{
-			Name:           ci.Name,
-			NumPending:     ci.NumPending,
-			NumAckPending:  ci.NumAckPending,
-			NumRedelivered: ci.NumRedelivered,
-			NumWaiting:     ci.NumWaiting,
-		},
+// partitionStatus reads one mail stream with its per-domain counts (added
+// to domains) and its consumer.
+func (a *Admin) partitionStatus(ctx context.Context, p queue.Partition, domains map[string]uint64) (
+	PartitionStatus, *jetstream.StreamInfo, *jetstream.ConsumerInfo, error) {
+	s, err := a.js.Stream(ctx, p.Stream)
+	if err != nil {
+		return PartitionStatus{}, nil, nil, fmt.Errorf("admin: stream info %s: %w", p.Stream, err)
 	}
-	if si.State.Msgs > 0 && !si.State.FirstTime.IsZero() {
-		st.OldestMessageAge = max(0, now.Sub(si.State.FirstTime))
+	c, err := a.js.Consumer(ctx, p.Stream, a.cfg.Durable)
+	if err != nil {
+		return PartitionStatus{}, nil, nil, fmt.Errorf("admin: consumer info %s on %s: %w", a.cfg.Durable, p.Stream, err)
 	}
-	return st
+	// Info with a subject filter returns the per-subject counts (one
+	// subject per recipient domain); the plain info does not.
+	si, err := s.Info(ctx, jetstream.WithSubjectFilter(p.Prefix+".>"))
+	if err != nil {
+		return PartitionStatus{}, nil, nil, fmt.Errorf("admin: stream info %s: %w", p.Stream, err)
+	}
+	for subj, n := range si.State.Subjects {
+		if d := a.cfg.DomainOf(subj); d != "" {
+			domains[d] += n
+		}
+	}
+	info, ci := a.withoutFreeze(s.CachedInfo()), c.CachedInfo()
+	return PartitionStatus{
+		Stream: p.Stream, Messages: info.State.Msgs, Bytes: info.State.Bytes, Fill: fillOf(info),
+		NumPending: ci.NumPending, AckPending: ci.NumAckPending,
+	}, info, ci, nil
+}
+
+// add counts one mail stream into the queue's figures. Sequences add up
+// too: LastSeq counts every message ever accepted into any of them, and
+// LastSeq-Messages those removed, which is what Rates differentiates.
+func (st *Status) add(ps PartitionStatus, info *jetstream.StreamInfo, ci *jetstream.ConsumerInfo, now time.Time) {
+	st.Messages += info.State.Msgs
+	st.Bytes += info.State.Bytes
+	st.FirstSeq += info.State.FirstSeq
+	st.LastSeq += info.State.LastSeq
+	if info.State.Msgs > 0 && !info.State.FirstTime.IsZero() {
+		st.OldestMessageAge = max(st.OldestMessageAge, now.Sub(info.State.FirstTime))
+	}
+	st.Consumer.NumPending += ci.NumPending
+	st.Consumer.NumAckPending += ci.NumAckPending
+	st.Consumer.NumRedelivered += ci.NumRedelivered
+	st.Consumer.NumWaiting += ci.NumWaiting
 }
 
 func fillOf(si *jetstream.StreamInfo) Fill {
@@ -165,14 +221,13 @@ func fillOf(si *jetstream.StreamInfo) Fill {
 	return f
 }
 
-func topDomains(subjects map[string]uint64, prefix string, n int) []DomainCount {
-	out := make([]DomainCount, 0, len(subjects))
-	for subj, c := range subjects {
-		d, ok := strings.CutPrefix(subj, prefix+".")
-		if !ok || c == 0 {
-			continue
+// topOf is the n domains with the most queued mail, largest first.
+func topOf(counts map[string]uint64, n int) []DomainCount {
+	out := make([]DomainCount, 0, len(counts))
+	for d, c := range counts {
+		if c > 0 {
+			out = append(out, DomainCount{Domain: d, Messages: c})
 		}
-		out = append(out, DomainCount{Domain: d, Messages: c})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Messages != out[j].Messages {
@@ -184,6 +239,17 @@ func topDomains(subjects map[string]uint64, prefix string, n int) []DomainCount 
 		out = out[:n]
 	}
 	return out
+}
+
+// topDomains is topOf the per-subject counts of one mail stream.
+func (a *Admin) topDomains(subjects map[string]uint64, n int) []DomainCount {
+	counts := map[string]uint64{}
+	for subj, c := range subjects {
+		if d := a.cfg.DomainOf(subj); d != "" {
+			counts[d] += c
+		}
+	}
+	return topOf(counts, n)
 }
 
 func limitsOf(sc jetstream.StreamConfig) StreamLimits {

@@ -1,0 +1,155 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// A Partition is one of the streams the mail queue is split into. Each is
+// a JetStream stream of its own, so each has its own file store and fsync
+// lane on one node, and its own leader in a cluster: partitions are how
+// durable intake grows past one stream's sync rate.
+//
+// With one partition the layout is a single stream named Config.Stream on
+// "<SubjectPrefix>.<domain>" (Levee's layout before partitions). With N
+// partitions, partition i is the stream "<Stream>_<i>" on
+// "<SubjectPrefix>-<i>.<domain>": the subject spaces never overlap, so a
+// queue can hold both layouts while it moves from one to the other.
+type Partition struct {
+	Index  int
+	Stream string
+	// Prefix is the subject prefix: "<Prefix>.<domain>".
+	Prefix string
+}
+
+// Layout is the partitions mail is published to, in order.
+func (c Config) Layout() []Partition {
+	n := max(c.Partitions, 1)
+	if n == 1 {
+		return []Partition{{Index: 0, Stream: c.Stream, Prefix: c.SubjectPrefix}}
+	}
+	out := make([]Partition, n)
+	for i := range out {
+		out[i] = c.partition(i)
+	}
+	return out
+}
+
+func (c Config) partition(i int) Partition {
+	s := strconv.Itoa(i)
+	return Partition{Index: i, Stream: c.Stream + "_" + s, Prefix: c.SubjectPrefix + "-" + s}
+}
+
+// Route is the partition of the message with this id: a stable hash of the
+// content-derived id, so that the same message (an MTA's retransmission)
+// always lands in the same stream, where the duplicate window catches it,
+// and one domain's flood spreads over every partition.
+func (c Config) Route(id string) Partition {
+	parts := c.Layout()
+	return parts[routeIndex(id, len(parts))]
+}
+
+// routeIndex is the index of id's partition among n: FNV-1a of the id.
+func routeIndex(id string, n int) int {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return int(h.Sum32() % uint32(n))
+}
+
+// Share is partition i's share of a total limit over n partitions: the
+// total divided as evenly as integers allow, so that the shares add up to
+// the total exactly. A positive total gives every partition at least 1.
+func Share(total int64, i, n int) int64 {
+	if total <= 0 || n <= 1 {
+		return total
+	}
+	s := total / int64(n)
+	if int64(i) < total%int64(n) {
+		s++
+	}
+	return max(s, 1)
+}
+
+// partitionName matches the streams of either layout for Config.Stream.
+func (c Config) partitionName() *regexp.Regexp {
+	return regexp.MustCompile("^" + regexp.QuoteMeta(c.Stream) + `(?:_(\d+))?$`)
+}
+
+// MailStreams are the mail streams there are for cfg: its layout's, then
+// any other on the server of either layout, ordered by name. Those no
+// longer published to still hold mail until the workers drained them (a
+// change of queue.partitions, or an upgrade from the single stream).
+func MailStreams(ctx context.Context, js jetstream.JetStream, cfg Config) ([]Partition, error) {
+	existing, err := ExistingMailStreams(ctx, js, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return Union(cfg.Layout(), existing), nil
+}
+
+// ExistingMailStreams are the mail streams on the server of either layout
+// for cfg's stream name, ordered by name.
+func ExistingMailStreams(ctx context.Context, js jetstream.JetStream, cfg Config) ([]Partition, error) {
+	re := cfg.partitionName()
+	var out []Partition
+	names := js.StreamNames(ctx)
+	for name := range names.Name() {
+		m := re.FindStringSubmatch(name)
+		if m == nil {
+			continue
+		}
+		if m[1] == "" {
+			out = append(out, Partition{Index: 0, Stream: cfg.Stream, Prefix: cfg.SubjectPrefix})
+			continue
+		}
+		i, err := strconv.Atoi(m[1])
+		if err != nil {
+			continue
+		}
+		out = append(out, cfg.partition(i))
+	}
+	if err := names.Err(); err != nil {
+		return nil, fmt.Errorf("queue: list streams: %w", err)
+	}
+	slices.SortFunc(out, func(a, b Partition) int { return strings.Compare(a.Stream, b.Stream) })
+	return out, nil
+}
+
+// Union is a followed by the partitions of b not in a.
+func Union(a, b []Partition) []Partition {
+	out := slices.Clone(a)
+	for _, p := range b {
+		if !slices.ContainsFunc(out, func(x Partition) bool { return x.Stream == p.Stream }) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// DomainOf is the recipient-domain part of a mail subject of any
+// partition ("levee.mail-2.example.com" -> "example.com"), "" when subject
+// is not one.
+func (c Config) DomainOf(subject string) string {
+	rest, ok := strings.CutPrefix(subject, c.SubjectPrefix)
+	if !ok {
+		return ""
+	}
+	if r, ok := strings.CutPrefix(rest, "."); ok {
+		return r
+	}
+	if r, ok := strings.CutPrefix(rest, "-"); ok {
+		if i, d, ok := strings.Cut(r, "."); ok {
+			if _, err := strconv.Atoi(i); err == nil {
+				return d
+			}
+		}
+	}
+	return ""
+}

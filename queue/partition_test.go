@@ -1,0 +1,282 @@
+package queue
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestShareAddsUpToTheTotal(t *testing.T) {
+	for _, tc := range []struct {
+		total int64
+		n     int
+	}{{1_000_000, 4}, {10, 4}, {7, 3}, {1 << 30, 8}, {5, 1}, {3, 4}} {
+		var sum int64
+		for i := range tc.n {
+			s := Share(tc.total, i, tc.n)
+			if s < 1 {
+				t.Errorf("Share(%d, %d, %d) = %d", tc.total, i, tc.n, s)
+			}
+			sum += s
+		}
+		// A total below the count gives each partition 1: the only case
+		// where the shares exceed it.
+		if want := max(tc.total, int64(tc.n)); sum != want {
+			t.Errorf("shares of %d over %d add up to %d, want %d", tc.total, tc.n, sum, want)
+		}
+	}
+	if Share(-1, 2, 4) != -1 || Share(0, 1, 4) != 0 {
+		t.Error("an unlimited total is not split")
+	}
+}
+
+func TestLayoutAndDomainOfEverySubject(t *testing.T) {
+	c := DefaultConfig()
+	c.Partitions = 1
+	if l := c.Layout(); len(l) != 1 || l[0].Stream != "LEVEE_MAIL" || l[0].Prefix != "levee.mail" {
+		t.Errorf("one partition: %+v, want the single stream", l)
+	}
+	c.Partitions = 3
+	l := c.Layout()
+	if len(l) != 3 || l[2] != (Partition{Index: 2, Stream: "LEVEE_MAIL_2", Prefix: "levee.mail-2"}) {
+		t.Errorf("three partitions: %+v", l)
+	}
+	for subject, want := range map[string]string{
+		"levee.mail.example.com":    "example.com",
+		"levee.mail-2.example.com":  "example.com",
+		"levee.mail-17.a.b":         "a.b",
+		"levee.mail-x.example.com":  "",
+		"levee.mailbox.example.com": "",
+		"levee.dead.example.com":    "",
+	} {
+		if got := c.DomainOf(subject); got != want {
+			t.Errorf("domainOf(%q) = %q, want %q", subject, got, want)
+		}
+	}
+}
+
+// TestPartitionsSpreadAFloodAndKeepDuplicatesDuplicate: one domain's mail
+// spreads over every partition (a real flood is one domain), the same id
+// always lands in the same partition (so a retransmission is JetStream's
+// duplicate), and the partitions' limits add up to the configured totals.
+func TestPartitionsSpreadAFloodAndKeepDuplicatesDuplicate(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Partitions = 4
+	cfg.MaxMsgs = 1001
+	cfg.PerDomainMaxMsgs = 400
+	q := openQueue(t, cfg)
+	ctx := ctxT(t)
+	for _, id := range ids("flood", 200) {
+		if res, err := q.Publish(ctx, testMessage(id, 200)); err != nil || res.Duplicate {
+			t.Fatalf("publish %s: %+v %v", id, res, err)
+		}
+	}
+	for _, id := range ids("flood", 20) {
+		if res, err := q.Publish(ctx, testMessage(id, 200)); err != nil || !res.Duplicate {
+			t.Fatalf("retransmission of %s: %+v %v; want a duplicate", id, res, err)
+		}
+	}
+	var sumMsgs, sumCap int64
+	for _, p := range q.layout {
+		info := streamInfo(t, q, p.Stream)
+		if n := info.State.Msgs; n < 20 {
+			t.Errorf("partition %s holds %d of 200: the flood did not spread", p.Stream, n)
+		}
+		sumMsgs += info.Config.MaxMsgs
+		sumCap += info.Config.MaxMsgsPerSubject
+	}
+	if sumMsgs != 1001 || sumCap != 400 {
+		t.Errorf("partition limits add up to max_msgs %d and a per-domain cap of %d, want 1001 and 400", sumMsgs, sumCap)
+	}
+	if got := storedInAll(t, q); len(got) != 200 {
+		t.Errorf("%d distinct messages queued, want 200", len(got))
+	}
+}
+
+// TestChangingPartitionsDrainsEveryStream: mail queued under one layout
+// (the single stream of an older Levee, then four partitions) is drained
+// under the next one, even while a process of the old layout still
+// publishes: nothing stranded, nothing handed out twice.
+func TestChangingPartitionsDrainsEveryStream(t *testing.T) {
+	checkLayoutChangeDrains(t, testConfig(t))
+}
+
+// checkLayoutChangeDrains is TestChangingPartitionsDrainsEveryStream on
+// cfg's server: the embedded one, or cfg.URL's cluster.
+func checkLayoutChangeDrains(t *testing.T, cfg Config) {
+	t.Helper()
+	cfg.Partitions = 1
+	single := openQueue(t, cfg)
+	ctx := ctxT(t)
+	acked := map[string]bool{}
+	for _, id := range ids("single", 30) {
+		if _, err := single.Publish(ctx, testMessage(id, 200)); err != nil {
+			t.Fatal(err)
+		}
+		acked[id] = true
+	}
+	four := cfg
+	four.Partitions = 4
+	if four.URL == "" {
+		four.URL = single.Server().ClientURL()
+	}
+	q4 := openQueue(t, four)
+	if len(q4.parts) != 5 {
+		t.Fatalf("a queue of 4 partitions drains %d streams, want them and the old single one", len(q4.parts))
+	}
+	for _, id := range ids("four", 40) {
+		if _, err := q4.Publish(ctx, testMessage(id, 200)); err != nil {
+			t.Fatal(err)
+		}
+		acked[id] = true
+	}
+	// A process on two partitions starts while q4 keeps publishing.
+	two := four
+	two.Partitions = 2
+	q2 := openQueue(t, two)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for _, id := range ids("during", 40) {
+			if _, err := q4.Publish(ctx, testMessage(id, 200)); err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			acked[id] = true
+			mu.Unlock()
+		}
+	})
+	cons, err := q2.Consumer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		done := len(got) == len(acked) && len(acked) == 110
+		mu.Unlock()
+		if done || time.Now().After(deadline) {
+			break
+		}
+		ds, _, err := cons.Fetch(25, 200*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range ds {
+			m, err := d.Message()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[m.ID]++
+			if err := d.Ack(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	wg.Wait()
+	for id := range acked {
+		if got[id] != 1 {
+			t.Errorf("%s handed out %d times", id, got[id])
+		}
+	}
+	if len(got) != len(acked) {
+		t.Errorf("handed out %d distinct messages, acknowledged %d", len(got), len(acked))
+	}
+	waitFor(t, "every stream empty", func() bool {
+		for _, p := range q2.parts {
+			if streamInfo(t, q2, p.Stream).State.Msgs != 0 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// TestFetchServesEveryPartitionInTurn: a deep partition does not starve
+// the others: a few messages in a shallow one come out within the first
+// fetches, not after the deep one drained.
+func TestFetchServesEveryPartitionInTurn(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Partitions = 2
+	q := openQueue(t, cfg)
+	ctx := ctxT(t)
+	byPart := map[int][]string{}
+	for i := 0; len(byPart[0]) < 100 || len(byPart[1]) < 5; i++ {
+		id := fmt.Sprintf("m-%d", i)
+		p := cfg.Route(id).Index
+		if (p == 0 && len(byPart[0]) < 100) || (p == 1 && len(byPart[1]) < 5) {
+			byPart[p] = append(byPart[p], id)
+		}
+	}
+	for _, id := range append(slices.Clone(byPart[0]), byPart[1]...) {
+		if _, err := q.Publish(ctx, testMessage(id, 200)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cons, err := q.Consumer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shallow := map[string]bool{}
+	for _, id := range byPart[1] {
+		shallow[id] = true
+	}
+	fetched := 0
+	for len(shallow) > 0 && fetched < 60 {
+		ds, _, err := cons.Fetch(10, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range ds {
+			m, _ := d.Message()
+			delete(shallow, m.ID)
+			_ = d.Ack()
+			fetched++
+		}
+	}
+	if len(shallow) > 0 {
+		t.Errorf("after %d messages the shallow partition still holds %v", fetched, slices.Collect(maps.Keys(shallow)))
+	}
+}
+
+// TestAPartitionedQueueReportsSums: the monitor's gauges and the backlog
+// add up every partition.
+func TestAPartitionedQueueReportsSums(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Partitions = 3
+	cfg.MaxMsgs = 300
+	reg := prometheus.NewRegistry()
+	q := openQueueReg(t, cfg, reg)
+	ctx := ctxT(t)
+	for _, id := range ids("s", 30) {
+		if _, err := q.Publish(ctx, testMessage(id, 200)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the backlog of 30", func() bool {
+		n, _, err := q.Backlog(ctx)
+		return err == nil && n == 30
+	})
+	q.Refresh()
+	waitFor(t, "the gauges", func() bool {
+		f := q.Fill()
+		return f > 0.09 && f < 0.2 // the fullest partition's share of its 100
+	})
+	// Each partition has its own gauge; they add up to the queue's.
+	waitFor(t, "the partition gauges", func() bool {
+		var sum float64
+		for _, p := range q.layout {
+			sum += testutil.ToFloat64(q.metrics.partition.WithLabelValues(p.Stream))
+		}
+		return sum == 30 && testutil.ToFloat64(q.metrics.messages) == 30 &&
+			testutil.CollectAndCount(q.metrics.partition) == 3
+	})
+}
