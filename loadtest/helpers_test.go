@@ -180,6 +180,9 @@ type fakeAPI struct {
 	mu      sync.Mutex
 	lookups int
 	reads   int
+	// scrapes counts GET /metrics: the fake process's CPU time is half a
+	// second a scrape, its RSS 90 MB at the second scrape, 60 MB otherwise.
+	scrapes int
 }
 
 func startAPI(t *testing.T, sink *sinkServer) *fakeAPI {
@@ -215,7 +218,16 @@ func startAPI(t *testing.T, sink *sinkServer) *fakeAPI {
 		fmt.Fprint(w, `{"messages": 7, "bytes": 7000, "fill": {"max": 0.07}, "consumer": {"num_pending": 5, "num_ack_pending": 2}}`)
 	})
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		a.mu.Lock()
+		a.scrapes++
+		n := a.scrapes
+		a.mu.Unlock()
+		rss := 60e6
+		if n == 2 {
+			rss = 90e6
+		}
 		fmt.Fprint(w, "# HELP levee_worker_concurrency x\n# TYPE levee_worker_concurrency gauge\nlevee_worker_concurrency 3\nlevee_smtp_active_sessions{x=\"y\"} 2\n")
+		fmt.Fprintf(w, "process_cpu_seconds_total %g\nprocess_resident_memory_bytes %g\n", 0.5*float64(n), rss)
 	})
 	mux.HandleFunc("GET /api/v1/mailboxes", func(w http.ResponseWriter, r *http.Request) {
 		a.read()

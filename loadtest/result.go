@@ -47,6 +47,9 @@ type Result struct {
 	Queue   []QueuePoint  `json:"queue,omitempty"`
 	// QueueScrapeErrors counts failed reads of /api/v1/queue.
 	QueueScrapeErrors int `json:"queue_scrape_errors,omitempty"`
+	// Server is what the run cost the API process, from its own metrics;
+	// nil when they were not there.
+	Server *ServerCost `json:"server,omitempty"`
 
 	// Checks are the thresholds given, evaluated by Check.
 	Checks []CheckResult `json:"checks,omitempty"`
@@ -183,9 +186,46 @@ func (r *run) result(sendEnd time.Time, audit *AuditResult, pipelining, interrup
 	res.Series = s
 	if r.scraper != nil {
 		res.Queue, res.QueueScrapeErrors = r.scraper.all()
+		res.Server = serverCost(res.Queue, st.accepted)
 	}
 	res.Pass = true
 	return res
+}
+
+// ServerCost is the CPU and memory the API process (Levee) spent on the
+// run, read from its process_cpu_seconds_total and
+// process_resident_memory_bytes: with every role in one process, the whole
+// pipeline from SMTP to mailbox.
+type ServerCost struct {
+	// CPUSeconds is the process's CPU time from the first scrape to the
+	// last (after the audit, so it includes the drain and the audit's
+	// few look-ups); CPUPerMessage is that divided by the accepted
+	// messages, in seconds.
+	CPUSeconds    float64 `json:"cpu_seconds"`
+	CPUPerMessage float64 `json:"cpu_per_message"`
+	PeakRSSBytes  float64 `json:"peak_rss_bytes"`
+}
+
+func serverCost(points []QueuePoint, accepted int64) *ServerCost {
+	var first, last *float64
+	var c ServerCost
+	for _, p := range points {
+		if p.CPUSeconds != nil {
+			if first == nil {
+				first = p.CPUSeconds
+			}
+			last = p.CPUSeconds
+		}
+		if p.RSSBytes != nil {
+			c.PeakRSSBytes = max(c.PeakRSSBytes, *p.RSSBytes)
+		}
+	}
+	if first == nil || accepted == 0 {
+		return nil
+	}
+	c.CPUSeconds = *last - *first
+	c.CPUPerMessage = c.CPUSeconds / float64(accepted)
+	return &c
 }
 
 // WriteJSON writes the result file.

@@ -27,6 +27,11 @@ type QueuePoint struct {
 	Workers *float64 `json:"workers,omitempty"`
 	// SMTPSessions is levee_smtp_active_sessions, likewise.
 	SMTPSessions *float64 `json:"smtp_sessions,omitempty"`
+	// CPUSeconds and RSSBytes are the API process's own
+	// process_cpu_seconds_total and process_resident_memory_bytes: what
+	// the run cost the server (all of it when one process has every role).
+	CPUSeconds *float64 `json:"cpu_seconds,omitempty"`
+	RSSBytes   *float64 `json:"rss_bytes,omitempty"`
 }
 
 // scraper reads GET /api/v1/queue and GET /metrics every ScrapeEvery.
@@ -77,17 +82,24 @@ func (s *scraper) scrape(ctx context.Context) {
 	}
 	p := QueuePoint{T: now.Sub(s.r.start).Seconds(), Messages: st.Messages, Bytes: st.Bytes, Fill: st.Fill.Max,
 		Pending: st.Consumer.NumPending, AckPending: st.Consumer.NumAckPending}
-	if m, err := scrapeMetrics(ctx, s.r.http, s.r.cfg.API+"/metrics", "levee_worker_concurrency", "levee_smtp_active_sessions"); err == nil {
-		if v, ok := m["levee_worker_concurrency"]; ok {
-			p.Workers = &v
-		}
-		if v, ok := m["levee_smtp_active_sessions"]; ok {
-			p.SMTPSessions = &v
-		}
+	if m, err := scrapeMetrics(ctx, s.r.http, s.r.cfg.API+"/metrics", "levee_worker_concurrency", "levee_smtp_active_sessions",
+		"process_cpu_seconds_total", "process_resident_memory_bytes"); err == nil {
+		p.Workers = present(m, "levee_worker_concurrency")
+		p.SMTPSessions = present(m, "levee_smtp_active_sessions")
+		p.CPUSeconds = present(m, "process_cpu_seconds_total")
+		p.RSSBytes = present(m, "process_resident_memory_bytes")
 	}
 	s.mu.Lock()
 	s.points = append(s.points, p)
 	s.mu.Unlock()
+}
+
+// present is m[name] when the page had it, nil otherwise.
+func present(m map[string]float64, name string) *float64 {
+	if v, ok := m[name]; ok {
+		return &v
+	}
+	return nil
 }
 
 func (s *scraper) latest() (QueuePoint, bool) {

@@ -46,6 +46,10 @@ func (res *Result) WriteSummary(w io.Writer) error {
 		}
 		row("queue peak", "%d messages (fill %.0f%%) at %s", peak.Messages, peak.Fill*100, secs(peak.T))
 	}
+	if sc := res.Server; sc != nil {
+		row("server cost", "%.3f ms CPU a message accepted (%.1f s in all, drain and audit included); peak RSS %.0f MB",
+			sc.CPUPerMessage*1000, sc.CPUSeconds, sc.PeakRSSBytes/1e6)
+	}
 	fmt.Fprintln(tw, "What did senders see?")
 	row("deferred (4xx)", "%d replies, %d retries", c.Deferred, c.Retries)
 	row("failed (5xx)", "%d", c.Failed)

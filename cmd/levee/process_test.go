@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 }
 
 // leveeBinary builds the levee command once per test run.
-func leveeBinary(t *testing.T) string {
+func leveeBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "levee-bin-")
@@ -49,7 +49,7 @@ func leveeBinary(t *testing.T) string {
 
 // process is a levee child process.
 type process struct {
-	t        *testing.T
+	t        testing.TB
 	cmd      *exec.Cmd
 	SMTPAddr string
 	httpAddr string
@@ -63,7 +63,7 @@ type process struct {
 var startedLine = regexp.MustCompile(`msg="levee started"(?: smtp=(\S+))? roles=\S+ http=(\S+)`)
 
 // startProcess runs `levee args...` and waits for its "levee started" line.
-func startProcess(t *testing.T, args ...string) *process {
+func startProcess(t testing.TB, args ...string) *process {
 	t.Helper()
 	p := &process{t: t, cmd: exec.Command(leveeBinary(t), args...), done: make(chan struct{})}
 	stderr, err := p.cmd.StderrPipe()
