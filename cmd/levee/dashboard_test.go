@@ -349,8 +349,10 @@ type renderedPage struct {
 	fields  map[string][]renderedField
 	charts  map[string]*renderedChart
 	domains []renderedDomain
-	errors  string
-	dom     string
+	// partitions are the partitions panel's rows, in the same shape.
+	partitions []renderedDomain
+	errors     string
+	dom        string
 }
 
 type renderedField struct {
@@ -381,7 +383,7 @@ func parseDashboard(t *testing.T, dom string) *renderedPage {
 	t.Helper()
 	p := &renderedPage{fields: map[string][]renderedField{}, charts: map[string]*renderedChart{}, dom: dom}
 	var chart *renderedChart
-	var domain *renderedDomain
+	var domain *renderedDomain // the row whose count comes next
 	inErrors := false
 	for _, m := range tagRE.FindAllStringSubmatch(dom, -1) {
 		closing, name, text := m[1] == "/", strings.ToLower(m[2]), html.UnescapeString(m[4])
@@ -418,6 +420,9 @@ func parseDashboard(t *testing.T, dom string) *renderedPage {
 		case name == "tr" && attrs["data-domain"] != "":
 			p.domains = append(p.domains, renderedDomain{domain: attrs["data-domain"]})
 			domain = &p.domains[len(p.domains)-1]
+		case name == "tr" && attrs["data-partition"] != "":
+			p.partitions = append(p.partitions, renderedDomain{domain: attrs["data-partition"]})
+			domain = &p.partitions[len(p.partitions)-1]
 		case name == "td" && domain != nil && hasValue:
 			domain.text, domain.value = text, attrs["data-value"]
 			domain = nil
@@ -669,6 +674,7 @@ func TestDashboardInChromium(t *testing.T) {
 		cfg.Worker.Concurrency = 0
 		cfg.Worker.Autoscale.Enabled = false
 		cfg.Queue.MaxMsgs = 40
+		cfg.Queue.Partitions = 1 // a fill of exactly 30 of 40
 		l := apptest.Start(t, cfg)
 		queueMail(t, l, 0, 30)
 		apptest.WaitFor(t, 10*time.Second, "30 messages queued", func() bool {
@@ -687,6 +693,9 @@ func TestDashboardInChromium(t *testing.T) {
 		}
 		if len(page.domains) != 2 || page.domains[0].domain != "example.test" || page.domains[0].text != "20" {
 			t.Errorf("top domains %+v, want example.test 20 then other.test 10", page.domains)
+		}
+		if len(page.partitions) != 1 || page.partitions[0].domain != "LEVEE_MAIL" || page.partitions[0].text != "30" {
+			t.Errorf("partitions %+v, want the one stream LEVEE_MAIL with 30", page.partitions)
 		}
 		for _, f := range page.fields["fill.messages"] {
 			if f.text != "75.0%" {
@@ -739,6 +748,19 @@ func TestDashboardInChromium(t *testing.T) {
 
 		page.checkFigures(t, rendered)
 		page.checkCharts(t, l, rendered, samples)
+		// Four partitions (the default), each its own row; they add up to
+		// the depth shown.
+		var sum float64
+		for i, p := range page.partitions {
+			if want := fmt.Sprintf("LEVEE_MAIL_%d", i); p.domain != want {
+				t.Errorf("partition row %d is %q, want %s", i, p.domain, want)
+			}
+			v, _ := strconv.ParseFloat(p.value, 64)
+			sum += v
+		}
+		if depth, _ := number(rendered["messages"]); len(page.partitions) != cfg.Queue.Partitions || sum != depth {
+			t.Errorf("partitions %+v add up to %v, want %d rows adding up to the depth %v", page.partitions, sum, cfg.Queue.Partitions, depth)
+		}
 		// The history endpoint came with the process stats that fill in
 		// the workers' figures; before it, they may read 0.
 		if c, ok := lookup(rendered, "workers.concurrency"); ok && samples >= 0 {

@@ -222,6 +222,17 @@ func printStatus(w io.Writer, st admin.Status) {
 	fmt.Fprintf(tw, "smtp\t%d session(s)\tin %d process(es); accepted %d, deferred %d, rejected %d since start\n",
 		st.SMTP.Sessions, st.SMTP.Processes, st.SMTP.Accepted, st.SMTP.Deferred, st.SMTP.Rejected)
 	fmt.Fprintf(tw, "dead letters\t%d\tin %s (levee dlq list)\n", st.DeadLetters, st.DeadStream)
+	if len(st.Partitions) > 1 {
+		fmt.Fprintf(tw, "partitions\t%d streams\t\n", len(st.Partitions))
+		for _, p := range st.Partitions {
+			note := ""
+			if p.Draining {
+				note = ", draining (another layout's)"
+			}
+			fmt.Fprintf(tw, "  %s\t%d messages, %s\t%.1f%% full, pending %d, ack pending %d%s\n",
+				p.Stream, p.Messages, bytesize.Human(p.Bytes), 100*p.Fill.Max, p.NumPending, p.AckPending, note)
+		}
+	}
 	if len(st.TopDomains) > 0 {
 		fmt.Fprintf(tw, "top domains\t\t\n")
 		for _, d := range st.TopDomains {

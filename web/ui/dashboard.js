@@ -151,6 +151,7 @@
       bar.dataset.level = ok ? level(v) : 'ok';
     }
     renderDomains(st);
+    renderPartitions(st);
     const at = new Date(st.at);
     const updated = document.getElementById('updated');
     updated.dateTime = st.at;
@@ -159,42 +160,59 @@
   }
 
   function renderDomains(st) {
-    const body = document.getElementById('top-domains');
-    const rows = [];
     const list = st.top_domains;
+    barRows('top-domains', list, 'no mail queued', (d) => ({
+      attr: 'domain', key: d.domain, name: d.domain, n: d.messages,
+      frac: st.messages > 0 ? d.messages / st.messages : 0,
+    }));
+  }
+
+  // Each partition (a mail stream of its own) with its fill; a stream of
+  // another layout, still being drained, is marked so.
+  function renderPartitions(st) {
+    barRows('partitions', st.partitions, 'no mail stream', (p) => ({
+      attr: 'partition', key: p.stream, name: p.draining ? p.stream + ' (draining)' : p.stream,
+      n: p.messages, frac: p.fill && typeof p.fill.max === 'number' ? p.fill.max : 0,
+    }));
+  }
+
+  // barRows fills the table body id with one row per item of list: a
+  // name, a count and a bar of frac; empty says why there is none.
+  function barRows(id, list, empty, rowOf) {
+    const rows = [];
     if (!Array.isArray(list) || list.length === 0) {
       const tr = document.createElement('tr');
       const td = document.createElement('td');
       td.colSpan = 3;
       td.className = 'dim';
-      td.textContent = Array.isArray(list) ? 'no mail queued' : MISSING;
+      td.textContent = Array.isArray(list) ? empty : MISSING;
       tr.append(td);
       rows.push(tr);
     } else {
-      for (const d of list) {
+      for (const item of list) {
+        const r = rowOf(item);
         const tr = document.createElement('tr');
-        tr.dataset.domain = d.domain;
+        tr.dataset[r.attr] = r.key;
         const name = document.createElement('td');
         name.className = 'domain';
-        name.textContent = d.domain;
+        name.textContent = r.name;
         const n = document.createElement('td');
         n.className = 'num';
-        setField(n, d.messages, count);
+        setField(n, r.n, count);
         const share = document.createElement('td');
         share.className = 'share';
         const track = document.createElement('span');
         track.className = 'track';
         const bar = document.createElement('span');
         bar.className = 'sharebar';
-        const frac = st.messages > 0 ? d.messages / st.messages : 0;
-        bar.style.width = Math.min(100, frac * 100) + '%';
+        bar.style.width = Math.min(100, Math.max(0, r.frac * 100)) + '%';
         track.append(bar);
         share.append(track);
         tr.append(name, n, share);
         rows.push(tr);
       }
     }
-    body.replaceChildren(...rows);
+    document.getElementById(id).replaceChildren(...rows);
   }
 
   function pad2(n) { return String(n).padStart(2, '0'); }
