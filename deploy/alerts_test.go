@@ -3,7 +3,6 @@ package deploy
 import (
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"text/template"
@@ -184,12 +183,9 @@ func TestScaleMismatchAlertUsesKEDAsThreshold(t *testing.T) {
 		}
 		return nil
 	})
-	_, tr := workerTrigger(t, renderKustomization(t))
-	lag, err := strconv.ParseFloat(tr.Metadata["lagThreshold"], 64)
-	if err != nil {
-		t.Fatalf("ScaledObject lagThreshold %q: %v", tr.Metadata["lagThreshold"], err)
-	}
+	_, triggers := workerTriggers(t, renderKustomization(t))
+	lag := poolLagThreshold(t, triggers)
 	if len(divisors) != 1 || divisors[0] != lag {
-		t.Errorf("LeveeWorkerScaleMismatch divides the backlog by %v, but the ScaledObject's lagThreshold is %v", divisors, lag)
+		t.Errorf("LeveeWorkerScaleMismatch divides the backlog by %v, but the ScaledObject's lagThreshold over the partitions is %v", divisors, lag)
 	}
 }

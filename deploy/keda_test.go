@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"fmt"
 	"net"
 	"slices"
 	"strconv"
@@ -79,9 +80,10 @@ var natsJetStreamParams = []string{
 	"lagThreshold", "activationLagThreshold", "useHttps",
 }
 
-// workerTrigger returns the ScaledObject that scales the workers and its
-// nats-jetstream trigger, failing the test if there is not exactly one.
-func workerTrigger(t *testing.T, r *rendered) (*ScaledObject, ScaleTrigger) {
+// workerTriggers returns the ScaledObject that scales the workers and its
+// nats-jetstream triggers, one per partition of the mail queue, failing the
+// test if there is not exactly one ScaledObject.
+func workerTriggers(t *testing.T, r *rendered) (*ScaledObject, []ScaleTrigger) {
 	t.Helper()
 	if len(r.ScaledObjects) != 1 {
 		t.Fatalf("want one ScaledObject, got %d", len(r.ScaledObjects))
@@ -93,18 +95,30 @@ func workerTrigger(t *testing.T, r *rendered) (*ScaledObject, ScaleTrigger) {
 				found = append(found, tr)
 			}
 		}
-		if len(found) != 1 {
-			t.Fatalf("ScaledObject %s: want one nats-jetstream trigger, got %d", so.Name, len(found))
+		if len(found) == 0 {
+			t.Fatalf("ScaledObject %s: no nats-jetstream trigger", so.Name)
 		}
-		return so, found[0]
+		return so, found
 	}
 	panic("unreachable")
+}
+
+// poolLagThreshold is the backlog one worker pod is for: a partition's
+// lagThreshold times the partitions (each trigger sees its partition's
+// share of the backlog; the HPA takes the largest ask).
+func poolLagThreshold(t *testing.T, triggers []ScaleTrigger) float64 {
+	t.Helper()
+	lag, err := strconv.ParseFloat(triggers[0].Metadata["lagThreshold"], 64)
+	if err != nil {
+		t.Fatalf("ScaledObject lagThreshold %q: %v", triggers[0].Metadata["lagThreshold"], err)
+	}
+	return lag * float64(len(triggers))
 }
 
 func TestScaledObjectScalesTheWorkers(t *testing.T) {
 	r := renderKustomization(t)
 	l := leveeFacts(t)
-	so, tr := workerTrigger(t, r)
+	so, triggers := workerTriggers(t, r)
 	spec := so.Spec
 
 	ref := spec.ScaleTargetRef
@@ -164,13 +178,29 @@ func TestScaledObjectScalesTheWorkers(t *testing.T) {
 		t.Error("no HPA scaleUp policies: a wrong lag reading would jump straight to maxReplicaCount")
 	}
 
-	// The trigger reads Levee's stream and consumer.
+	// One trigger per partition, reading its stream and Levee's consumer,
+	// all alike but for the stream.
+	partitions, err := strconv.Atoi(env.vars["LEVEE_QUEUE_PARTITIONS"])
+	if err != nil || partitions != len(triggers) {
+		t.Fatalf("LEVEE_QUEUE_PARTITIONS %q, %d nats-jetstream triggers: want one trigger per partition", env.vars["LEVEE_QUEUE_PARTITIONS"], len(triggers))
+	}
+	for i, tr := range triggers {
+		if want := fmt.Sprintf("%s_%d", l.stream, i); tr.Metadata["stream"] != want {
+			t.Errorf("trigger %d reads stream %q, want %q", i, tr.Metadata["stream"], want)
+		}
+		for k, v := range tr.Metadata {
+			if k != "stream" && triggers[0].Metadata[k] != v {
+				t.Errorf("trigger %d: %s = %q, trigger 0 has %q", i, k, v, triggers[0].Metadata[k])
+			}
+		}
+	}
+	tr := triggers[0]
 	for k := range tr.Metadata {
 		if !slices.Contains(natsJetStreamParams, k) {
 			t.Errorf("trigger metadata %q: not a nats-jetstream parameter (KEDA would ignore it)", k)
 		}
 	}
-	want := map[string]string{"stream": l.stream, "consumer": l.durable, "account": "$G"}
+	want := map[string]string{"consumer": l.durable, "account": "$G"}
 	for k, v := range want {
 		if got := tr.Metadata[k]; got != v {
 			t.Errorf("trigger %s = %q, want %q (queue/config.go)", k, got, v)
