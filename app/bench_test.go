@@ -15,6 +15,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/levee-mail/levee/app"
 	"github.com/levee-mail/levee/app/apptest"
+	"github.com/levee-mail/levee/store/postgres/pgtest"
 )
 
 // BenchmarkSMTPAccept measures accepted messages per second over real SMTP:
@@ -44,11 +45,20 @@ func BenchmarkSMTPAccept(b *testing.B) {
 }
 
 // BenchmarkDrain measures how fast workers move a backlog of 4 KiB messages
-// from the queue into SQLite.
+// from the queue into SQLite and into PostgreSQL (a fresh database on the
+// server pgtest finds), to compare with BenchmarkSMTPAccept: drain must keep
+// up with accept.
 func BenchmarkDrain(b *testing.B) {
-	for _, batch := range []int{32, 1} {
-		b.Run(fmt.Sprintf("worker_batch=%d", batch), func(b *testing.B) {
+	for _, c := range []struct {
+		store string
+		batch int
+	}{{"sqlite", 32}, {"sqlite", 1}, {"postgres", 32}} {
+		b.Run(fmt.Sprintf("store=%s/worker_batch=%d", c.store, c.batch), func(b *testing.B) {
+			batch := c.batch
 			cfg := benchConfig(b)
+			if c.store == "postgres" {
+				cfg.Store = pgtest.NewDatabase(b)
+			}
 			cfg.Worker.Concurrency = 0
 			cfg.Worker.BatchSize = batch
 			cfg.Queue.SyncAlways = false // filling the queue is not what is measured

@@ -29,9 +29,17 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// leveeBinary builds the levee command once per test run.
+// leveeBinary builds the levee command once per test run. LEVEE_TEST_BINARY
+// names a levee built elsewhere instead, so that BenchmarkPipeline can
+// measure an older commit under the same harness, in the same session:
+//
+//	git worktree add /tmp/old COMMIT && (cd /tmp/old && go build -o /tmp/levee-old ./cmd/levee)
+//	LEVEE_TEST_BINARY=/tmp/levee-old go test -run '^$' -bench Pipeline ./cmd/levee/
 func leveeBinary(t testing.TB) string {
 	t.Helper()
+	if bin := os.Getenv("LEVEE_TEST_BINARY"); bin != "" {
+		return bin
+	}
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "levee-bin-")
 		if err != nil {
