@@ -118,7 +118,7 @@ func Open(ctx context.Context, cfg Config, reg prometheus.Registerer, log *slog.
 	}
 	q.startBackground()
 	log.Info("queue: open", "url", q.nc.ConnectedUrlRedacted(), "embedded", q.srv != nil, "stream", cfg.Stream,
-		"partitions", len(q.layout), "draining", len(q.parts), "sync_always", cfg.SyncAlways, "max_batch", cfg.MaxBatch, "atomic_batches", q.batching)
+		"partitions", len(q.layout), "old_streams_draining", len(q.parts)-len(q.layout), "sync_always", cfg.SyncAlways, "max_batch", cfg.MaxBatch, "atomic_batches", q.batching)
 	return q, nil
 }
 
