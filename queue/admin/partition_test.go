@@ -59,6 +59,10 @@ func TestAPartitionedQueueIsOneQueueToTheOperator(t *testing.T) {
 	if st.Consumer.NumPending != 40 {
 		t.Errorf("consumer pending %d, want 40", st.Consumer.NumPending)
 	}
+	// One sequence range for the whole queue: 40 accepted, 40 queued.
+	if st.FirstSeq != 1 || st.LastSeq != 40 {
+		t.Errorf("sequence range %d..%d, want 1..40", st.FirstSeq, st.LastSeq)
+	}
 	r, err := a.Limits(ctx)
 	if err != nil || r.MaxMsgs != 1000 || r.PerDomainMaxMsgs != 100 || len(r.Drift) != 0 {
 		t.Fatalf("Limits = %+v, %v; want the configured totals and no drift", r, err)

@@ -18,9 +18,10 @@ type Status struct {
 	Stream   string `json:"stream"`
 	Messages uint64 `json:"messages"`
 	Bytes    uint64 `json:"bytes"`
-	// FirstSeq and LastSeq are the stream's sequence range: LastSeq counts
-	// every message ever accepted, and LastSeq-Messages those removed
-	// (stored, or dead-lettered), which is what Rates differentiates.
+	// FirstSeq and LastSeq are the queue's sequence range, as if its
+	// partitions were one stream: LastSeq counts every message ever
+	// accepted, LastSeq-Messages those removed (stored, or dead-lettered),
+	// which is what Rates differentiates, and FirstSeq is LastSeq-Messages+1.
 	FirstSeq uint64       `json:"first_seq"`
 	LastSeq  uint64       `json:"last_seq"`
 	Limits   StreamLimits `json:"limits"`
@@ -197,14 +198,15 @@ func (a *Admin) partitionStatus(ctx context.Context, p queue.Partition, domains 
 	}, info, ci, nil
 }
 
-// add counts one mail stream into the queue's figures. Sequences add up
-// too: LastSeq counts every message ever accepted into any of them, and
-// LastSeq-Messages those removed, which is what Rates differentiates.
+// add counts one mail stream into the queue's figures. Last sequences add
+// up: LastSeq counts every message ever accepted into any of them. First
+// sequences do not (four empty partitions after three messages would read
+// 5..3), so FirstSeq follows from LastSeq and Messages.
 func (st *Status) add(ps PartitionStatus, info *jetstream.StreamInfo, ci *jetstream.ConsumerInfo, now time.Time) {
 	st.Messages += info.State.Msgs
 	st.Bytes += info.State.Bytes
-	st.FirstSeq += info.State.FirstSeq
 	st.LastSeq += info.State.LastSeq
+	st.FirstSeq = st.LastSeq - min(st.Messages, st.LastSeq) + 1
 	if info.State.Msgs > 0 && !info.State.FirstTime.IsZero() {
 		st.OldestMessageAge = max(st.OldestMessageAge, now.Sub(info.State.FirstTime))
 	}
