@@ -231,16 +231,12 @@ func (a *Admin) unfrozenLayout(ctx context.Context) ([]mailStream, error) {
 // readLayout reads the layout's mail streams once; busy is a fresh freeze
 // mark found on one of them (nil when there is none).
 func (a *Admin) readLayout(ctx context.Context) (streams []mailStream, busy *freezeMark, err error) {
-	layout, err := a.layout(ctx)
+	layout, handles, err := a.layoutStreams(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	for _, p := range layout {
-		s, err := a.js.Stream(ctx, p.Stream)
-		if err != nil {
-			return nil, nil, fmt.Errorf("admin: stream %s: %w", p.Stream, err)
-		}
-		info := s.CachedInfo()
+	for i, p := range layout {
+		info := handles[i].CachedInfo()
 		if m, frozen := freezeOf(info.Config); frozen {
 			if age := serverNow(info).Sub(m.At); age <= freezeStale {
 				return nil, &m, nil

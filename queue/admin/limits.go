@@ -42,21 +42,32 @@ func (a *Admin) Limits(ctx context.Context) (LimitsReport, error) {
 // readLayoutAsIs reads the layout's mail streams, each without a freeze
 // (the real max_msgs), whatever its age.
 func (a *Admin) readLayoutAsIs(ctx context.Context) ([]mailStream, []jetstream.Stream, error) {
-	var streams []mailStream
-	var handles []jetstream.Stream
+	layout, handles, err := a.layoutStreams(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	streams := make([]mailStream, len(layout))
+	for i, p := range layout {
+		streams[i] = mailStream{p: p, info: a.withoutFreeze(handles[i].CachedInfo())}
+	}
+	return streams, handles, nil
+}
+
+// layoutStreams looks up the layout's mail streams, in the layout's order.
+func (a *Admin) layoutStreams(ctx context.Context) ([]queue.Partition, []jetstream.Stream, error) {
 	layout, err := a.layout(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	for _, p := range layout {
+	handles := make([]jetstream.Stream, len(layout))
+	for i, p := range layout {
 		s, err := a.js.Stream(ctx, p.Stream)
 		if err != nil {
-			return nil, nil, fmt.Errorf("admin: stream info %s: %w", p.Stream, err)
+			return nil, nil, fmt.Errorf("admin: stream %s: %w", p.Stream, err)
 		}
-		streams = append(streams, mailStream{p: p, info: a.withoutFreeze(s.CachedInfo())})
-		handles = append(handles, s)
+		handles[i] = s
 	}
-	return streams, handles, nil
+	return layout, handles, nil
 }
 
 func configsOf(streams []mailStream) []jetstream.StreamConfig {
