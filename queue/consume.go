@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +52,11 @@ type Consumer struct {
 	// next is where the following Fetch starts, so that every partition
 	// is served first in turn and none starves while another is deep.
 	next atomic.Uint32
+	// spare holds what a wait on every partition at once brought beyond
+	// the max asked for; the next Fetch hands it out first. Handing it
+	// back instead would count a delivery attempt against each message.
+	mu    sync.Mutex
+	spare []Delivery
 }
 
 // Consumer returns the workers' consumer.
@@ -76,9 +82,10 @@ const waitRound = 100 * time.Millisecond
 // work). A lone message is therefore handed out at once instead of waiting
 // for a batch to fill, and a backlog is still taken in full batches.
 func (c *Consumer) Fetch(max int, wait time.Duration) (ds []Delivery, waited bool, err error) {
+	ds = c.takeSpare(max)
 	n := len(c.parts)
 	start := int(c.next.Add(1)) % n
-	for i := range n {
+	for i := 0; i < n && len(ds) < max; i++ {
 		jc := c.parts[(start+i)%n]
 		batch, err := jc.FetchNoWait(max - len(ds))
 		if err != nil {
@@ -87,8 +94,10 @@ func (c *Consumer) Fetch(max int, wait time.Duration) (ds []Delivery, waited boo
 			}
 			return nil, false, fmt.Errorf("queue: fetch: %w", err)
 		}
-		if ds = append(ds, c.collect(batch)...); len(ds) >= max {
-			break
+		got, err := c.collect(batch)
+		ds = append(ds, got...)
+		if err != nil && len(ds) == 0 {
+			return nil, false, fmt.Errorf("queue: fetch: %w", err)
 		}
 	}
 	if len(ds) > 0 {
@@ -99,9 +108,31 @@ func (c *Consumer) Fetch(max int, wait time.Duration) (ds []Delivery, waited boo
 		if err != nil {
 			return nil, true, fmt.Errorf("queue: fetch: %w", err)
 		}
-		return c.collect(batch), true, nil
+		ds, err := c.collect(batch)
+		if err != nil && len(ds) == 0 {
+			return nil, true, fmt.Errorf("queue: fetch: %w", err)
+		}
+		return ds, true, nil
 	}
-	return c.await(wait)
+	ds, waited, err = c.await(wait)
+	if len(ds) > max {
+		c.mu.Lock()
+		c.spare = append(c.spare, ds[max:]...)
+		c.mu.Unlock()
+		ds = ds[:max]
+	}
+	return ds, waited, err
+}
+
+// takeSpare takes up to max of the deliveries an earlier wait brought
+// beyond its max.
+func (c *Consumer) takeSpare(max int) []Delivery {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := min(max, len(c.spare))
+	ds := slices.Clone(c.spare[:k])
+	c.spare = slices.Delete(c.spare, 0, k)
+	return ds
 }
 
 // await waits for mail on every partition at once, in rounds of at most
@@ -130,7 +161,11 @@ func (c *Consumer) await(wait time.Duration) ([]Delivery, bool, error) {
 					errs = append(errs, err)
 					return
 				}
-				ds = append(ds, c.collect(batch)...)
+				got, err := c.collect(batch)
+				ds = append(ds, got...)
+				if err != nil {
+					errs = append(errs, err)
+				}
 			})
 		}
 		wg.Wait()
@@ -143,12 +178,15 @@ func (c *Consumer) await(wait time.Duration) ([]Delivery, bool, error) {
 	}
 }
 
-func (c *Consumer) collect(batch jetstream.MessageBatch) []Delivery {
+// collect reads a pull's messages, and the error that ended it early (the
+// consumer or its leader gone, heartbeats missed): a pull that ends with no
+// messages and an error is not an idle queue.
+func (c *Consumer) collect(batch jetstream.MessageBatch) ([]Delivery, error) {
 	var ds []Delivery
 	for m := range batch.Messages() {
 		ds = append(ds, c.q.delivery(m))
 	}
-	return ds
+	return ds, batch.Error()
 }
 
 // delivery is a Delivery on a JetStream message.

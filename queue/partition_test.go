@@ -280,3 +280,53 @@ func TestAPartitionedQueueReportsSums(t *testing.T) {
 			testutil.CollectAndCount(q.metrics.partition) == 3
 	})
 }
+
+// TestFetchWhileWaitingHandsOutAtMostMax: mail arriving on several
+// partitions during one wait round comes out max at a time, and what the
+// round brought beyond max comes out next, without a redelivery.
+func TestFetchWhileWaitingHandsOutAtMostMax(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Partitions = 4
+	q := openQueue(t, cfg)
+	ctx := ctxT(t)
+	cons, err := q.Consumer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One message for each partition, published while Fetch waits.
+	var ids []string
+	seen := map[int]bool{}
+	for i := 0; len(ids) < cfg.Partitions; i++ {
+		id := fmt.Sprintf("w-%d", i)
+		if p := cfg.Route(id).Index; !seen[p] {
+			seen[p] = true
+			ids = append(ids, id)
+		}
+	}
+	go func() {
+		time.Sleep(30 * time.Millisecond) // inside the first wait round
+		for _, id := range ids {
+			if _, err := q.Publish(ctx, testMessage(id, 100)); err != nil {
+				t.Error(err)
+			}
+		}
+	}()
+	got := map[string]bool{}
+	for len(got) < len(ids) {
+		ds, _, err := cons.Fetch(1, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ds) != 1 {
+			t.Fatalf("Fetch(1) = %d deliveries, want 1", len(ds))
+		}
+		m, _ := ds[0].Message()
+		if n, _ := ds[0].Attempt(); n != 1 {
+			t.Errorf("%s handed out on attempt %d, want 1", m.ID, n)
+		}
+		got[m.ID] = true
+		if err := ds[0].Ack(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

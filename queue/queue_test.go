@@ -158,6 +158,10 @@ func TestPublishConsumeRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The consumer learns of a publish asynchronously (even in process):
+	// wait until it counts the message, so that "at once" is the claim
+	// under test and not the race between stream and consumer.
+	awaitPending(t, cons, 1)
 	ds, waited, err := cons.Fetch(10, 5*time.Second)
 	if err != nil || len(ds) != 1 || waited {
 		t.Fatalf("Fetch = %d deliveries, waited %v, %v; want the one message at once", len(ds), waited, err)
@@ -280,5 +284,29 @@ func TestStartDropsTheOldStartPathsMetadata(t *testing.T) {
 	got := streamInfo(t, q2, cfg.Stream).Config
 	if _, ok := got.Metadata["levee.configured_limits"]; ok || got.Metadata["levee.withheld_limits"] != "" || got.Metadata["other"] != "kept" || got.MaxMsgs != 4321 {
 		t.Errorf("after a start: max_msgs %d, metadata %v", got.MaxMsgs, got.Metadata)
+	}
+}
+
+// awaitPending waits until the consumer's partitions count n messages
+// not yet delivered.
+func awaitPending(t *testing.T, c *Consumer, n uint64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var pending uint64
+		for _, jc := range c.parts {
+			ci, err := jc.Info(ctxT(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pending += ci.NumPending
+		}
+		if pending == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("consumer counts %d pending, want %d", pending, n)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
