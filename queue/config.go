@@ -231,8 +231,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("queue.max_age: must be > 0, got %s", c.MaxAge)
 	case c.MaxMsgSize < 1024 || int64(c.MaxMsgSize)+headerRoom > maxPayloadLimit:
 		return fmt.Errorf("queue.max_msg_size: must be between 1KiB and %d, got %d", maxPayloadLimit-headerRoom, c.MaxMsgSize)
-	case int64(c.MaxMsgSize) > c.MaxBytes:
-		return fmt.Errorf("queue.max_msg_size: must not exceed queue.max_bytes (%d), got %d", c.MaxBytes, c.MaxMsgSize)
+	case int64(c.MaxMsgSize) > Share(c.MaxBytes, c.Partitions-1, max(c.Partitions, 1)):
+		// The smallest partition's share is what one message must fit in.
+		return fmt.Errorf("queue.max_msg_size: must not exceed each partition's share of queue.max_bytes (%d / %d partitions = %d), got %d",
+			c.MaxBytes, c.Partitions, Share(c.MaxBytes, c.Partitions-1, max(c.Partitions, 1)), c.MaxMsgSize)
 	case c.DuplicateWindow <= 0 || c.DuplicateWindow > c.MaxAge:
 		return fmt.Errorf("queue.duplicate_window: must be > 0 and <= queue.max_age (%s), got %s", c.MaxAge, c.DuplicateWindow)
 	case c.Replicas < 1 || c.Replicas > 5:

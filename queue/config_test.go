@@ -62,6 +62,8 @@ func TestConfigValidate(t *testing.T) {
 		{"queue.max_msg_size", func(c *Config) { c.MaxMsgSize = 100 }},
 		{"queue.max_msg_size", func(c *Config) { c.MaxMsgSize = 64 << 20 }},
 		{"queue.max_msg_size", func(c *Config) { c.MaxBytes = 1 << 20; c.MaxMsgSize = 2 << 20 }},
+		// Each of 4 partitions holds a quarter of max_bytes: 2 MiB mail does not fit in 1 MiB.
+		{"queue.max_msg_size", func(c *Config) { c.Partitions = 4; c.MaxBytes = 4 << 20; c.MaxMsgSize = 2 << 20 }},
 		{"queue.duplicate_window", func(c *Config) { c.MaxAge = time.Minute; c.DuplicateWindow = time.Hour }},
 		{"queue.replicas", func(c *Config) { c.Replicas = 3 }},
 		{"queue.replicas", func(c *Config) { c.URL = "nats://x:4222"; c.Replicas = 7 }},

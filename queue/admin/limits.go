@@ -339,8 +339,10 @@ func (a *Admin) validLimits(sc jetstream.StreamConfig, n int) error {
 		return fmt.Errorf("%w: queue.max_age must be >= queue.duplicate_window (%s), got %s", ErrInvalidLimit, sc.Duplicates, sc.MaxAge)
 	case sc.MaxMsgSize < 1024 || int64(sc.MaxMsgSize) > a.nc.MaxPayload():
 		return fmt.Errorf("%w: queue.max_msg_size must be between 1KiB and the server's max_payload (%d), got %d", ErrInvalidLimit, a.nc.MaxPayload(), sc.MaxMsgSize)
-	case int64(sc.MaxMsgSize) > sc.MaxBytes:
-		return fmt.Errorf("%w: queue.max_msg_size (%d) must not exceed queue.max_bytes (%d)", ErrInvalidLimit, sc.MaxMsgSize, sc.MaxBytes)
+	case int64(sc.MaxMsgSize) > queue.Share(sc.MaxBytes, n-1, n):
+		// The smallest partition's share is what one message must fit in.
+		return fmt.Errorf("%w: queue.max_msg_size (%d) must not exceed each partition's share of queue.max_bytes (%d / %d partitions = %d)",
+			ErrInvalidLimit, sc.MaxMsgSize, sc.MaxBytes, n, queue.Share(sc.MaxBytes, n-1, n))
 	case sc.MaxMsgsPerSubject > sc.MaxMsgs:
 		return fmt.Errorf("%w: queue.per_domain_max_msgs (%d) must not exceed queue.max_msgs (%d)", ErrInvalidLimit, sc.MaxMsgsPerSubject, sc.MaxMsgs)
 	}

@@ -94,6 +94,12 @@ func TestAPartitionedQueueIsOneQueueToTheOperator(t *testing.T) {
 	if n := queued(t, q); n != 40 {
 		t.Errorf("%d messages queued after the refused change, want 40", n)
 	}
+	// max_bytes whose share per partition is below max_msg_size: a message
+	// at the size limit would never fit its partition. Refused.
+	size := int64(streamInfo(t, q, cfg.Layout()[0].Stream).Config.MaxMsgSize)
+	if _, err := a.UpdateLimits(ctx, LimitsChange{MaxBytes: 2 * size}); !errors.Is(err, ErrInvalidLimit) || !strings.Contains(err.Error(), "share") {
+		t.Errorf("max_bytes %d over 3 partitions with max_msg_size %d: %v, want ErrInvalidLimit", 2*size, size, err)
+	}
 	// The CLI straight through JetStream knows no partition count: it
 	// takes the mail streams there are.
 	names, err := New(q.Conn(), Config{Queue: queue.Config{}})
