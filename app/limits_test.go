@@ -73,7 +73,7 @@ func TestASecondLeveeCannotRewriteTheLimits(t *testing.T) {
 	second.DataDir = t.TempDir()
 	second.Queue.URL = first.Queue.Server().ClientURL()
 	second.Queue.MaxMsgs = 7
-	second.Queue.MaxBytes = 64 << 20
+	second.Queue.MaxBytes = 256 << 20 // 64 MiB a partition: room for max_msg_size
 	second.Queue.PerDomainMaxMsgs = 4 // example.test has 5 queued
 	l := apptest.Start(t, second)
 
