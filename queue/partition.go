@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"regexp"
@@ -120,6 +121,40 @@ func ExistingMailStreams(ctx context.Context, js jetstream.JetStream, cfg Config
 	}
 	slices.SortFunc(out, func(a, b Partition) int { return strings.Compare(a.Stream, b.Stream) })
 	return out, nil
+}
+
+// CurrentLayout is the layout the last start set up, as the mail streams'
+// metadata say (MetadataLayout), for tools that have no config: every mail
+// stream on the server not marked draining, ordered by name. An older
+// Levee's single stream carries no mark and counts as current.
+func CurrentLayout(ctx context.Context, js jetstream.JetStream, cfg Config) ([]Partition, error) {
+	existing, err := ExistingMailStreams(ctx, js, cfg)
+	if err != nil {
+		return nil, err
+	}
+	var out []Partition
+	for _, p := range existing {
+		s, err := js.Stream(ctx, p.Stream)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue // a drained stream deleted meanwhile
+		}
+		if err != nil {
+			return nil, fmt.Errorf("queue: stream %s: %w", p.Stream, err)
+		}
+		if s.CachedInfo().Config.Metadata[MetadataLayout] != layoutDraining {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// WithLayout is c with the partition count of layout, when layout is
+// exactly the streams c would then use (so that Route sends a message
+// where the workers and the duplicate window expect it).
+func (c Config) WithLayout(layout []Partition) (Config, bool) {
+	c.Partitions = len(layout)
+	want := c.Layout()
+	return c, slices.EqualFunc(want, layout, func(a, b Partition) bool { return a.Stream == b.Stream })
 }
 
 // Union is a followed by the partitions of b not in a.

@@ -57,6 +57,15 @@ func (c Config) partitionConfig(p Partition) jetstream.StreamConfig {
 	if c.PerDomainMaxMsgs > 0 {
 		sc.MaxMsgsPerSubject = Share(c.PerDomainMaxMsgs, p.Index, n)
 	}
+	sc.Metadata = map[string]string{MetadataLayout: strconv.Itoa(n)}
+	return sc
+}
+
+// drainingConfig is what a start wants of a mail stream of another
+// layout: as partitionConfig, marked draining.
+func (c Config) drainingConfig(p Partition) jetstream.StreamConfig {
+	sc := c.partitionConfig(p)
+	sc.Metadata = map[string]string{MetadataLayout: layoutDraining}
 	return sc
 }
 
@@ -167,6 +176,19 @@ func (c Config) consumerConfig(p Partition) jetstream.ConsumerConfig {
 	return cc
 }
 
+// MetadataLayout is the mail stream's metadata key that says which layout
+// the stream belongs to: the partition count of the layout the last start
+// set it up for, or "draining" once a start set up another layout without
+// it. Tools with no config (`levee queue` straight through JetStream) find
+// the current layout by it, and a start sees by it that a stream joins a
+// layout of another partition count, whose share of the limits it then
+// takes. A stream without it (an older Levee's single stream) keeps its
+// live limits.
+const MetadataLayout = "levee.layout"
+
+// layoutDraining marks a mail stream of another layout (MetadataLayout).
+const layoutDraining = "draining"
+
 // MetadataIntakeFreeze is the mail stream's metadata key that marks a
 // moment's intake freeze (max_msgs 1 while a lowered per-domain cap is
 // checked and applied; see the admin package). While it is there, max_msgs
@@ -186,11 +208,18 @@ const MetadataIntakeFreeze = "levee.intake_freeze"
 // stream of an older Levee) are kept and drained: the workers fetch from
 // every mail stream there is, and mail is published only to the layout's.
 func (q *Queue) ensure(ctx context.Context) error {
+	var totals Config
+	if err := retryUnready(ctx, func(ctx context.Context) (err error) {
+		totals, err = q.layoutTotals(ctx)
+		return err
+	}); err != nil {
+		return err
+	}
 	var live []jetstream.StreamConfig
 	for _, p := range q.layout {
 		var info *jetstream.StreamInfo
 		err := retryUnready(ctx, func(ctx context.Context) (err error) {
-			info, err = q.ensureMailStream(ctx, q.cfg.partitionConfig(p))
+			info, err = q.ensureMailStream(ctx, totals.partitionConfig(p))
 			return err
 		})
 		if err != nil {
@@ -212,7 +241,7 @@ func (q *Queue) ensure(ctx context.Context) error {
 	for _, p := range q.parts[len(q.layout):] {
 		q.log.Info("queue: draining a mail stream of another layout; no mail is published to it", "stream", p.Stream)
 		if err := retryUnready(ctx, func(ctx context.Context) error {
-			_, err := q.ensureMailStream(ctx, q.cfg.partitionConfig(p))
+			_, err := q.ensureMailStream(ctx, q.cfg.drainingConfig(p))
 			return err
 		}); err != nil {
 			return fmt.Errorf("queue: stream %s: %w", p.Stream, err)
@@ -233,6 +262,56 @@ func (q *Queue) ensure(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// layoutTotals is the config with the limits the layout's streams take
+// their shares of when they are new to it: the configured totals, or, when
+// this start changes the layout (queue.partitions changed, or an older
+// Levee's single stream is there), the previous layout's live totals, so
+// that a live change outlasts a change of the partition count as it
+// outlasts restarts.
+func (q *Queue) layoutTotals(ctx context.Context) (Config, error) {
+	existing, err := ExistingMailStreams(ctx, q.js, q.cfg)
+	if err != nil {
+		return Config{}, err
+	}
+	n := strconv.Itoa(len(q.layout))
+	var prev []jetstream.StreamConfig
+	for _, p := range existing {
+		s, err := q.js.Stream(ctx, p.Stream)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue // a drained stream deleted meanwhile
+		}
+		if err != nil {
+			return Config{}, fmt.Errorf("queue: stream %s: %w", p.Stream, err)
+		}
+		sc := s.CachedInfo().Config
+		mark, ok := sc.Metadata[MetadataLayout]
+		if !ok && p.Stream == q.cfg.Stream {
+			mark = "1" // an older Levee's single stream
+		}
+		if !ok && p.Stream != q.cfg.Stream || mark == layoutDraining || mark == n {
+			continue
+		}
+		if _, frozen := sc.Metadata[MetadataIntakeFreeze]; frozen {
+			q.log.Warn("queue: the previous layout's limits are being changed; the new layout takes the configured limits", "stream", p.Stream)
+			return q.cfg, nil
+		}
+		prev = append(prev, sc)
+	}
+	if len(prev) == 0 {
+		return q.cfg, nil
+	}
+	sum := SumLimits(prev)
+	t := q.cfg
+	t.MaxMsgs, t.MaxBytes, t.PerDomainMaxMsgs = sum.MaxMsgs, sum.MaxBytes, max(sum.MaxMsgsPerSubject, 0)
+	if err := t.Validate(); err != nil {
+		q.log.Warn("queue: the previous layout's live limits do not suit the new one; it takes the configured limits", "err", err)
+		return q.cfg, nil
+	}
+	q.log.Info("queue: the layout changes; its streams take their shares of the previous layout's live limits",
+		"partitions", len(q.layout), "max_msgs", t.MaxMsgs, "max_bytes", t.MaxBytes, "per_domain_max_msgs", t.PerDomainMaxMsgs)
+	return t, nil
 }
 
 // reportDrift logs how the live limits of the layout's partitions, as a
@@ -272,6 +351,22 @@ func (q *Queue) ensureMailStream(ctx context.Context, want jetstream.StreamConfi
 	}
 	live := s.CachedInfo()
 	update := keepLimits(want, live.Config)
+	if was, ok := live.Config.Metadata[MetadataLayout]; ok && was != want.Metadata[MetadataLayout] && want.Metadata[MetadataLayout] != layoutDraining {
+		// The stream joins another layout (queue.partitions changed): its
+		// live limits were a share for the old one, so it takes the
+		// config's share for the new, or the queue's total would change
+		// with the partition count.
+		q.log.Info("queue: a mail stream joins a layout of another partition count and takes its share of the configured limits",
+			"stream", want.Name, "partitions_before", was, "partitions", want.Metadata[MetadataLayout])
+		update.MaxMsgs, update.MaxBytes, update.MaxMsgsPerSubject = want.MaxMsgs, want.MaxBytes, want.MaxMsgsPerSubject
+		update.DiscardNewPerSubject = want.DiscardNewPerSubject
+	}
+	if v, ok := want.Metadata[MetadataLayout]; ok {
+		if update.Metadata == nil {
+			update.Metadata = map[string]string{}
+		}
+		update.Metadata[MetadataLayout] = v
+	}
 	if reflect.DeepEqual(update, live.Config) {
 		return live, nil
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 
 	"github.com/levee-mail/levee/queue"
@@ -64,13 +65,13 @@ func New(nc *nats.Conn, cfg Config) (*Admin, error) {
 
 // layout is the mail streams mail is published to, which limits apply to:
 // the config's layout; an Admin that knows only the names (the CLI
-// straight through JetStream) cannot know queue.partitions, so it takes
-// every mail stream there is.
+// straight through JetStream) takes the layout the last start set up, as
+// the streams' metadata say (queue.CurrentLayout).
 func (a *Admin) layout(ctx context.Context) ([]queue.Partition, error) {
 	if a.configured {
 		return a.cfg.Layout(), nil
 	}
-	found, err := queue.ExistingMailStreams(ctx, a.js, a.cfg)
+	found, err := queue.CurrentLayout(ctx, a.js, a.cfg)
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
@@ -78,4 +79,30 @@ func (a *Admin) layout(ctx context.Context) ([]queue.Partition, error) {
 		return nil, fmt.Errorf("admin: no mail stream %s on the server", a.cfg.Stream)
 	}
 	return found, nil
+}
+
+// routing is the config that sends a message to its partition: the
+// config's, or for an Admin that knows only the names, one with the
+// partition count of the current layout.
+func (a *Admin) routing(ctx context.Context) (queue.Config, error) {
+	if a.configured {
+		return a.cfg, nil
+	}
+	layout, err := a.layout(ctx)
+	if err != nil {
+		return queue.Config{}, err
+	}
+	c, ok := a.cfg.WithLayout(layout)
+	if !ok {
+		return queue.Config{}, fmt.Errorf("admin: the current mail streams (%s) are not one layout of %s; run with the config (--config) to route mail", streamNames(layout), a.cfg.Stream)
+	}
+	return c, nil
+}
+
+func streamNames(ps []queue.Partition) string {
+	names := make([]string, len(ps))
+	for i, p := range ps {
+		names[i] = p.Stream
+	}
+	return strings.Join(names, ", ")
 }

@@ -226,7 +226,7 @@ func TestDeadLetterToolsReplayExactlyOnce(t *testing.T) {
 		t.Errorf("second replay of the same dead letter: %v, want ErrNotFound", err)
 	}
 	// A replay retried after the removal failed is a JetStream duplicate.
-	m, err := a.replayMsg(&jetstream.RawStreamMsg{Sequence: d.Seq, Subject: "levee.dead.example.com", Header: nats.Header{queue.HeaderMsgID: {"d-0"}}, Data: raw})
+	m, err := a.replayMsg(q.Config(), &jetstream.RawStreamMsg{Sequence: d.Seq, Subject: "levee.dead.example.com", Header: nats.Header{queue.HeaderMsgID: {"d-0"}}, Data: raw})
 	if err != nil {
 		t.Fatal(err)
 	}

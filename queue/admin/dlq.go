@@ -135,7 +135,11 @@ func (a *Admin) Replay(ctx context.Context, seq uint64) error {
 	if err != nil {
 		return err
 	}
-	msg, err := a.replayMsg(m)
+	route, err := a.routing(ctx)
+	if err != nil {
+		return err
+	}
+	msg, err := a.replayMsg(route, m)
 	if err != nil {
 		return err
 	}
@@ -152,7 +156,7 @@ func (a *Admin) Replay(ctx context.Context, seq uint64) error {
 
 // replayMsg rebuilds the mail stream message from a dead letter: Levee's
 // envelope headers, none of the dead-letter ones, and the original subject.
-func (a *Admin) replayMsg(m *jetstream.RawStreamMsg) (*nats.Msg, error) {
+func (a *Admin) replayMsg(route queue.Config, m *jetstream.RawStreamMsg) (*nats.Msg, error) {
 	id := m.Header.Get(queue.HeaderID)
 	if id == "" {
 		id = m.Header.Get(queue.HeaderMsgID)
@@ -171,7 +175,7 @@ func (a *Admin) replayMsg(m *jetstream.RawStreamMsg) (*nats.Msg, error) {
 	h.Set(queue.HeaderMsgID, fmt.Sprintf("replay:%s:%d:%s", a.cfg.DeadStream, m.Sequence, id))
 	// Back to the partition its id belongs to now (the layout may have
 	// changed since it was queued), on its recipient domain's subject.
-	p := a.cfg.Route(id)
+	p := route.Route(id)
 	h.Set(jetstream.ExpectedStreamHeader, p.Stream)
 	subject := p.Prefix + "._"
 	if rest, ok := strings.CutPrefix(m.Subject, a.cfg.DeadSubjectPrefix+"."); ok && rest != "" {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"strconv"
 	"time"
 
 	"github.com/levee-mail/levee/queue"
@@ -201,7 +202,13 @@ func (a *Admin) withoutFreeze(info *jetstream.StreamInfo) *jetstream.StreamInfo 
 	delete(out.Config.Metadata, metaFreeze)
 	out.Config.MaxMsgs = m.MaxMsgs
 	if m.MaxMsgs <= 0 {
-		out.Config.MaxMsgs = max(a.cfg.MaxMsgs/int64(a.cfg.Partitions), 1)
+		// A mark without the real limit (never written so): the
+		// configured total's smallest share for the stream's layout.
+		n := a.cfg.Partitions
+		if v, err := strconv.Atoi(info.Config.Metadata[queue.MetadataLayout]); err == nil && v > 0 {
+			n = v
+		}
+		out.Config.MaxMsgs = queue.Share(a.cfg.MaxMsgs, n-1, n)
 	}
 	return &out
 }

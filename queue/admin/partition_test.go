@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -205,5 +206,102 @@ func TestAFreezeCoversEveryPartition(t *testing.T) {
 	}
 	if total != 1000 {
 		t.Errorf("after the freezes were lifted max_msgs adds up to %d, want 1000", total)
+	}
+}
+
+// TestAPartitionChangeKeepsTheLiveLimitsAndTheCLIFollowsIt: a live limit
+// outlasts a change of queue.partitions (the new layout's streams take
+// their shares of the old layout's live totals), and the CLI, which has no
+// config, reports, changes and replays into the current layout only, not
+// the streams still draining.
+func TestAPartitionChangeKeepsTheLiveLimitsAndTheCLIFollowsIt(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MaxMsgs = 1000
+	q1 := openQueue(t, cfg)
+	ctx := ctxT(t)
+	for _, id := range ids("one", 6) {
+		if _, err := q1.Publish(ctx, testMessage(id, 300)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := adminOf(t, q1).UpdateLimits(ctx, LimitsChange{MaxMsgs: 3000}); err != nil {
+		t.Fatal(err)
+	}
+
+	four := cfg
+	four.Partitions = 4
+	four.URL = q1.Server().ClientURL()
+	q4 := openQueue(t, four)
+	cli, err := New(q4.Conn(), Config{Queue: queue.Config{}, Log: queuetest.Log(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := cli.Limits(ctx); err != nil || r.MaxMsgs != 3000 {
+		t.Errorf("CLI limits after 1 -> 4 partitions = %+v, %v; want the live 3000 over the four", r, err)
+	}
+	checkDraining(t, cli, cfg.Stream)
+	if _, err := cli.UpdateLimits(ctx, LimitsChange{MaxMsgs: 2000}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range four.Layout() {
+		if got := streamInfo(t, q4, p.Stream).Config.MaxMsgs; got != 500 {
+			t.Errorf("%s: max_msgs %d after the CLI set 2000, want 500", p.Stream, got)
+		}
+	}
+	if got := streamInfo(t, q4, cfg.Stream).Config.MaxMsgs; got != 3000 {
+		t.Errorf("the draining single stream's max_msgs changed to %d", got)
+	}
+
+	// Dead letters replayed through the CLI go to their partition of four.
+	deadLetterAll(t, q4, 6, func(queue.Delivery) string { return "poison" })
+	if n, err := cli.ReplayAll(ctx); err != nil || n != 6 {
+		t.Fatalf("CLI ReplayAll = %d, %v", n, err)
+	}
+	replayed := 0
+	for _, p := range four.Layout() {
+		for msgID := range storedIDs(t, q4, p.Stream) {
+			id := msgID[strings.LastIndex(msgID, ":")+1:]
+			if got := four.Route(id).Stream; got != p.Stream {
+				t.Errorf("%s replayed to %s, its partition is %s", id, p.Stream, got)
+			}
+			replayed++
+		}
+	}
+	if replayed != 6 {
+		t.Errorf("%d replayed messages in the four partitions, want 6", replayed)
+	}
+
+	// Back to two: the live total carries over again.
+	two := four
+	two.Partitions = 2
+	q2 := openQueue(t, two)
+	for _, p := range two.Layout() {
+		if got := streamInfo(t, q2, p.Stream).Config.MaxMsgs; got != 1000 {
+			t.Errorf("%s: max_msgs %d after 4 -> 2 partitions, want half the live 2000", p.Stream, got)
+		}
+	}
+	if r, err := cli.Limits(ctx); err != nil || r.MaxMsgs != 2000 || len(r.Drift) != 0 {
+		t.Errorf("CLI limits after 4 -> 2 partitions = %+v, %v; want 2000", r, err)
+	}
+	checkDraining(t, cli, cfg.Stream, four.Layout()[2].Stream, four.Layout()[3].Stream)
+}
+
+// checkDraining: the status lists exactly these streams as draining.
+func checkDraining(t *testing.T, a *Admin, want ...string) {
+	t.Helper()
+	st, err := a.Status(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var draining []string
+	for _, p := range st.Partitions {
+		if p.Draining {
+			draining = append(draining, p.Stream)
+		}
+	}
+	slices.Sort(draining)
+	slices.Sort(want)
+	if !slices.Equal(draining, want) {
+		t.Errorf("draining streams %v, want %v", draining, want)
 	}
 }
