@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/levee-mail/levee/mail"
@@ -44,11 +45,14 @@ type Delivery interface {
 }
 
 // Consumer hands out the messages of the workers' durable consumers, one
-// on every mail stream (partition) there is, as Deliveries. It is safe for
-// concurrent use by many delivery loops.
+// on every mail stream (partition) there is, as Deliveries: the layout's
+// and those of other layouts, as the queue's monitor finds them appear
+// and go. It is safe for concurrent use by many delivery loops.
 type Consumer struct {
-	q     *Queue
-	parts []jetstream.Consumer
+	q *Queue
+	// handles are the consumers looked up so far, by stream.
+	handlesMu sync.Mutex
+	handles   map[string]jetstream.Consumer
 	// next is where the following Fetch starts, so that every partition
 	// is served first in turn and none starves while another is deep.
 	next atomic.Uint32
@@ -61,15 +65,57 @@ type Consumer struct {
 
 // Consumer returns the workers' consumer.
 func (q *Queue) Consumer(ctx context.Context) (*Consumer, error) {
-	c := &Consumer{q: q}
-	for _, p := range q.parts {
+	c := &Consumer{q: q, handles: map[string]jetstream.Consumer{}}
+	for _, p := range q.mailStreams() {
 		jc, err := q.js.Consumer(ctx, p.Stream, q.cfg.Durable)
 		if err != nil {
 			return nil, fmt.Errorf("queue: consumer %s on %s: %w", q.cfg.Durable, p.Stream, err)
 		}
-		c.parts = append(c.parts, jc)
+		c.handles[p.Stream] = jc
 	}
 	return c, nil
+}
+
+// parts is the consumers on the mail streams there are now. A stream that
+// appeared gets its consumer looked up; one that fails (deleted again) is
+// left out until the next call.
+func (c *Consumer) parts() []jetstream.Consumer {
+	streams := c.q.mailStreams()
+	c.handlesMu.Lock()
+	defer c.handlesMu.Unlock()
+	out := make([]jetstream.Consumer, 0, len(streams))
+	for _, p := range streams {
+		jc, ok := c.handles[p.Stream]
+		if !ok {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			var err error
+			jc, err = c.q.js.Consumer(ctx, p.Stream, c.q.cfg.Durable)
+			cancel()
+			if err != nil {
+				c.q.log.Debug("queue: consumer of a new mail stream not ready", "stream", p.Stream, "err", err)
+				continue
+			}
+			c.handles[p.Stream] = jc
+		}
+		out = append(out, jc)
+	}
+	return out
+}
+
+// lenient says whether a fetch error from jc may be passed over: the
+// stream is of another layout and was deleted once drained (the monitor
+// forgets it), while the other partitions serve.
+func (c *Consumer) lenient(jc jetstream.Consumer, err error) bool {
+	if !errors.Is(err, jetstream.ErrStreamNotFound) && !errors.Is(err, jetstream.ErrConsumerNotFound) &&
+		!errors.Is(err, jetstream.ErrConsumerDeleted) && !errors.Is(err, nats.ErrNoResponders) {
+		return false
+	}
+	p := Partition{Stream: jc.CachedInfo().Stream}
+	if !c.q.draining(p) {
+		return false
+	}
+	c.q.kickMonitor()
+	return true
 }
 
 // waitRound bounds one round of waiting on every partition at once: a
@@ -83,28 +129,30 @@ const waitRound = 100 * time.Millisecond
 // for a batch to fill, and a backlog is still taken in full batches.
 func (c *Consumer) Fetch(max int, wait time.Duration) (ds []Delivery, waited bool, err error) {
 	ds = c.takeSpare(max)
-	n := len(c.parts)
+	parts := c.parts()
+	n := len(parts)
+	if n == 0 {
+		return ds, false, fmt.Errorf("queue: fetch: no mail stream's consumer can be reached")
+	}
 	start := int(c.next.Add(1)) % n
 	for i := 0; i < n && len(ds) < max; i++ {
-		jc := c.parts[(start+i)%n]
+		jc := parts[(start+i)%n]
 		batch, err := jc.FetchNoWait(max - len(ds))
-		if err != nil {
-			if len(ds) > 0 {
-				break // hand out what came; the next fetch meets the error again
-			}
+		if err == nil {
+			var got []Delivery
+			got, err = c.collect(batch)
+			ds = append(ds, got...)
+		}
+		if err != nil && len(ds) == 0 && !c.lenient(jc, err) {
 			return nil, false, fmt.Errorf("queue: fetch: %w", err)
 		}
-		got, err := c.collect(batch)
-		ds = append(ds, got...)
-		if err != nil && len(ds) == 0 {
-			return nil, false, fmt.Errorf("queue: fetch: %w", err)
-		}
+		// With some mail in hand, an error waits for the next fetch.
 	}
 	if len(ds) > 0 {
 		return ds, false, nil
 	}
 	if n == 1 {
-		batch, err := c.parts[0].Fetch(1, jetstream.FetchMaxWait(wait))
+		batch, err := parts[0].Fetch(1, jetstream.FetchMaxWait(wait))
 		if err != nil {
 			return nil, true, fmt.Errorf("queue: fetch: %w", err)
 		}
@@ -114,7 +162,7 @@ func (c *Consumer) Fetch(max int, wait time.Duration) (ds []Delivery, waited boo
 		}
 		return ds, true, nil
 	}
-	ds, waited, err = c.await(wait)
+	ds, waited, err = c.await(parts, wait)
 	if len(ds) > max {
 		c.mu.Lock()
 		c.spare = append(c.spare, ds[max:]...)
@@ -139,7 +187,7 @@ func (c *Consumer) takeSpare(max int) []Delivery {
 // waitRound, until some arrived or wait has passed. A round ends only when
 // every partition's pull has: a message delivered to a pull nobody reads
 // any more would sit out its ack wait before it came again.
-func (c *Consumer) await(wait time.Duration) ([]Delivery, bool, error) {
+func (c *Consumer) await(parts []jetstream.Consumer, wait time.Duration) ([]Delivery, bool, error) {
 	deadline := time.Now().Add(wait)
 	for {
 		round := min(waitRound, time.Until(deadline))
@@ -152,18 +200,17 @@ func (c *Consumer) await(wait time.Duration) ([]Delivery, bool, error) {
 			errs []error
 			wg   sync.WaitGroup
 		)
-		for _, jc := range c.parts {
+		for _, jc := range parts {
 			wg.Go(func() {
 				batch, err := jc.Fetch(1, jetstream.FetchMaxWait(round))
+				var got []Delivery
+				if err == nil {
+					got, err = c.collect(batch)
+				}
 				mu.Lock()
 				defer mu.Unlock()
-				if err != nil {
-					errs = append(errs, err)
-					return
-				}
-				got, err := c.collect(batch)
 				ds = append(ds, got...)
-				if err != nil {
+				if err != nil && !c.lenient(jc, err) {
 					errs = append(errs, err)
 				}
 			})

@@ -139,7 +139,7 @@ func storedIDs(t testing.TB, q *Queue, name string) map[string]int {
 func storedInAll(t testing.TB, q *Queue) map[string]int {
 	t.Helper()
 	all := map[string]int{}
-	for _, p := range q.parts {
+	for _, p := range q.mailStreams() {
 		for id, n := range storedIDs(t, q, p.Stream) {
 			all[id] += n
 		}

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -37,12 +38,20 @@ func FillOf(si *jetstream.StreamInfo) (messages, bytes float64) {
 // rather than guess.
 func (q *Queue) Backlog(ctx context.Context) (messages uint64, oldest time.Duration, err error) {
 	now := time.Now()
-	for _, p := range q.parts {
+	for _, p := range q.mailStreams() {
 		c, err := q.js.Consumer(ctx, p.Stream, q.cfg.Durable)
+		if q.draining(p) && errors.Is(err, jetstream.ErrStreamNotFound) {
+			q.kickMonitor() // deleted once drained: the monitor forgets it
+			continue
+		}
 		if err != nil {
 			return 0, 0, fmt.Errorf("queue: consumer info %s on %s: %w", q.cfg.Durable, p.Stream, err)
 		}
 		s, err := q.js.Stream(ctx, p.Stream)
+		if q.draining(p) && errors.Is(err, jetstream.ErrStreamNotFound) {
+			q.kickMonitor()
+			continue
+		}
 		if err != nil {
 			return 0, 0, fmt.Errorf("queue: stream info %s: %w", p.Stream, err)
 		}
@@ -63,12 +72,25 @@ func oldestAge(si *jetstream.StreamInfo, now time.Time) time.Duration {
 
 const monitorInterval = 500 * time.Millisecond
 
+// discoverEvery is how often the monitor looks for mail streams of another
+// layout that appeared (a process started with another queue.partitions).
+var discoverEvery = 5 * time.Second
+
 // monitor refreshes Fill and the gauges.
 func (q *Queue) monitor(ctx context.Context) {
 	defer q.monWG.Done()
 	t := time.NewTicker(monitorInterval)
 	defer t.Stop()
+	var discovered time.Time
 	for {
+		if time.Since(discovered) >= discoverEvery {
+			dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			if err := q.discoverStreams(dctx); err != nil {
+				q.log.Debug("queue: looking for mail streams of another layout failed", "err", err)
+			}
+			cancel()
+			discovered = time.Now()
+		}
 		q.refresh(ctx)
 		select {
 		case <-ctx.Done():
@@ -102,9 +124,19 @@ func (q *Queue) refresh(ctx context.Context) {
 		layout                                        []jetstream.StreamConfig
 		frozen                                        bool
 		now                                           = time.Now()
+		gone                                          []Partition
 	)
-	for i, p := range q.parts {
+	defer func() {
+		if len(gone) > 0 {
+			q.forgetStreams(gone)
+		}
+	}()
+	for i, p := range q.mailStreams() {
 		s, err := q.js.Stream(ctx, p.Stream)
+		if i >= len(q.layout) && errors.Is(err, jetstream.ErrStreamNotFound) {
+			gone = append(gone, p) // deleted once drained
+			continue
+		}
 		if err != nil {
 			m.up.Set(0)
 			q.log.Debug("queue: status refresh failed", "stream", p.Stream, "err", err)

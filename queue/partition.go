@@ -188,3 +188,67 @@ func (c Config) DomainOf(subject string) string {
 	}
 	return ""
 }
+
+// mailStreams is the mail streams the workers drain now: the layout's,
+// then those of other layouts still there.
+func (q *Queue) mailStreams() []Partition {
+	q.partsMu.Lock()
+	defer q.partsMu.Unlock()
+	return q.parts
+}
+
+func (q *Queue) setMailStreams(parts []Partition) {
+	q.partsMu.Lock()
+	defer q.partsMu.Unlock()
+	q.parts = parts
+}
+
+// draining says whether p is a stream of another layout.
+func (q *Queue) draining(p Partition) bool {
+	return !slices.ContainsFunc(q.layout, func(l Partition) bool { return l.Stream == p.Stream })
+}
+
+// forgetStreams stops reading the streams of other layouts that were
+// deleted (an operator removed them once drained).
+func (q *Queue) forgetStreams(gone []Partition) {
+	q.partsMu.Lock()
+	defer q.partsMu.Unlock()
+	q.parts = slices.DeleteFunc(slices.Clone(q.parts), func(p Partition) bool {
+		return q.draining(p) && slices.ContainsFunc(gone, func(g Partition) bool { return g.Stream == p.Stream })
+	})
+	for _, p := range gone {
+		q.metrics.partition.DeleteLabelValues(p.Stream)
+		q.log.Info("queue: a drained mail stream of another layout was deleted; no longer reading it", "stream", p.Stream)
+	}
+}
+
+// discoverStreams adds the mail streams of another layout that appeared
+// since (a process started with another queue.partitions), with the
+// workers' consumer on each, so that their mail is drained too.
+func (q *Queue) discoverStreams(ctx context.Context) error {
+	found, err := ExistingMailStreams(ctx, q.js, q.cfg)
+	if err != nil {
+		return err
+	}
+	known := q.mailStreams()
+	var added []Partition
+	for _, p := range found {
+		if slices.ContainsFunc(known, func(k Partition) bool { return k.Stream == p.Stream }) {
+			continue
+		}
+		if _, err := q.js.CreateOrUpdateConsumer(ctx, p.Stream, q.cfg.consumerConfig(p)); err != nil {
+			if errors.Is(err, jetstream.ErrStreamNotFound) {
+				continue // gone again
+			}
+			return fmt.Errorf("queue: consumer %s on %s: %w", q.cfg.Durable, p.Stream, err)
+		}
+		added = append(added, p)
+		q.log.Info("queue: draining a mail stream of another layout that appeared", "stream", p.Stream)
+	}
+	if len(added) > 0 {
+		q.partsMu.Lock()
+		q.parts = append(slices.Clone(q.parts), added...)
+		q.partsMu.Unlock()
+	}
+	return nil
+}

@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/levee-mail/levee/queue/natsserver"
 )
 
 func TestShareAddsUpToTheTotal(t *testing.T) {
@@ -127,8 +129,8 @@ func checkLayoutChangeDrains(t *testing.T, cfg Config) {
 		four.URL = single.Server().ClientURL()
 	}
 	q4 := openQueue(t, four)
-	if len(q4.parts) != 5 {
-		t.Fatalf("a queue of 4 partitions drains %d streams, want them and the old single one", len(q4.parts))
+	if n := len(q4.mailStreams()); n != 5 {
+		t.Fatalf("a queue of 4 partitions drains %d streams, want them and the old single one", n)
 	}
 	for _, id := range ids("four", 40) {
 		if _, err := q4.Publish(ctx, testMessage(id, 200)); err != nil {
@@ -191,7 +193,7 @@ func checkLayoutChangeDrains(t *testing.T, cfg Config) {
 		t.Errorf("handed out %d distinct messages, acknowledged %d", len(got), len(acked))
 	}
 	waitFor(t, "every stream empty", func() bool {
-		for _, p := range q2.parts {
+		for _, p := range q2.mailStreams() {
 			if streamInfo(t, q2, p.Stream).State.Msgs != 0 {
 				return false
 			}
@@ -327,6 +329,94 @@ func TestFetchWhileWaitingHandsOutAtMostMax(t *testing.T) {
 		got[m.ID] = true
 		if err := ds[0].Ack(); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestStreamsOfOtherLayoutsComeAndGoWhileRunning: a drained stream of an
+// old layout deleted under a running process is forgotten (the monitor,
+// the backlog and the workers' fetches carry on), and a stream that a
+// process of another layout creates later is found and drained.
+func TestStreamsOfOtherLayoutsComeAndGoWhileRunning(t *testing.T) {
+	was := discoverEvery
+	t.Cleanup(func() { discoverEvery = was })
+	discoverEvery = 100 * time.Millisecond
+	srv, err := natsserver.Start(natsserver.Config{DataDir: t.TempDir(), Port: -1, MaxPayload: 32 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	ctx := ctxT(t)
+	one := testConfig(t)
+	one.URL = srv.ClientURL()
+	q1 := openQueue(t, one)
+	for _, id := range ids("old", 3) {
+		if _, err := q1.Publish(ctx, testMessage(id, 200)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := q1.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	four := one
+	four.Partitions = 4
+	q4 := openQueue(t, four)
+	cons, err := q4.Consumer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	take := func(n int) map[string]bool {
+		t.Helper()
+		got := map[string]bool{}
+		deadline := time.Now().Add(10 * time.Second)
+		for len(got) < n && time.Now().Before(deadline) {
+			ds, _, err := cons.Fetch(n, 200*time.Millisecond)
+			if err != nil {
+				t.Fatalf("Fetch: %v", err)
+			}
+			for _, d := range ds {
+				m, _ := d.Message()
+				got[m.ID] = true
+				_ = d.Ack()
+			}
+		}
+		if len(got) != n {
+			t.Fatalf("fetched %d messages, want %d", len(got), n)
+		}
+		return got
+	}
+	take(3)
+	waitFor(t, "the old stream empty", func() bool { return streamInfo(t, q4, one.Stream).State.Msgs == 0 })
+	if err := q4.JetStream().DeleteStream(ctx, one.Stream); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the deleted stream forgotten", func() bool { return len(q4.mailStreams()) == 4 })
+	time.Sleep(2 * monitorInterval)
+	if up := testutil.ToFloat64(q4.metrics.up); up != 1 {
+		t.Errorf("levee_queue_up %v after a drained stream was deleted, want 1", up)
+	}
+	if _, _, err := q4.Backlog(ctx); err != nil {
+		t.Errorf("Backlog after a drained stream was deleted: %v", err)
+	}
+	for _, id := range ids("after", 4) {
+		if _, err := q4.Publish(ctx, testMessage(id, 200)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	take(4)
+
+	// A process of the single-stream layout starts again: its stream is
+	// found and drained by the running four-partition process.
+	q1b := openQueue(t, one)
+	for _, id := range ids("new-single", 3) {
+		if _, err := q1b.Publish(ctx, testMessage(id, 200)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := take(3)
+	for _, id := range ids("new-single", 3) {
+		if !got[id] {
+			t.Errorf("%s from the new single stream not drained: got %v", id, got)
 		}
 	}
 }

@@ -33,10 +33,14 @@ type Queue struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	metrics *metrics
-	// layout is the partitions mail is published to (Config.Layout); parts
-	// are those the workers drain: the layout's, then any other mail
-	// stream found at Open (see ensure).
-	layout, parts []Partition
+	// layout is the partitions mail is published to (Config.Layout).
+	layout []Partition
+	// parts are the mail streams the workers drain: the layout's, then any
+	// other there is (see ensure). The monitor keeps it current (streams
+	// of another layout appear and get deleted while Levee runs); read it
+	// with mailStreams. A new slice replaces it, never changed in place.
+	partsMu sync.Mutex
+	parts   []Partition
 	// batching: publishes are grouped into atomic batches. Off with
 	// MaxBatch 1, on the embedded server without SyncAlways (see Open),
 	// and when the server does not keep AllowAtomicPublish (older than
@@ -118,7 +122,7 @@ func Open(ctx context.Context, cfg Config, reg prometheus.Registerer, log *slog.
 	}
 	q.startBackground()
 	log.Info("queue: open", "url", q.nc.ConnectedUrlRedacted(), "embedded", q.srv != nil, "stream", cfg.Stream,
-		"partitions", len(q.layout), "old_streams_draining", len(q.parts)-len(q.layout), "sync_always", cfg.SyncAlways, "max_batch", cfg.MaxBatch, "atomic_batches", q.batching)
+		"partitions", len(q.layout), "old_streams_draining", len(q.mailStreams())-len(q.layout), "sync_always", cfg.SyncAlways, "max_batch", cfg.MaxBatch, "atomic_batches", q.batching)
 	return q, nil
 }
 

@@ -294,7 +294,7 @@ func awaitPending(t *testing.T, c *Consumer, n uint64) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		var pending uint64
-		for _, jc := range c.parts {
+		for _, jc := range c.parts() {
 			ci, err := jc.Info(ctxT(t))
 			if err != nil {
 				t.Fatal(err)

@@ -232,13 +232,15 @@ func (q *Queue) ensure(ctx context.Context) error {
 		}
 	}
 	q.reportDrift(live)
+	var parts []Partition
 	if err := retryUnready(ctx, func(ctx context.Context) (err error) {
-		q.parts, err = MailStreams(ctx, q.js, q.cfg)
+		parts, err = MailStreams(ctx, q.js, q.cfg)
 		return err
 	}); err != nil {
 		return err
 	}
-	for _, p := range q.parts[len(q.layout):] {
+	q.setMailStreams(parts)
+	for _, p := range parts[len(q.layout):] {
 		q.log.Info("queue: draining a mail stream of another layout; no mail is published to it", "stream", p.Stream)
 		if err := retryUnready(ctx, func(ctx context.Context) error {
 			_, err := q.ensureMailStream(ctx, q.cfg.drainingConfig(p))
@@ -253,7 +255,7 @@ func (q *Queue) ensure(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("queue: dead stream %s: %w", q.cfg.DeadStream, err)
 	}
-	for _, p := range q.parts {
+	for _, p := range parts {
 		if err := retryUnready(ctx, func(ctx context.Context) error {
 			_, err := q.js.CreateOrUpdateConsumer(ctx, p.Stream, q.cfg.consumerConfig(p))
 			return err
