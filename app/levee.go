@@ -117,6 +117,10 @@ func (l *Levee) buildRoles(ctx context.Context) (err error) {
 		}
 		l.warnIfSIZEBounces(ctx)
 	}
+	if l.Worker != nil && l.SMTP != nil {
+		// One process, one machine: draining yields to accepting.
+		l.Worker.PutIntakeFirst(l.SMTP, l.Queue)
+	}
 	ops := admin.NewOps(l.Admin)
 	octx, cancel := context.WithCancel(context.Background())
 	l.stopOps = cancel

@@ -177,6 +177,8 @@ func (srv *Server) publish(ctx context.Context, m *mail.Message) (dup bool, err 
 			dup, err = false, fmt.Errorf("%w: %v", errPublishPanic, p)
 		}
 	}()
+	srv.pressure.begin()
+	defer srv.pressure.end()
 	res, err = srv.pub.Publish(ctx, m)
 	return res.Duplicate, err
 }

@@ -30,6 +30,8 @@ type Server struct {
 	domains map[string]struct{}
 	smtp    *smtp.Server
 	conns   *connRegistry
+	// pressure is the transactions waiting on the queue (see Pressure).
+	pressure *pressure
 
 	// ctx is the server's lifetime context. go-smtp gives sessions no
 	// context, so every Publish derives its context from this one (bounded
@@ -71,15 +73,22 @@ func New(cfg Config, pub Publisher, fill FillGauge, reg prometheus.Registerer, l
 		return nil, err
 	}
 	s := &Server{
-		cfg:     cfg,
-		pub:     pub,
-		log:     log,
-		metrics: m,
-		wm:      &watermark{fill: fill, high: cfg.HighWatermark, low: cfg.LowWatermark, gauge: m.watermark},
-		domains: map[string]struct{}{},
+		cfg:      cfg,
+		pub:      pub,
+		log:      log,
+		metrics:  m,
+		wm:       &watermark{fill: fill, high: cfg.HighWatermark, low: cfg.LowWatermark, gauge: m.watermark},
+		domains:  map[string]struct{}{},
+		pressure: newPressure(time.Now),
 	}
 	for _, d := range cfg.Domains {
 		s.domains[d] = struct{}{}
+	}
+	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "levee_smtp_intake_pressure",
+		Help: "SMTP transactions waiting on the queue (message read, publish not yet answered), averaged over about a second: near 0 while the receiver keeps up.",
+	}, s.Pressure)); err != nil {
+		return nil, fmt.Errorf("ingest: metrics: %w", err)
 	}
 	s.conns = newConnRegistry(cfg.MaxConnections, cfg.MaxConnectionsPerIP, func(n int) { m.active.Set(float64(n)); m.sessionsOpen.Store(int64(n)) })
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -270,3 +279,10 @@ func (l smtpLogger) emit(msg string) {
 	}
 	l.log.Debug("smtp: "+msg, "component", "go-smtp")
 }
+
+// Pressure is how many SMTP transactions are waiting on the queue (message
+// read, publish not yet answered), averaged over about a second: the accept
+// rate times the publish latency. It is near 0 while the receiver keeps up
+// and rises when a surge makes senders wait on Levee; workers sharing the
+// machine step back from draining above worker.yield_to_intake_above.
+func (srv *Server) Pressure() float64 { return srv.pressure.value() }

@@ -17,6 +17,10 @@ import (
 // receiver can consult it for every connection.
 func (q *Queue) Fill() float64 { return q.fill.Load() }
 
+// Oldest is the age of the oldest queued message in any mail stream at the
+// monitor's last refresh (0 when empty, or before the first): costs no I/O.
+func (q *Queue) Oldest() time.Duration { return time.Duration(q.oldest.Load()) }
+
 // FillOf is a stream's usage against its limits as the server has them
 // (which an operator may have changed since Open), ignoring unlimited ones:
 // 1 is at the limit, above 1 after a limit was lowered below usage.
@@ -165,6 +169,7 @@ func (q *Queue) refresh(ctx context.Context) {
 	m.messages.Set(float64(msgs))
 	m.bytes.Set(float64(bytes))
 	m.oldestAge.Set(oldest.Seconds())
+	q.oldest.Store(int64(oldest))
 	m.pending.Set(float64(pending))
 	m.ackPending.Set(float64(ackPending))
 	m.redelivered.Set(float64(redelivered))

@@ -9,6 +9,7 @@ import (
 	"net"
 	neturl "net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -69,6 +70,7 @@ type Queue struct {
 	monWG     sync.WaitGroup
 	kick      chan struct{}
 	fill      atomicFloat
+	oldest    atomic.Int64 // nanoseconds; see Oldest
 
 	// connCtx lives as long as the current connection to the server: it
 	// is cancelled on disconnect, so that publishes waiting for a reply

@@ -35,6 +35,10 @@ type Config struct {
 	// Autoscale moves Concurrency with the backlog and the store's latency
 	// (see Autoscaler).
 	Autoscale AutoscaleConfig `config:"autoscale"`
+	// IntakeFirst steps the loops back while the receiver on the same
+	// machine has senders waiting (see IntakeFirstConfig and
+	// Worker.PutIntakeFirst).
+	IntakeFirst IntakeFirstConfig `config:"intake_first"`
 }
 
 // WithDefaults fills in the zero fields other than Concurrency (whose zero
@@ -60,6 +64,7 @@ func (c Config) WithDefaults() Config {
 	}
 	c.ParseLimits = c.ParseLimits.WithDefaults()
 	c.Autoscale = c.Autoscale.WithDefaults()
+	c.IntakeFirst = c.IntakeFirst.WithDefaults()
 	return c
 }
 
@@ -80,6 +85,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("worker.store_timeout: must be > 0")
 	case !(c.MaxWritesPerSecond >= 0):
 		return fmt.Errorf("worker.max_writes_per_second: must be >= 0 (0: no cap), got %g", c.MaxWritesPerSecond)
+	}
+	if err := c.IntakeFirst.Validate(); err != nil {
+		return err
 	}
 	if c.Autoscale.Enabled {
 		return c.Autoscale.Validate()

@@ -9,6 +9,7 @@ type metrics struct {
 	endToEnd       prometheus.Histogram
 	concurrency    prometheus.Gauge
 	storeAvailable prometheus.Gauge
+	steppedBack    prometheus.Gauge
 	parse          *prometheus.CounterVec
 }
 
@@ -44,6 +45,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "levee_worker_concurrency",
 			Help: "Delivery loops currently running.",
 		}),
+		steppedBack: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "levee_worker_stepped_back",
+			Help: "1 while the delivery loops step back because senders wait on the receiver on this machine (worker.intake_first), 0 while they drain.",
+		}),
 		storeAvailable: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "levee_worker_store_available",
 			Help: "1 while the store accepts writes, 0 while workers back off from a store outage.",
@@ -58,7 +63,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m.storeAvailable.Set(1)
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.deliveries, m.storeWrite, m.batchSize, m.endToEnd, m.concurrency, m.storeAvailable, m.parse} {
+		for _, c := range []prometheus.Collector{m.deliveries, m.storeWrite, m.batchSize, m.endToEnd, m.concurrency, m.storeAvailable, m.steppedBack, m.parse} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -49,6 +49,9 @@ type Worker struct {
 	// worker.max_writes_per_second ceiling (nil: none).
 	stats  loopStats
 	writes *tokenBucket
+	// first steps the loops back for the receiver on this machine (nil:
+	// never; see PutIntakeFirst).
+	first *intakeFirst
 }
 
 // New returns a worker draining src into st, with no loops running; call
@@ -73,6 +76,16 @@ func New(cfg Config, src Source, st store.Store, reg prometheus.Registerer, log 
 	}
 	return w, nil
 }
+
+// PutIntakeFirst makes the loops step back while intake, the receiver on
+// the same machine, has senders waiting, within the bounds of
+// worker.intake_first and q's fill and age. Call it before Start.
+func (w *Worker) PutIntakeFirst(intake Intake, q QueueLevel) {
+	w.first = &intakeFirst{cfg: w.cfg.IntakeFirst, intake: intake, queue: q, gauge: w.metrics.steppedBack}
+}
+
+// stepBackPoll is how often a loop that stepped back looks again.
+const stepBackPoll = 50 * time.Millisecond
 
 // Start runs the configured number of loops.
 func (w *Worker) Start() { w.SetConcurrency(w.cfg.Concurrency) }
@@ -146,6 +159,14 @@ func (w *Worker) loop(stop <-chan struct{}) {
 			case <-stop:
 				return
 			case <-time.After(wait):
+			}
+			continue
+		}
+		if w.first.stepBack() {
+			select {
+			case <-stop:
+				return
+			case <-time.After(stepBackPoll):
 			}
 			continue
 		}

@@ -1,0 +1,73 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/levee-mail/levee/mail"
+	"github.com/levee-mail/levee/queue"
+)
+
+// TestPressureIsTheAverageOfWaitingTransactions: the average follows the
+// count of publishes in flight with a one-second time constant.
+func TestPressureIsTheAverageOfWaitingTransactions(t *testing.T) {
+	now := time.Unix(0, 0)
+	p := newPressure(func() time.Time { return now })
+	p.begin()
+	p.begin()
+	now = now.Add(time.Second)
+	want := 2 * (1 - math.Exp(-1))
+	if got := p.value(); math.Abs(got-want) > 1e-9 {
+		t.Errorf("two in flight for 1s: %v, want %v", got, want)
+	}
+	p.end()
+	p.end()
+	now = now.Add(3 * time.Second)
+	if got := p.value(); math.Abs(got-want*math.Exp(-3)) > 1e-9 {
+		t.Errorf("3s after both ended: %v, want %v", got, want*math.Exp(-3))
+	}
+}
+
+// TestPressureRisesWhileSendersWaitOnTheQueue: sessions whose publish has
+// not been answered raise Server.Pressure (and its gauge) towards their
+// number; answered, it falls back.
+func TestPressureRisesWhileSendersWaitOnTheQueue(t *testing.T) {
+	release := make(chan struct{})
+	pub := &fakePublisher{fn: func(ctx context.Context, m *mail.Message) (queue.PublishResult, error) {
+		select {
+		case <-release:
+			return queue.PublishResult{}, nil
+		case <-ctx.Done():
+			return queue.PublishResult{}, ctx.Err()
+		}
+	}}
+	srv, addr := startServer(t, baseConfig(), pub, nil)
+	if p := srv.Pressure(); p != 0 {
+		t.Fatalf("pressure %v with nobody connected", p)
+	}
+	const waiting = 4
+	replies := make(chan string, waiting)
+	for i := range waiting {
+		c := greet(t, addr)
+		go func() {
+			r := c.send("s@client.test", []string{"r@example.com"}, fmt.Sprintf("Subject: %d\r\n\r\nbody\r\n", i))
+			replies <- r.status()
+		}()
+	}
+	waitFor(t, "four publishes in flight", func() bool { return pub.calls.Load() == waiting })
+	waitFor(t, "pressure above 2", func() bool { return srv.Pressure() > 2 })
+	if p := srv.Pressure(); p > waiting {
+		t.Errorf("pressure %v above the %d transactions waiting", p, waiting)
+	}
+	close(release)
+	for range waiting {
+		if got := <-replies; !strings.HasPrefix(got, "250") {
+			t.Errorf("reply %s, want 250", got)
+		}
+	}
+	waitFor(t, "pressure back under 1", func() bool { return srv.Pressure() < 1 })
+}

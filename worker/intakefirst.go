@@ -1,0 +1,110 @@
+package worker
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// IntakeFirstConfig makes the delivery loops step back while the receiver
+// on the same machine has senders waiting (YAML keys
+// worker.intake_first.*): accepting comes first, and the surge waits in
+// the queue, which is what its limits are for; the drain catches up when
+// the surge ends. Bounds keep the queue from filling and mail from waiting
+// too long for its mailbox.
+type IntakeFirstConfig struct {
+	// Above is the intake pressure (levee_smtp_intake_pressure: SMTP
+	// transactions waiting on the queue, averaged over a second) above
+	// which the loops step back; they come back below half of it. Default
+	// 2; a negative value never steps back.
+	Above float64 `config:"above" help:"SMTP transactions waiting on the queue (1s average) above which delivery loops step back; -1: never"`
+	// MaxFill is the queue fill at or above which the loops drain whatever
+	// the intake, well under the receiver's 452 watermark. Default 0.5.
+	MaxFill float64 `config:"max_fill" help:"queue fill at which delivery loops drain even while senders wait"`
+	// MaxDelay is the age of the oldest queued message at or above which
+	// the loops drain whatever the intake. Default 2m.
+	MaxDelay time.Duration `config:"max_delay" help:"oldest queued message age at which delivery loops drain even while senders wait"`
+}
+
+// WithDefaults fills the zero fields.
+func (c IntakeFirstConfig) WithDefaults() IntakeFirstConfig {
+	if c.Above == 0 {
+		c.Above = 2
+	}
+	if c.MaxFill == 0 {
+		c.MaxFill = 0.5
+	}
+	if c.MaxDelay == 0 {
+		c.MaxDelay = 2 * time.Minute
+	}
+	return c
+}
+
+// Validate reports the first invalid field by its config key.
+func (c IntakeFirstConfig) Validate() error {
+	switch {
+	case c.Above != c.Above: // NaN
+		return fmt.Errorf("worker.intake_first.above: must be a number (-1: never step back)")
+	case !(c.MaxFill > 0 && c.MaxFill <= 1):
+		return fmt.Errorf("worker.intake_first.max_fill: must be in (0, 1], got %g", c.MaxFill)
+	case c.MaxDelay <= 0:
+		return fmt.Errorf("worker.intake_first.max_delay: must be > 0, got %s", c.MaxDelay)
+	}
+	return nil
+}
+
+// Intake is the receiver sharing the machine (*ingest.Server is one).
+type Intake interface {
+	// Pressure is its SMTP transactions waiting on the queue, averaged.
+	Pressure() float64
+}
+
+// QueueLevel is how full and how old the queue is, read without I/O
+// (*queue.Queue is one).
+type QueueLevel interface {
+	Fill() float64
+	Oldest() time.Duration
+}
+
+// intakeFirst decides whether the loops step back now.
+type intakeFirst struct {
+	cfg    IntakeFirstConfig
+	intake Intake
+	queue  QueueLevel
+	gauge  prometheus.Gauge
+
+	mu       sync.Mutex
+	yielding bool
+}
+
+// stepBack says whether a loop should fetch nothing now, with hysteresis:
+// it starts above cfg.Above and ends below half of it, or at once when the
+// queue reaches MaxFill or its oldest message MaxDelay.
+func (f *intakeFirst) stepBack() bool {
+	if f == nil || f.cfg.Above <= 0 {
+		return false
+	}
+	p := f.intake.Pressure()
+	bounded := f.queue.Fill() >= f.cfg.MaxFill || f.queue.Oldest() >= f.cfg.MaxDelay
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	was := f.yielding
+	switch {
+	case bounded:
+		f.yielding = false
+	case f.yielding:
+		f.yielding = p >= f.cfg.Above/2
+	default:
+		f.yielding = p > f.cfg.Above
+	}
+	if f.yielding != was {
+		v := 0.0
+		if f.yielding {
+			v = 1
+		}
+		f.gauge.Set(v)
+	}
+	return f.yielding
+}

@@ -1,0 +1,83 @@
+package worker
+
+import (
+	"math"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// levels is an Intake and a QueueLevel the test sets.
+type levels struct{ pressure, fill, oldest atomic.Uint64 }
+
+func (l *levels) Pressure() float64     { return math.Float64frombits(l.pressure.Load()) }
+func (l *levels) Fill() float64         { return math.Float64frombits(l.fill.Load()) }
+func (l *levels) Oldest() time.Duration { return time.Duration(l.oldest.Load()) }
+func (l *levels) set(pressure, fill float64, oldest time.Duration) {
+	l.pressure.Store(math.Float64bits(pressure))
+	l.fill.Store(math.Float64bits(fill))
+	l.oldest.Store(uint64(oldest))
+}
+
+// TestLoopsStepBackWhileSendersWait: with senders waiting on the receiver,
+// the loops leave the mail queued; they drain when the wait ends, and
+// whatever the wait when the queue is half full or its oldest message
+// too old.
+func TestLoopsStepBackWhileSendersWait(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		releaseAfter func(*levels)
+	}{
+		{"the senders stop waiting", func(l *levels) { l.set(0.5, 0.01, time.Second) }},
+		{"the queue is half full", func(l *levels) { l.set(8, 0.5, time.Second) }},
+		{"the oldest message waited 2m", func(l *levels) { l.set(8, 0.01, 2*time.Minute) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, nil)
+			r.publish(20)
+			w, _ := r.worker(Config{Concurrency: 2, BatchSize: 8}, r.st)
+			l := &levels{}
+			l.set(8, 0.01, time.Second) // 8 transactions waiting: a surge
+			w.PutIntakeFirst(l, l)
+			w.Start()
+			waitFor(t, 5*time.Second, "the loops stepped back", func() bool { return testutil.ToFloat64(w.metrics.steppedBack) == 1 })
+			time.Sleep(300 * time.Millisecond)
+			if n := r.stored(); n != 0 {
+				t.Fatalf("stored %d while senders waited, want 0", n)
+			}
+			tc.releaseAfter(l)
+			waitFor(t, 20*time.Second, "drained", func() bool { return r.stored() == 20 })
+			if got := testutil.ToFloat64(w.metrics.steppedBack); got != 0 {
+				t.Errorf("levee_worker_stepped_back %v while draining", got)
+			}
+		})
+	}
+}
+
+// TestStepBackHasHysteresis: the loops step back above Above and come
+// back only below half of it, so that a pressure hovering at the threshold
+// does not flap them.
+func TestStepBackHasHysteresis(t *testing.T) {
+	r := newRig(t, nil)
+	w, _ := r.worker(Config{}, r.st)
+	l := &levels{}
+	w.PutIntakeFirst(l, l)
+	f := w.first
+	for _, step := range []struct {
+		pressure float64
+		want     bool
+	}{{1.9, false}, {2.1, true}, {1.5, true}, {1.01, true}, {0.9, false}, {1.9, false}, {2.5, true}} {
+		l.set(step.pressure, 0, 0)
+		if got := f.stepBack(); got != step.want {
+			t.Errorf("pressure %v: stepBack %v, want %v", step.pressure, got, step.want)
+		}
+	}
+	w2, _ := r.worker(Config{IntakeFirst: IntakeFirstConfig{Above: -1}}, r.st)
+	w2.PutIntakeFirst(l, l)
+	l.set(100, 0, 0)
+	if w2.first.stepBack() {
+		t.Error("worker.intake_first.above -1 stepped back")
+	}
+}
