@@ -7,9 +7,10 @@ import (
 )
 
 // pressureTau is the time constant of the intake pressure's average: long
-// enough that one slow fsync is not a surge, short enough that the
-// workers step back within a second of one starting.
-const pressureTau = time.Second
+// enough that one slow fsync is not a surge, short enough that the workers
+// step back, and come back once it ended, within half a second (a second's
+// average kept them out for 2-3 s after every surge).
+const pressureTau = 250 * time.Millisecond
 
 // pressure is how many SMTP transactions are waiting on the queue (their
 // message read, its publish not yet answered), averaged over about

@@ -13,22 +13,22 @@ import (
 )
 
 // TestPressureIsTheAverageOfWaitingTransactions: the average follows the
-// count of publishes in flight with a one-second time constant.
+// count of publishes in flight with time constant pressureTau.
 func TestPressureIsTheAverageOfWaitingTransactions(t *testing.T) {
 	now := time.Unix(0, 0)
 	p := newPressure(func() time.Time { return now })
 	p.begin()
 	p.begin()
-	now = now.Add(time.Second)
+	now = now.Add(pressureTau)
 	want := 2 * (1 - math.Exp(-1))
 	if got := p.value(); math.Abs(got-want) > 1e-9 {
-		t.Errorf("two in flight for 1s: %v, want %v", got, want)
+		t.Errorf("two in flight for one time constant: %v, want %v", got, want)
 	}
 	p.end()
 	p.end()
-	now = now.Add(3 * time.Second)
+	now = now.Add(3 * pressureTau)
 	if got := p.value(); math.Abs(got-want*math.Exp(-3)) > 1e-9 {
-		t.Errorf("3s after both ended: %v, want %v", got, want*math.Exp(-3))
+		t.Errorf("three time constants after both ended: %v, want %v", got, want*math.Exp(-3))
 	}
 }
 

@@ -86,7 +86,7 @@ func New(cfg Config, pub Publisher, fill FillGauge, reg prometheus.Registerer, l
 	}
 	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "levee_smtp_intake_pressure",
-		Help: "SMTP transactions waiting on the queue (message read, publish not yet answered), averaged over about a second: near 0 while the receiver keeps up.",
+		Help: "SMTP transactions waiting on the queue (message read, publish not yet answered), averaged over about a quarter second: near 0 while the receiver keeps up.",
 	}, s.Pressure)); err != nil {
 		return nil, fmt.Errorf("ingest: metrics: %w", err)
 	}
@@ -281,7 +281,7 @@ func (l smtpLogger) emit(msg string) {
 }
 
 // Pressure is how many SMTP transactions are waiting on the queue (message
-// read, publish not yet answered), averaged over about a second: the accept
+// read, publish not yet answered), averaged over about a quarter second: the accept
 // rate times the publish latency. It is near 0 while the receiver keeps up
 // and rises when a surge makes senders wait on Levee; workers sharing the
 // machine step back from draining above worker.yield_to_intake_above.

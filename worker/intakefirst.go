@@ -16,10 +16,10 @@ import (
 // too long for its mailbox.
 type IntakeFirstConfig struct {
 	// Above is the intake pressure (levee_smtp_intake_pressure: SMTP
-	// transactions waiting on the queue, averaged over a second) above
+	// transactions waiting on the queue, averaged over a quarter second) above
 	// which the loops step back; they come back below half of it. Default
 	// 2; a negative value never steps back.
-	Above float64 `config:"above" help:"SMTP transactions waiting on the queue (1s average) above which delivery loops step back; -1: never"`
+	Above float64 `config:"above" help:"SMTP transactions waiting on the queue (averaged over 250ms) above which delivery loops step back; -1: never"`
 	// MaxFill is the queue fill at or above which the loops drain whatever
 	// the intake, well under the receiver's 452 watermark. Default 0.5.
 	MaxFill float64 `config:"max_fill" help:"queue fill at which delivery loops drain even while senders wait"`
