@@ -21,9 +21,13 @@ type Config struct {
 	// ...) go in its query string; the fields below win over the pool_*
 	// parameters pgx would read from it.
 	URL string
-	// MaxConns bounds the pool, shared by Deliver and the reads. Worker
-	// concurrency beyond it waits for a connection (honouring its context).
+	// MaxConns bounds the writers' pool (Deliver). Worker concurrency
+	// beyond it waits for a connection (honouring its context).
 	MaxConns int32
+	// ReadMaxConns bounds the readers' pool (the mailbox API): a pool of
+	// its own, so that a reader never waits for a connection behind the
+	// workers' write batches. It connects only when read from.
+	ReadMaxConns int32
 	// ConnectTimeout bounds opening one connection when the URL sets no
 	// connect_timeout, so that a database host that went away fails a call
 	// in seconds even when the caller's context has no deadline.
@@ -33,6 +37,7 @@ type Config struct {
 // Defaults for the fields WithDefaults fills in.
 const (
 	DefaultMaxConns       = 10
+	DefaultReadMaxConns   = 10
 	DefaultConnectTimeout = 5 * time.Second
 )
 
@@ -50,6 +55,9 @@ func (c Config) WithDefaults() Config {
 	if c.MaxConns == 0 {
 		c.MaxConns = DefaultMaxConns
 	}
+	if c.ReadMaxConns == 0 {
+		c.ReadMaxConns = DefaultReadMaxConns
+	}
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = DefaultConnectTimeout
 	}
@@ -66,6 +74,8 @@ func (c Config) Validate() error {
 		return errors.New(keyPrefix + "url: must start with postgres:// or postgresql://")
 	case c.MaxConns <= 0:
 		return errors.New(keyPrefix + "max_conns: must be > 0")
+	case c.ReadMaxConns <= 0:
+		return errors.New(keyPrefix + "read_max_conns: must be > 0")
 	case c.ConnectTimeout < 0:
 		return errors.New(keyPrefix + "connect_timeout: must be >= 0")
 	}

@@ -10,13 +10,13 @@ const exampleURL = "postgres://levee:s3cret@db.example:5432/levee?sslmode=disabl
 
 func TestConfigDefaults(t *testing.T) {
 	c := Config{URL: exampleURL}.WithDefaults()
-	if c.MaxConns != DefaultMaxConns || c.ConnectTimeout != DefaultConnectTimeout || c.URL != exampleURL {
+	if c.MaxConns != DefaultMaxConns || c.ReadMaxConns != DefaultReadMaxConns || c.ConnectTimeout != DefaultConnectTimeout || c.URL != exampleURL {
 		t.Fatalf("WithDefaults = %+v", c)
 	}
 	if err := c.Validate(); err != nil {
 		t.Fatalf("Validate(defaults) = %v", err)
 	}
-	set := Config{URL: exampleURL, MaxConns: 3, ConnectTimeout: time.Second}
+	set := Config{URL: exampleURL, MaxConns: 3, ReadMaxConns: 2, ConnectTimeout: time.Second}
 	if got := set.WithDefaults(); got != set {
 		t.Fatalf("WithDefaults changed set fields: %+v", got)
 	}
@@ -35,6 +35,7 @@ func TestConfigValidate(t *testing.T) {
 		{"bad param", func(c *Config) { c.URL = "postgres://levee:s3cret@db.example/levee?connect_timeout=soon" }, "store.url:"},
 		{"no conns", func(c *Config) { c.MaxConns = 0 }, "store.max_conns:"},
 		{"negative conns", func(c *Config) { c.MaxConns = -1 }, "store.max_conns:"},
+		{"negative read conns", func(c *Config) { c.ReadMaxConns = -1 }, "store.read_max_conns:"},
 		{"negative timeout", func(c *Config) { c.ConnectTimeout = -time.Second }, "store.connect_timeout:"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -11,8 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/levee-mail/levee/mail"
 	"github.com/levee-mail/levee/store"
+	"github.com/levee-mail/levee/store/postgres/pgtest"
 )
 
 func testMessage(t testing.TB, n int, to ...string) *mail.Message {
@@ -378,10 +381,18 @@ func testCancelWhileWaitingStoresNothing(t *testing.T, db string) {
 // waitForLockWait polls until a session of this database waits on a lock.
 func waitForLockWait(t *testing.T, s *Store) {
 	t.Helper()
+	waitForLockWaitOn(t, s.pool)
+}
+
+// waitForLockWaitOn is waitForLockWait asking on q.
+func waitForLockWaitOn(t *testing.T, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var n int
-		if err := s.pool.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
+		if err := q.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
 			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
@@ -512,5 +523,57 @@ func testCloseThenUse(t *testing.T, db string) {
 	}
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close = %v, want nil", err)
+	}
+}
+
+// A reader does not queue behind the workers' writes: with every writer
+// connection held by a Deliver waiting on a lock, the mailbox API still
+// answers at once, from a pool of its own.
+func testReaderDoesNotWaitBehindWrites(t *testing.T, db string) {
+	url := pgtest.NewSchema(t, db)
+	s, err := Open(t.Context(), Config{URL: url, MaxConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	deliverOK(t, s, testMessage(t, 1, "bob@example.com"))
+
+	// Another session keeps inserts into mailbox_messages waiting (EXCLUSIVE
+	// lets SELECTs through), so the next Deliver holds the one writer
+	// connection for as long as the test wants.
+	lock, err := pgx.Connect(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close(context.Background())
+	tx, err := lock.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(t.Context(), `LOCK TABLE mailbox_messages IN EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Deliver(t.Context(), []*mail.Message{testMessage(t, 2, "bob@example.com")})
+		done <- err
+	}()
+	waitForLockWaitOn(t, lock)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	page, err := s.Messages(ctx, "bob@example.com", store.Page{Limit: 10})
+	if err != nil {
+		t.Fatalf("Messages while the writer waits on a lock: %v (the reader queued behind the write)", err)
+	}
+	if len(page.Messages) != 1 {
+		t.Errorf("Messages = %d, want the one committed", len(page.Messages))
+	}
+	if err := tx.Rollback(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Deliver after the lock went: %v", err)
 	}
 }

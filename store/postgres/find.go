@@ -41,7 +41,7 @@ func (s *Store) FindByMessageID(ctx context.Context, ids []string) (map[string][
 			asked[v] = append(asked[v], id)
 		}
 	}
-	rows, err := s.pool.Query(ctx, findSQL, prefixes, values)
+	rows, err := s.read.Query(ctx, findSQL, prefixes, values)
 	if err != nil {
 		return nil, wrap(ctx, "find by message-id", err)
 	}

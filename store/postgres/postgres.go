@@ -15,7 +15,11 @@ import (
 // Store is store.Store on a PostgreSQL database. It is safe for concurrent
 // use, and several processes may share one database.
 type Store struct {
+	// pool is the writers' (Deliver, the schema) and read is the readers'
+	// (the mailbox API): a reader never waits for a connection behind a
+	// write batch.
 	pool   *pgxpool.Pool
+	read   *pgxpool.Pool
 	target string // the database, without credentials, for errors
 
 	// floor is the latest stored_at (µs since the epoch) this Store has
@@ -57,6 +61,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if latest.Valid {
 		s.floor.Store(latest.Time.UnixMicro())
 	}
+	rc := pc.Copy()
+	rc.MaxConns = cfg.ReadMaxConns
+	if s.read, err = pgxpool.NewWithConfig(ctx, rc); err != nil {
+		s.pool.Close()
+		return nil, fmt.Errorf("postgres: open %s: %w", s.target, err)
+	}
 	return s, nil
 }
 
@@ -68,10 +78,11 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the pool, waiting for connections in use to be released.
+// Close closes the pools, waiting for connections in use to be released.
 // It may be called more than once.
 func (s *Store) Close() error {
 	s.pool.Close()
+	s.read.Close()
 	return nil
 }
 

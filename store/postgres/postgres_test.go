@@ -42,6 +42,7 @@ func TestStore(t *testing.T) {
 		{"Deliver/TimesOutOfRange", testTimesOutOfRange, false},
 		{"Deliver/CancelWhileWaitingStoresNothing", testCancelWhileWaitingStoresNothing, false},
 		{"Deliver/CommitIsDurable", testDeliverCommitIsDurable, false},
+		{"Deliver/ReaderDoesNotWaitBehindWrites", testReaderDoesNotWaitBehindWrites, false},
 		{"Messages/ListingUsesIndex", testListingUsesIndex, false},
 		{"FindByMessageID/Prefix", testFindByMessageIDPrefix, false},
 		{"CloseThenUse", testCloseThenUse, false},

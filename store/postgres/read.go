@@ -15,7 +15,7 @@ import (
 
 // Mailboxes reads the counters Deliver keeps, ordered by address.
 func (s *Store) Mailboxes(ctx context.Context) ([]store.Mailbox, error) {
-	rows, err := s.pool.Query(ctx, `SELECT address, messages, latest_at FROM mailboxes ORDER BY address`)
+	rows, err := s.read.Query(ctx, `SELECT address, messages, latest_at FROM mailboxes ORDER BY address`)
 	if err != nil {
 		return nil, wrap(ctx, "mailboxes", err)
 	}
@@ -61,7 +61,7 @@ func (s *Store) Messages(ctx context.Context, address string, page store.Page) (
 		afterID = c.ID
 	}
 	limit := page.EffectiveLimit()
-	rows, err := s.pool.Query(ctx, listSQL, addr, after, afterID, limit+1)
+	rows, err := s.read.Query(ctx, listSQL, addr, after, afterID, limit+1)
 	if err != nil {
 		return store.MessagePage{}, wrap(ctx, "messages", err)
 	}
@@ -87,7 +87,7 @@ func (s *Store) Messages(ctx context.Context, address string, page store.Page) (
 	if len(out.Messages) == 0 {
 		// Empty: either past the end of a mailbox, or no such mailbox.
 		var one int
-		err := s.pool.QueryRow(ctx, `SELECT 1 FROM mailboxes WHERE address = $1`, addr).Scan(&one)
+		err := s.read.QueryRow(ctx, `SELECT 1 FROM mailboxes WHERE address = $1`, addr).Scan(&one)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return store.MessagePage{}, fmt.Errorf("postgres: mailbox %q: %w", address, store.ErrNotFound)
 		}
@@ -123,7 +123,7 @@ func (s *Store) Message(ctx context.Context, id string) (*mail.Message, error) {
 			message_id, date, text_body, html_body, headers, warnings, size, stored_at
 		FROM messages WHERE id = $1`, id)
 	b.Queue(`SELECT filename, content_type, content_id, size FROM attachments WHERE message_id = $1 ORDER BY idx`, id)
-	br := s.pool.SendBatch(ctx, b)
+	br := s.read.SendBatch(ctx, b)
 	defer br.Close()
 
 	m := &mail.Message{Parsed: &mail.Parsed{}}
@@ -164,7 +164,7 @@ func (s *Store) Raw(ctx context.Context, id string) ([]byte, error) {
 		return nil, fmt.Errorf("postgres: message %q: %w", id, store.ErrNotFound)
 	}
 	var raw []byte
-	err := s.pool.QueryRow(ctx, `SELECT raw FROM messages WHERE id = $1`, id).Scan(&raw)
+	err := s.read.QueryRow(ctx, `SELECT raw FROM messages WHERE id = $1`, id).Scan(&raw)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("postgres: message %s: %w", id, store.ErrNotFound)
 	}
