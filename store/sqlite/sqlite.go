@@ -36,6 +36,10 @@ type Store struct {
 	waiting   []*deliverCall
 	// commits counts the delivery transactions committed (for tests).
 	commits atomic.Int64
+	// walPath is the WAL file; walRestarts counts the times the writer
+	// started it over (see restartLongWAL).
+	walPath     string
+	walRestarts atomic.Int64
 
 	stmts writeStmts
 }
@@ -54,7 +58,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("sqlite: open: %w", err)
 		}
 	}
-	s := &Store{writeSem: make(chan struct{}, 1)}
+	s := &Store{writeSem: make(chan struct{}, 1), walPath: cfg.Path + "-wal"}
 	ok := false
 	defer func() {
 		if !ok {
