@@ -5,7 +5,7 @@ RUNFLAGS ?=
 BENCH_COUNT ?= 3
 
 .PHONY: help build run test lint fmt vet bench fuzz clean
-.PHONY: cluster cluster-down test-cluster
+.PHONY: cluster cluster-down test-cluster surge surge-split
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -36,6 +36,12 @@ bench: ## benchmarks: the whole pipeline as a process (accept rate, CPU a messag
 	$(GO) test -run '^$$' -bench ReaderDuringDrain -benchtime 1x -count $(BENCH_COUNT) ./app/
 	$(GO) test -run '^$$' -bench Deliver -benchtime 2s -count $(BENCH_COUNT) ./store/...
 	$(GO) test -run '^$$' -bench Publish -benchtime 2s -count $(BENCH_COUNT) ./queue/
+
+surge: ## replay the Cyber Monday recipe (docs/loadtesting.md) at a fresh levee serve, about 4 minutes: report in levee-surge/cm.html
+	GO=$(GO) deploy/local/surge.sh serve
+
+surge-split: ## the same against levee smtpd, worker and web as separate processes on their own nats-server (pinned with taskset)
+	GO=$(GO) deploy/local/surge.sh split
 
 fuzz: ## run the SMTP session fuzzer for a minute
 	$(GO) test -run '^$$' -fuzz FuzzSession -fuzztime 60s ./ingest/

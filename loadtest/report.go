@@ -36,6 +36,8 @@ Schedule: {{.R.Schedule}}.<br>Messages: {{.R.Source}}.<br>
 <table><tr><th>threshold</th><th>limit</th><th>value</th><th></th></tr>
 {{range .R.Checks}}<tr><td>{{.Name}}</td><td>{{.Limit}}</td><td>{{.Value}}</td><td>{{if .OK}}<span class="pass">ok</span>{{else}}<span class="fail">FAIL</span>{{end}}</td></tr>
 {{end}}</table>{{end}}
+{{with .R.Diagnosis}}<h2>Bottleneck: {{.Bottleneck}}</h2>
+<p>{{.Why}}.</p>{{end}}
 <h2>Summary</h2>
 <pre>{{.Summary}}</pre>
 {{if .R.Replies}}<h2>Replies other than 250</h2>

@@ -53,6 +53,8 @@ type Result struct {
 
 	// Checks are the thresholds given, evaluated by Check.
 	Checks []CheckResult `json:"checks,omitempty"`
+	// Diagnosis names what bound the run (see Diagnosis).
+	Diagnosis *Diagnosis `json:"diagnosis,omitempty"`
 	Pass   bool          `json:"pass"`
 }
 
@@ -188,6 +190,7 @@ func (r *run) result(sendEnd time.Time, audit *AuditResult, pipelining, interrup
 		res.Queue, res.QueueScrapeErrors = r.scraper.all()
 		res.Server = serverCost(res.Queue, st.accepted)
 	}
+	res.diagnose()
 	res.Pass = true
 	return res
 }

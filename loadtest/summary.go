@@ -102,6 +102,14 @@ func (res *Result) WriteSummary(w io.Writer) error {
 			row(p.Phase, "%s", quant(p.Latency))
 		}
 	}
+	if d := res.Diagnosis; d != nil {
+		fmt.Fprintln(tw, "Where did it bind?")
+		row("bottleneck", "%s: %s", d.Bottleneck, d.Why)
+		row("senders", "%.0f%% of the offered mail accepted during the load; at most %d messages waiting at the senders", d.AcceptedShare*100, d.SenderBacklogPeak)
+		if d.ReaderDuringOverBefore > 0 {
+			row("readers", "p99 %.1fx before during the load, %.1fx while draining", d.ReaderDuringOverBefore, d.ReaderDrainOverBefore)
+		}
+	}
 	if len(res.Checks) > 0 {
 		fmt.Fprintln(tw, "Thresholds")
 		for _, ch := range res.Checks {
