@@ -55,7 +55,7 @@ type Result struct {
 	Checks []CheckResult `json:"checks,omitempty"`
 	// Diagnosis names what bound the run (see Diagnosis).
 	Diagnosis *Diagnosis `json:"diagnosis,omitempty"`
-	Pass   bool          `json:"pass"`
+	Pass      bool       `json:"pass"`
 }
 
 // Counts are message and reply counts. Every offered message ends as
