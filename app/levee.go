@@ -137,7 +137,12 @@ func (l *Levee) startAutoscaler() error {
 	if !as.Enabled || l.cfg.Worker.Concurrency == 0 {
 		return nil
 	}
-	a, err := worker.NewAutoscaler(as, l.Worker, worker.AutoscalerDeps{Backlog: l.Queue, Registerer: l.Registry, Log: l.log})
+	deps := worker.AutoscalerDeps{Backlog: l.Queue, Registerer: l.Registry, Log: l.log}
+	if l.HTTP != nil && l.roles&RoleWeb != 0 {
+		// The web app's readers are in this process: they set the pace.
+		deps.Readers = l.HTTP
+	}
+	a, err := worker.NewAutoscaler(as, l.Worker, deps)
 	if err != nil {
 		return err
 	}

@@ -14,7 +14,7 @@ type metrics struct {
 
 // newMetrics labels by route pattern, never by the raw path: paths carry
 // mailbox addresses and message ids, which must not become label values.
-func newMetrics(reg prometheus.Registerer, routes []string) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, routes []string, extra []prometheus.Collector) (*metrics, error) {
 	routeHelp := "route is one of " + strings.Join(routes, ", ") + " or " + routeUnmatched
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -28,7 +28,7 @@ func newMetrics(reg prometheus.Registerer, routes []string) (*metrics, error) {
 		}, []string{"route"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.duration} {
+		for _, c := range append([]prometheus.Collector{m.requests, m.duration}, extra...) {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("web: register metrics: %w", err)
 			}

@@ -104,6 +104,13 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(rw, r)
 }
 
+// handleRead is handle for a reader's route, whose latency counts in
+// ReadLatency.
+func (s *Server) handleRead(pattern string, h http.HandlerFunc) {
+	s.readRoutes[routeLabel(pattern)] = true
+	s.handle(pattern, h)
+}
+
 func (s *Server) observe(rw *recorder, start time.Time) {
 	code := rw.code
 	if !rw.wroteHeader {
@@ -114,7 +121,11 @@ func (s *Server) observe(rw *recorder, start time.Time) {
 		route = routeUnmatched
 	}
 	s.metrics.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
-	s.metrics.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	took := time.Since(start)
+	s.metrics.duration.WithLabelValues(route).Observe(took.Seconds())
+	if s.readRoutes[route] && code < 500 {
+		s.reads.observe(took)
+	}
 }
 
 type panicError struct{ v any }

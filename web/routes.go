@@ -13,12 +13,14 @@ import (
 func (s *Server) routes(gatherer prometheus.Gatherer) {
 	s.uiRoutes()
 	if s.reader != nil {
-		s.handle("GET /api/v1/mailboxes", s.listMailboxes)
-		s.handle("GET /api/v1/mailboxes/{address}/messages", s.listMessages)
-		s.handle("GET /api/v1/messages", s.findMessages)
+		// What a web app's readers do; their latency sets the drain's pace
+		// (ReadLatency). The bulk lookup is a tool's, not a reader's.
+		s.handleRead("GET /api/v1/mailboxes", s.listMailboxes)
+		s.handleRead("GET /api/v1/mailboxes/{address}/messages", s.listMessages)
+		s.handleRead("GET /api/v1/messages", s.findMessages)
 		s.handle("POST /api/v1/messages/lookup", s.lookupMessages)
-		s.handle("GET /api/v1/messages/{id}", s.getMessage)
-		s.handle("GET /api/v1/messages/{id}/raw", s.getRaw)
+		s.handleRead("GET /api/v1/messages/{id}", s.getMessage)
+		s.handleRead("GET /api/v1/messages/{id}/raw", s.getRaw)
 	}
 	s.opsRoutes()
 	s.handle("GET /healthz", s.healthz)

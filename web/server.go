@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/levee-mail/levee/mail"
 	"github.com/levee-mail/levee/store"
@@ -49,6 +50,10 @@ type Server struct {
 	mux      *http.ServeMux
 	handler  http.Handler
 	patterns []string
+	// reads is the mailbox API's read latency (see ReadLatency), fed by
+	// the routes in readRoutes.
+	reads      *readLatency
+	readRoutes map[string]bool
 
 	mu      sync.Mutex
 	srv     *http.Server
@@ -102,13 +107,14 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{cfg: cfg, reader: deps.Reader, queue: deps.Queue, ready: checks, log: log, mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, reader: deps.Reader, queue: deps.Queue, ready: checks, log: log, mux: http.NewServeMux(),
+		reads: newReadLatency(time.Now), readRoutes: map[string]bool{}}
 	s.routes(gatherer)
 	routes := make([]string, len(s.patterns))
 	for i, p := range s.patterns {
 		routes[i] = routeLabel(p)
 	}
-	m, err := newMetrics(deps.Registerer, routes)
+	m, err := newMetrics(deps.Registerer, routes, s.readGauges())
 	if err != nil {
 		return nil, err
 	}
@@ -187,4 +193,36 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	<-done
 	return err
+}
+
+// ReadLatency is the mailbox API's read p99 over its last 5 s window and
+// its idle baseline (the lowest such p99 of the last 30 minutes); ok is
+// false until enough reads were seen. The workers' autoscaler holds the
+// drain so that recent stays within worker.autoscale.reader_budget times
+// idle.
+func (s *Server) ReadLatency() (recent, idle time.Duration, ok bool) { return s.reads.ReadLatency() }
+
+// readGauges export ReadLatency, for a process that serves mailboxes.
+func (s *Server) readGauges() []prometheus.Collector {
+	if s.reader == nil {
+		return nil
+	}
+	get := func(idle bool) func() float64 {
+		return func() float64 {
+			recent, base, ok := s.ReadLatency()
+			switch {
+			case !ok:
+				return 0
+			case idle:
+				return base.Seconds()
+			}
+			return recent.Seconds()
+		}
+	}
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "levee_web_read_p99_seconds",
+			Help: "Mailbox API reads: p99 over the last 5 s window (0 until 20 reads in a window)."}, get(false)),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "levee_web_read_idle_p99_seconds",
+			Help: "Mailbox API reads: the idle baseline, the lowest 5 s p99 of the last 30 minutes, which worker.autoscale.reader_budget multiplies."}, get(true)),
+	}
 }

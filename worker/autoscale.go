@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"slices"
@@ -94,6 +95,7 @@ type Autoscaler struct {
 	batch   int
 	ceiling float64
 	backlog Backlog
+	readers ReaderLatency
 	clock   Clock
 	metrics *autoscaleMetrics
 	log     *slog.Logger
@@ -133,6 +135,16 @@ type AutoscalerDeps struct {
 	Registerer prometheus.Registerer
 	// Log nil means slog.Default().
 	Log *slog.Logger
+	// Readers, when set, is the web app's read latency (the web role in
+	// the same process, *web.Server): the limit then also keeps it within
+	// ReaderBudget times its idle p99.
+	Readers ReaderLatency
+}
+
+// ReaderLatency is the read p99 the web app's readers feel now, and their
+// idle baseline; ok false while there is too little reading to judge.
+type ReaderLatency interface {
+	ReadLatency() (recent, idle time.Duration, ok bool)
 }
 
 // NewAutoscaler returns an autoscaler for w; call Run.
@@ -172,7 +184,7 @@ func newAutoscaler(cfg AutoscaleConfig, s scaled, deps AutoscalerDeps) (*Autosca
 		return nil, err
 	}
 	return &Autoscaler{cfg: cfg, pool: s.pool, stats: s.stats, batch: max(s.batch, 1), ceiling: s.ceiling,
-		backlog: deps.Backlog, clock: deps.Clock, metrics: m, log: deps.Log}, nil
+		backlog: deps.Backlog, readers: deps.Readers, clock: deps.Clock, metrics: m, log: deps.Log}, nil
 }
 
 // Run steps every Interval until ctx ends.
@@ -240,6 +252,7 @@ func (a *Autoscaler) Step(ctx context.Context) Decision {
 	d.Wanted = a.want(now, cur, b, oldest, berr, d.Arrival, &why)
 
 	ev := a.evidence()
+	ev.readers = a.readersOver()
 	d.P95, d.Samples = ev.p95, ev.writes
 	oldLimit := a.lim.limit
 	if r := a.lim.update(now, cur, ev); r != "" {
@@ -433,3 +446,20 @@ func ceilTo(x float64, hi int) int {
 }
 
 func round1(f float64) float64 { return math.Round(f*10) / 10 }
+
+// readersOver says why the readers are over their budget, "" when they are
+// within it or not measured.
+func (a *Autoscaler) readersOver() string {
+	if a.readers == nil || a.cfg.ReaderBudget < 1 {
+		return ""
+	}
+	recent, idle, ok := a.readers.ReadLatency()
+	if !ok {
+		return ""
+	}
+	limit := max(time.Duration(a.cfg.ReaderBudget*float64(idle)), a.cfg.ReaderFloor)
+	if recent <= limit {
+		return ""
+	}
+	return fmt.Sprintf("reader p99 %s over %gx its idle %s (and over %s)", recent, a.cfg.ReaderBudget, idle, a.cfg.ReaderFloor)
+}

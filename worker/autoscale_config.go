@@ -24,6 +24,13 @@ type AutoscaleConfig struct {
 	// LatencyBudget is the store write p95 that concurrency must keep under.
 	// Default 100ms.
 	LatencyBudget time.Duration `config:"latency_budget" help:"store write p95 above which the concurrency limit drops multiplicatively"`
+	// ReaderBudget and ReaderFloor: when the web app's readers are
+	// measured (the web role in this process), the limit also drops while
+	// their p99 is above ReaderBudget times their idle p99 and above
+	// ReaderFloor, so that the drain goes at the pace the readers can
+	// afford. Defaults 1.5 and 25ms; ReaderBudget -1 ignores the readers.
+	ReaderBudget float64       `config:"reader_budget" help:"reader p99 (mailbox API, this process) above this many times its idle p99 lowers the concurrency limit; -1: ignore readers"`
+	ReaderFloor  time.Duration `config:"reader_floor" help:"reader p99 below this is never over budget"`
 	// LatencyWindow is how far back the p95 looks. Default 10s.
 	LatencyWindow time.Duration `config:"latency_window" help:"window of the store write p95"`
 	// Decrease multiplies the limit when the p95 is over budget, in (0, 1).
@@ -61,6 +68,12 @@ func (c AutoscaleConfig) WithDefaults() AutoscaleConfig {
 	if c.LatencyWindow == 0 {
 		c.LatencyWindow = 10 * time.Second
 	}
+	if c.ReaderBudget == 0 {
+		c.ReaderBudget = 1.5
+	}
+	if c.ReaderFloor == 0 {
+		c.ReaderFloor = 25 * time.Millisecond
+	}
 	if c.Decrease == 0 {
 		c.Decrease = 0.7
 	}
@@ -96,6 +109,10 @@ func (c AutoscaleConfig) Validate() error {
 	case c.LatencyWindow < c.Interval || c.LatencyWindow > maxWindowIntervals*c.Interval:
 		return fmt.Errorf("worker.autoscale.latency_window: must be between worker.autoscale.interval and %d intervals (%s .. %s), got %s",
 			maxWindowIntervals, c.Interval, maxWindowIntervals*c.Interval, c.LatencyWindow)
+	case c.ReaderBudget != -1 && !(c.ReaderBudget >= 1):
+		return fmt.Errorf("worker.autoscale.reader_budget: must be >= 1 (times the idle p99) or -1 (ignore readers), got %g", c.ReaderBudget)
+	case c.ReaderFloor < 0:
+		return fmt.Errorf("worker.autoscale.reader_floor: must be >= 0, got %s", c.ReaderFloor)
 	case !(c.Decrease > 0 && c.Decrease < 1):
 		return fmt.Errorf("worker.autoscale.decrease: must be between 0 and 1 (exclusive), got %g", c.Decrease)
 	case c.Increase < 1:

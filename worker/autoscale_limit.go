@@ -19,6 +19,9 @@ type evidence struct {
 	p95    time.Duration
 	writes int
 	failed int
+	// readers is why the readers are over their budget ("" when they are
+	// not, or are not measured).
+	readers string
 }
 
 // limiter is the adaptive cap on concurrency: additive increase while the
@@ -68,7 +71,7 @@ func (l *limiter) update(now time.Time, cur int, ev evidence) string {
 	if ev.writes < minEvidence {
 		return ""
 	}
-	if ev.p95 > l.budget {
+	if ev.p95 > l.budget || ev.readers != "" {
 		return l.breach(now, cur, ev)
 	}
 	if l.breachLevel > 0 {
@@ -122,8 +125,12 @@ func (l *limiter) breach(now time.Time, cur int, ev evidence) string {
 	l.lastDecrease = now
 	old := l.limit
 	l.limit = max(int(math.Floor(float64(level)*l.decrease)), l.floor)
-	if l.limit == old {
-		return fmt.Sprintf("p95 %s over budget %s: limit stays at its floor %d", ev.p95, l.budget, old)
+	what := fmt.Sprintf("p95 %s over budget %s", ev.p95, l.budget)
+	if ev.readers != "" {
+		what = ev.readers
 	}
-	return fmt.Sprintf("p95 %s over budget %s: limit %d -> %d", ev.p95, l.budget, old, l.limit)
+	if l.limit == old {
+		return fmt.Sprintf("%s: limit stays at its floor %d", what, old)
+	}
+	return fmt.Sprintf("%s: limit %d -> %d", what, old, l.limit)
 }
