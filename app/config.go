@@ -91,8 +91,13 @@ func (c *Config) Finish() error {
 			return err
 		}
 	}
-	// Workers that stepped back for waiting senders must drain before the
-	// receiver starts deferring them at the watermark.
+	return nil
+}
+
+// checkIntakeFirst: workers that step back for waiting senders in the same
+// process must drain before the receiver starts deferring them at the
+// watermark. Only a process with both roles steps back.
+func (c *Config) checkIntakeFirst() error {
 	if c.Worker.IntakeFirst.Above > 0 && c.Worker.IntakeFirst.MaxFill >= c.SMTP.LowWatermark {
 		return fmt.Errorf("worker.intake_first.max_fill: must be below smtp.low_watermark (%g), got %g: lower it, or turn stepping back off with worker.intake_first.above -1", c.SMTP.LowWatermark, c.Worker.IntakeFirst.MaxFill)
 	}

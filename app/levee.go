@@ -119,6 +119,9 @@ func (l *Levee) buildRoles(ctx context.Context) (err error) {
 	}
 	if l.Worker != nil && l.SMTP != nil {
 		// One process, one machine: draining yields to accepting.
+		if err := cfg.checkIntakeFirst(); err != nil {
+			return err
+		}
 		l.Worker.PutIntakeFirst(l.SMTP, l.Queue)
 	}
 	ops := admin.NewOps(l.Admin)

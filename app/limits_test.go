@@ -126,3 +126,26 @@ func gauge(t *testing.T, l *apptest.Levee, name, label string) float64 {
 	}
 	return -1
 }
+
+// TestIntakeFirstMustDrainBeforeTheWatermark: a levee serve whose workers
+// would step back past the receiver's watermark does not start (senders
+// would be deferred while the workers wait); a receiver alone may set its
+// watermark so.
+func TestIntakeFirstMustDrainBeforeTheWatermark(t *testing.T) {
+	cfg := apptest.Config(t)
+	cfg.SMTP.HighWatermark, cfg.SMTP.LowWatermark = 0.5, 0.4
+	l, err := app.Start(t.Context(), cfg, app.RoleAll, slog.New(slog.DiscardHandler))
+	if err == nil {
+		_ = l.Shutdown(context.Background())
+		t.Fatal("levee serve started with worker.intake_first.max_fill 0.5 above smtp.low_watermark 0.4")
+	}
+	if !strings.Contains(err.Error(), "worker.intake_first.max_fill") {
+		t.Errorf("error %q does not name worker.intake_first.max_fill", err)
+	}
+	cfg.Worker.IntakeFirst.Above = -1
+	l, err = app.Start(t.Context(), cfg, app.RoleAll, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("with stepping back off: %v", err)
+	}
+	_ = l.Shutdown(context.Background())
+}

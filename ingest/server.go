@@ -284,5 +284,5 @@ func (l smtpLogger) emit(msg string) {
 // read, publish not yet answered), averaged over about a quarter second: the accept
 // rate times the publish latency. It is near 0 while the receiver keeps up
 // and rises when a surge makes senders wait on Levee; workers sharing the
-// machine step back from draining above worker.yield_to_intake_above.
+// machine step back from draining above worker.intake_first.above.
 func (srv *Server) Pressure() float64 { return srv.pressure.value() }

@@ -3,6 +3,7 @@ package loadtest
 import (
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Diagnosis names what bound a run, read from the shapes the report plots
@@ -32,6 +33,7 @@ type Diagnosis struct {
 	// Reader p99 during the load and while the backlog drained, over the
 	// p99 before it (0 without a reader probe or a before phase).
 	ReaderDuringOverBefore float64 `json:"reader_p99_during_over_before,omitempty"`
+	ReaderAfterOverBefore  float64 `json:"reader_p99_after_over_before,omitempty"`
 	ReaderDrainOverBefore  float64 `json:"reader_p99_drain_over_before,omitempty"`
 }
 
@@ -49,6 +51,9 @@ const (
 	// readerBudget: readers slower than this many times their p99 before
 	// the load were slowed by the drain (issue: reader budget 1.5x idle).
 	readerBudget = 1.5
+	// drainJudged: a catch-up longer than this puts the store's drain in
+	// the drain phase, whose readers then count.
+	drainJudged = 5 * time.Second
 )
 
 // diagnose fills res.Diagnosis from the rest of res.
@@ -90,6 +95,7 @@ func (res *Result) diagnose() {
 		}
 		if before := p99[PhaseBefore]; before > 0 {
 			d.ReaderDuringOverBefore = p99[PhaseDuring] / before
+			d.ReaderAfterOverBefore = p99[PhaseAfter] / before
 			d.ReaderDrainOverBefore = p99[PhaseDrain] / before
 		}
 	}
@@ -103,7 +109,13 @@ func (res *Result) diagnose() {
 	if res.Audit != nil {
 		catchUp = res.Audit.CatchUp
 	}
-	slowest := max(d.ReaderDuringOverBefore, d.ReaderDrainOverBefore)
+	// The drain phase is the store's drain only when there was one to
+	// speak of; after a prompt catch-up it is the audit's look-ups alone,
+	// which are the load tester's own load.
+	slowest := max(d.ReaderDuringOverBefore, d.ReaderAfterOverBefore)
+	if catchUp > drainJudged.Seconds() {
+		slowest = max(slowest, d.ReaderDrainOverBefore)
+	}
 	switch {
 	case res.Counts.Offered > 0 && float64(queueFull) > queueDeferredShare*float64(res.Counts.Offered),
 		d.QueuePeakFill >= queueBindsFill:

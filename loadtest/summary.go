@@ -107,7 +107,7 @@ func (res *Result) WriteSummary(w io.Writer) error {
 		row("bottleneck", "%s: %s", d.Bottleneck, d.Why)
 		row("senders", "%.0f%% of the offered mail accepted during the load; at most %d messages waiting at the senders", d.AcceptedShare*100, d.SenderBacklogPeak)
 		if d.ReaderDuringOverBefore > 0 {
-			row("readers", "p99 %.1fx before during the load, %.1fx while draining", d.ReaderDuringOverBefore, d.ReaderDrainOverBefore)
+			row("readers", "p99 %.1fx before during the load, %.1fx after it, %.1fx while draining (and auditing)", d.ReaderDuringOverBefore, d.ReaderAfterOverBefore, d.ReaderDrainOverBefore)
 		}
 	}
 	if len(res.Checks) > 0 {

@@ -123,7 +123,12 @@ func (s *Server) observe(rw *recorder, start time.Time) {
 	s.metrics.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
 	took := time.Since(start)
 	s.metrics.duration.WithLabelValues(route).Observe(took.Seconds())
-	if s.readRoutes[route] && code < 500 {
+	if s.readRoutes[route] {
+		if code >= 500 {
+			// A read the store failed (a timeout, a lock) is a reader left
+			// waiting: count it as slow, not as absent.
+			took = max(took, failedReadCounts)
+		}
 		s.reads.observe(took)
 	}
 }
@@ -131,3 +136,6 @@ func (s *Server) observe(rw *recorder, start time.Time) {
 type panicError struct{ v any }
 
 func (p panicError) Error() string { return fmt.Sprintf("panic: %v", p.v) }
+
+// failedReadCounts is what a failed read counts as in ReadLatency.
+const failedReadCounts = time.Second

@@ -31,6 +31,7 @@ type readLatency struct {
 	seen    int             // reads in the current window
 	last    time.Duration   // p99 of the last complete window; 0: none
 	lastN   int
+	lastAt  time.Time   // when that window started
 	windows []windowP99 // complete windows with enough samples, within readIdleSpan
 }
 
@@ -72,7 +73,7 @@ func (r *readLatency) roll() {
 		r.windows = append(r.windows, windowP99{end: t, p99: p99})
 	}
 	r.windows = slices.DeleteFunc(r.windows, func(w windowP99) bool { return t.Sub(w.end) > readIdleSpan })
-	r.last, r.lastN = p99, len(r.cur)
+	r.last, r.lastN, r.lastAt = p99, len(r.cur), r.start
 	if elapsed >= 2*readWindow {
 		r.last, r.lastN = 0, 0 // the window before now saw no reads
 	}
@@ -80,19 +81,23 @@ func (r *readLatency) roll() {
 	r.start = t
 }
 
-// ReadLatency is the p99 of the reads in the last complete window and the
-// idle baseline; ok is false until a window with enough reads was seen (or
-// when the last window had too few to judge by).
-func (r *readLatency) ReadLatency() (recent, idle time.Duration, ok bool) {
+// ReadLatency is the p99 of the reads in the last complete window, when
+// that window started, and the idle baseline: the 10th percentile of the
+// windows' p99s of the last half hour (their minimum would be one lucky
+// window, and noise above it would read as over budget). ok is false until
+// a window with enough reads was seen, or when the last window had too few
+// to judge by.
+func (r *readLatency) ReadLatency() (recent, idle time.Duration, since time.Time, ok bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.roll()
 	if r.lastN < readMinSamples || len(r.windows) == 0 {
-		return 0, 0, false
+		return 0, 0, time.Time{}, false
 	}
-	idle = r.windows[0].p99
-	for _, w := range r.windows[1:] {
-		idle = min(idle, w.p99)
+	p99s := make([]time.Duration, len(r.windows))
+	for i, w := range r.windows {
+		p99s[i] = w.p99
 	}
-	return r.last, idle, true
+	slices.Sort(p99s)
+	return r.last, p99s[len(p99s)/10], r.lastAt, true
 }

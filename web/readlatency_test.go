@@ -17,11 +17,11 @@ func TestReadLatencyWindowsAndIdleBaseline(t *testing.T) {
 		}
 		now = now.Add(readWindow)
 	}
-	if _, _, ok := r.ReadLatency(); ok {
+	if _, _, _, ok := r.ReadLatency(); ok {
 		t.Fatal("ok before any read")
 	}
 	window(100, 4*time.Millisecond) // idle
-	if recent, idle, ok := r.ReadLatency(); !ok || recent != 4*time.Millisecond || idle != 4*time.Millisecond {
+	if recent, idle, _, ok := r.ReadLatency(); !ok || recent != 4*time.Millisecond || idle != 4*time.Millisecond {
 		t.Fatalf("after an idle window: %v %v %v", recent, idle, ok)
 	}
 	// A busy window: 98 fast reads, 2 slow; p99 is a slow one.
@@ -31,22 +31,22 @@ func TestReadLatencyWindowsAndIdleBaseline(t *testing.T) {
 	r.observe(40 * time.Millisecond)
 	r.observe(40 * time.Millisecond)
 	now = now.Add(readWindow)
-	if recent, idle, ok := r.ReadLatency(); !ok || recent != 40*time.Millisecond || idle != 4*time.Millisecond {
+	if recent, idle, _, ok := r.ReadLatency(); !ok || recent != 40*time.Millisecond || idle != 4*time.Millisecond {
 		t.Fatalf("after a slow window: recent %v idle %v %v; want 40ms over the idle 4ms", recent, idle, ok)
 	}
 	window(5, 100*time.Millisecond) // too few reads to judge
-	if _, _, ok := r.ReadLatency(); ok {
+	if _, _, _, ok := r.ReadLatency(); ok {
 		t.Error("judged a window of 5 reads")
 	}
 	window(50, 6*time.Millisecond)
 	now = now.Add(3 * readWindow) // nothing read since
-	if _, _, ok := r.ReadLatency(); ok {
+	if _, _, _, ok := r.ReadLatency(); ok {
 		t.Error("judged by a window that ended 15 s ago")
 	}
 	// The idle baseline forgets windows older than half an hour.
 	now = now.Add(readIdleSpan)
 	window(50, 9*time.Millisecond)
-	if _, idle, ok := r.ReadLatency(); !ok || idle != 9*time.Millisecond {
+	if _, idle, _, ok := r.ReadLatency(); !ok || idle != 9*time.Millisecond {
 		t.Errorf("idle %v %v after half an hour, want the newest 9ms", idle, ok)
 	}
 }

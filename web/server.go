@@ -196,11 +196,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // ReadLatency is the mailbox API's read p99 over its last 5 s window and
-// its idle baseline (the lowest such p99 of the last 30 minutes); ok is
+// its idle baseline (the 10th percentile of such p99s over the last 30
+// minutes), and when that window started; ok is
 // false until enough reads were seen. The workers' autoscaler holds the
 // drain so that recent stays within worker.autoscale.reader_budget times
 // idle.
-func (s *Server) ReadLatency() (recent, idle time.Duration, ok bool) { return s.reads.ReadLatency() }
+func (s *Server) ReadLatency() (recent, idle time.Duration, since time.Time, ok bool) {
+	return s.reads.ReadLatency()
+}
 
 // readGauges export ReadLatency, for a process that serves mailboxes.
 func (s *Server) readGauges() []prometheus.Collector {
@@ -209,7 +212,7 @@ func (s *Server) readGauges() []prometheus.Collector {
 	}
 	get := func(idle bool) func() float64 {
 		return func() float64 {
-			recent, base, ok := s.ReadLatency()
+			recent, base, _, ok := s.ReadLatency()
 			switch {
 			case !ok:
 				return 0
@@ -223,6 +226,6 @@ func (s *Server) readGauges() []prometheus.Collector {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "levee_web_read_p99_seconds",
 			Help: "Mailbox API reads: p99 over the last 5 s window (0 until 20 reads in a window)."}, get(false)),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "levee_web_read_idle_p99_seconds",
-			Help: "Mailbox API reads: the idle baseline, the lowest 5 s p99 of the last 30 minutes, which worker.autoscale.reader_budget multiplies."}, get(true)),
+			Help: "Mailbox API reads: the idle baseline, the 10th percentile of the 5 s p99s of the last 30 minutes, which worker.autoscale.reader_budget multiplies."}, get(true)),
 	}
 }

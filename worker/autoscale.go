@@ -141,10 +141,11 @@ type AutoscalerDeps struct {
 	Readers ReaderLatency
 }
 
-// ReaderLatency is the read p99 the web app's readers feel now, and their
-// idle baseline; ok false while there is too little reading to judge.
+// ReaderLatency is the read p99 the web app's readers feel now (over a
+// window that started at since), and their idle baseline; ok false while
+// there is too little reading to judge.
 type ReaderLatency interface {
-	ReadLatency() (recent, idle time.Duration, ok bool)
+	ReadLatency() (recent, idle time.Duration, since time.Time, ok bool)
 }
 
 // NewAutoscaler returns an autoscaler for w; call Run.
@@ -453,8 +454,10 @@ func (a *Autoscaler) readersOver() string {
 	if a.readers == nil || a.cfg.ReaderBudget < 1 {
 		return ""
 	}
-	recent, idle, ok := a.readers.ReadLatency()
-	if !ok {
+	recent, idle, since, ok := a.readers.ReadLatency()
+	if !ok || since.Before(a.evidenceFrom) {
+		// A window that began before concurrency last changed judges the
+		// old level, which the limiter already acted on.
 		return ""
 	}
 	limit := max(time.Duration(a.cfg.ReaderBudget*float64(idle)), a.cfg.ReaderFloor)

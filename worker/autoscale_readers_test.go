@@ -10,8 +10,8 @@ import (
 // 1.5x the idle 5ms) allows four writers.
 type simReaders struct{ s *simStore }
 
-func (r simReaders) ReadLatency() (recent, idle time.Duration, ok bool) {
-	return 5*time.Millisecond + time.Duration(r.s.writers())*5*time.Millisecond, 5 * time.Millisecond, true
+func (r simReaders) ReadLatency() (recent, idle time.Duration, since time.Time, ok bool) {
+	return 5*time.Millisecond + time.Duration(r.s.writers())*5*time.Millisecond, 5 * time.Millisecond, r.s.clock.Now(), true
 }
 
 // TestAutoscaleHoldsReadersWithinTheirBudget: a store that takes eleven
@@ -55,4 +55,6 @@ func TestAutoscaleHoldsReadersWithinTheirBudget(t *testing.T) {
 
 type unmeasured struct{}
 
-func (unmeasured) ReadLatency() (time.Duration, time.Duration, bool) { return 0, 0, false }
+func (unmeasured) ReadLatency() (time.Duration, time.Duration, time.Time, bool) {
+	return 0, 0, time.Time{}, false
+}

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -17,8 +18,11 @@ import (
 type IntakeFirstConfig struct {
 	// Above is the intake pressure (levee_smtp_intake_pressure: SMTP
 	// transactions waiting on the queue, averaged over a quarter second) above
-	// which the loops step back; they come back below half of it. Default
-	// 2; a negative value never steps back.
+	// which the loops step back, if it is also a surge: three times the
+	// usual pressure (the lowest 10 s average of the last 10 minutes), so
+	// that a steady load on a slow disk is drained as it comes rather than
+	// in two-minute waves. They come back below half of both. Default 2; a
+	// negative value never steps back.
 	Above float64 `config:"above" help:"SMTP transactions waiting on the queue (averaged over 250ms) above which delivery loops step back; -1: never"`
 	// MaxFill is the queue fill at or above which the loops drain whatever
 	// the intake, well under the receiver's 452 watermark. Default 0.5.
@@ -68,15 +72,53 @@ type QueueLevel interface {
 	Oldest() time.Duration
 }
 
+// The usual pressure: the lowest of the usualBuckets averages over
+// usualBucket each (ten minutes).
+const (
+	usualBucket  = 10 * time.Second
+	usualBuckets = 60
+	// surgeFactor: pressure this many times the usual is a surge.
+	surgeFactor = 3
+)
+
 // intakeFirst decides whether the loops step back now.
 type intakeFirst struct {
 	cfg    IntakeFirstConfig
 	intake Intake
 	queue  QueueLevel
 	gauge  prometheus.Gauge
+	now    func() time.Time
 
 	mu       sync.Mutex
 	yielding bool
+	// The current bucket's pressure sum and count since bucketStart, and
+	// the averages of the buckets before (newest last).
+	bucketStart time.Time
+	sum         float64
+	n           int
+	buckets     []float64
+}
+
+// usual is the lowest bucket average of the last ten minutes, 0 before
+// the first bucket closed; the caller holds mu.
+func (f *intakeFirst) usual(p float64) float64 {
+	t := f.now()
+	if f.bucketStart.IsZero() {
+		f.bucketStart = t
+	}
+	if t.Sub(f.bucketStart) >= usualBucket && f.n > 0 {
+		f.buckets = append(f.buckets, f.sum/float64(f.n))
+		if len(f.buckets) > usualBuckets {
+			f.buckets = f.buckets[1:]
+		}
+		f.sum, f.n, f.bucketStart = 0, 0, t
+	}
+	f.sum += p
+	f.n++
+	if len(f.buckets) == 0 {
+		return 0
+	}
+	return slices.Min(f.buckets)
 }
 
 // stepBack says whether a loop should fetch nothing now, with hysteresis:
@@ -90,14 +132,15 @@ func (f *intakeFirst) stepBack() bool {
 	bounded := f.queue.Fill() >= f.cfg.MaxFill || f.queue.Oldest() >= f.cfg.MaxDelay
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	surge := surgeFactor * f.usual(p)
 	was := f.yielding
 	switch {
 	case bounded:
 		f.yielding = false
 	case f.yielding:
-		f.yielding = p >= f.cfg.Above/2
+		f.yielding = p >= f.cfg.Above/2 && p >= surge/2
 	default:
-		f.yielding = p > f.cfg.Above
+		f.yielding = p > f.cfg.Above && p > surge
 	}
 	if f.yielding != was {
 		v := 0.0

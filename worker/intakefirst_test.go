@@ -81,3 +81,30 @@ func TestStepBackHasHysteresis(t *testing.T) {
 		t.Error("worker.intake_first.above -1 stepped back")
 	}
 }
+
+// TestASteadyLoadIsNotASurge: pressure that stays at one level (a steady
+// load on a slow disk) stops counting as a surge once it is the usual, so
+// the loops drain as mail comes; three times the usual is a surge again.
+func TestASteadyLoadIsNotASurge(t *testing.T) {
+	r := newRig(t, nil)
+	w, _ := r.worker(Config{}, r.st)
+	l := &levels{}
+	w.PutIntakeFirst(l, l)
+	now := time.Unix(0, 0)
+	w.first.now = func() time.Time { return now }
+	l.set(3, 0, 0)
+	if !w.first.stepBack() {
+		t.Fatal("pressure 3 over the threshold 2 with nothing usual known yet: not stepped back")
+	}
+	for range 400 { // 20 s at 3
+		now = now.Add(50 * time.Millisecond)
+		w.first.stepBack()
+	}
+	if w.first.stepBack() {
+		t.Error("a steady pressure of 3 for 20 s still steps back")
+	}
+	l.set(10, 0, 0)
+	if !w.first.stepBack() {
+		t.Error("pressure 10, over three times the usual 3: not stepped back")
+	}
+}

@@ -80,7 +80,6 @@ func TestConfigInvalidValuesNameTheKey(t *testing.T) {
 		{"no domains", []string{"--domains", ""}, nil, "smtp.domains"},
 		{"watermarks inverted", []string{"--smtp-high-watermark", "0.5", "--smtp-low-watermark", "0.8"}, nil, "watermark"},
 		{"log level", []string{"--log-level", "loud"}, nil, "log_level"},
-		{"intake first past the watermark", []string{"--smtp-high-watermark", "0.5", "--smtp-low-watermark", "0.4"}, nil, "worker.intake_first.max_fill"},
 		{"queue smaller than SIZE", []string{"--smtp-max-message-bytes", "64MiB"}, nil, "queue.max_msg_size"},
 		{"stray argument", []string{"extra"}, nil, "unexpected argument"},
 	} {

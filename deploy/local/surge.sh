@@ -47,14 +47,15 @@ cleanup() {
 trap cleanup EXIT
 
 # pin CPUS COMMAND...: with taskset and more than one core, run COMMAND on
-# those cores only.
+# those cores only. It execs, so that `pin ... &` leaves $! the command's
+# pid (the cleanup signals it).
 pin() {
   local cpus="$1"
   shift
   if command -v taskset >/dev/null && (($(nproc) > 1)); then
-    taskset -c "$cpus" "$@"
+    exec taskset -c "$cpus" "$@"
   else
-    "$@"
+    exec "$@"
   fi
 }
 

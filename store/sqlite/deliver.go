@@ -286,17 +286,48 @@ func wrap(ctx context.Context, op string, err error) error {
 // read walks a longer WAL index.
 var walRestartAbove int64 = 16 << 20
 
+// walRestartWait bounds how long the restart waits for the reads in
+// progress (it holds the writer meanwhile), and walRestartBackoff how long
+// the writer leaves the WAL alone after a restart that could not finish
+// (a long read, a bulk lookup, kept it busy).
+const (
+	walRestartWait    = 200 * time.Millisecond
+	walRestartBackoff = time.Second
+)
+
 // restartLongWAL truncates the WAL once it is longer than walRestartAbove;
-// the caller holds writeSem. The checkpoint waits (up to the busy timeout)
-// only for the reads in progress, which take milliseconds; new reads go on
-// meanwhile. If it cannot finish, the next commit tries again.
+// the caller holds writeSem. The checkpoint waits up to walRestartWait for
+// the reads in progress, which take milliseconds; new reads go on
+// meanwhile. If it cannot finish, a commit after walRestartBackoff tries
+// again.
 func (s *Store) restartLongWAL() {
+	if time.Now().Before(s.walRetryAt) {
+		return
+	}
 	fi, err := os.Stat(s.walPath)
 	if err != nil || fi.Size() < walRestartAbove {
 		return
 	}
-	var busy, frames, copied int
-	if err := s.write.QueryRowContext(context.Background(), `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &frames, &copied); err == nil && busy == 0 {
-		s.walRestarts.Add(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*walRestartWait)
+	defer cancel()
+	conn, err := s.write.Conn(ctx) // the one writer connection, free: the caller holds writeSem
+	if err != nil {
+		s.walRetryAt = time.Now().Add(walRestartBackoff)
+		return
 	}
+	defer conn.Close()
+	var busy, frames, copied int
+	_, err = conn.ExecContext(ctx, fmt.Sprintf(`PRAGMA busy_timeout = %d`, walRestartWait.Milliseconds()))
+	if err == nil {
+		err = conn.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &frames, &copied)
+	}
+	// Back to the writer's own patience for other processes' locks.
+	if _, rerr := conn.ExecContext(context.Background(), fmt.Sprintf(`PRAGMA busy_timeout = %d`, s.busyTimeout.Milliseconds())); rerr != nil && err == nil {
+		err = rerr
+	}
+	if err != nil || busy != 0 {
+		s.walRetryAt = time.Now().Add(walRestartBackoff)
+		return
+	}
+	s.walRestarts.Add(1)
 }

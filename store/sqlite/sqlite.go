@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
@@ -40,6 +41,8 @@ type Store struct {
 	// started it over (see restartLongWAL).
 	walPath     string
 	walRestarts atomic.Int64
+	walRetryAt  time.Time // guarded by writeSem
+	busyTimeout time.Duration
 
 	stmts writeStmts
 }
@@ -58,7 +61,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("sqlite: open: %w", err)
 		}
 	}
-	s := &Store{writeSem: make(chan struct{}, 1), walPath: cfg.Path + "-wal"}
+	s := &Store{writeSem: make(chan struct{}, 1), walPath: cfg.Path + "-wal", busyTimeout: cfg.BusyTimeout}
 	ok := false
 	defer func() {
 		if !ok {
