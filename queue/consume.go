@@ -132,7 +132,10 @@ func (c *Consumer) Fetch(max int, wait time.Duration) (ds []Delivery, waited boo
 	parts := c.parts()
 	n := len(parts)
 	if n == 0 {
-		return ds, false, fmt.Errorf("queue: fetch: no mail stream's consumer can be reached")
+		if len(ds) > 0 {
+			return ds, false, nil // never deliveries and an error: the caller would drop them
+		}
+		return nil, false, fmt.Errorf("queue: fetch: no mail stream's consumer can be reached")
 	}
 	start := int(c.next.Add(1)) % n
 	for i := 0; i < n && len(ds) < max; i++ {
