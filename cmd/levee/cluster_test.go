@@ -509,7 +509,7 @@ func TestLocalClusterScripts(t *testing.T) {
 		fmt.Sprintf("LEVEE_CLUSTER_WEB_PORT=%d", webPort),
 		"LEVEE_CLUSTER_PG_SERVER="+pgtest.ServerURL(),
 		"LEVEE_CLUSTER_PG_DATABASE="+dbName,
-		"LEVEE_CLUSTER_FLAGS=--queue-max-bytes 64MiB",
+		"LEVEE_CLUSTER_FLAGS=--queue-max-bytes 256MiB", // 64 MiB a partition: room for max_msg_size
 	)
 	script := func(name string, args ...string) string {
 		t.Helper()
