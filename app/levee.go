@@ -141,15 +141,22 @@ func (l *Levee) startAutoscaler() error {
 		return nil
 	}
 	deps := worker.AutoscalerDeps{Backlog: l.Queue, Registerer: l.Registry, Log: l.log}
+	actx, cancel := context.WithCancel(context.Background())
 	if l.HTTP != nil && l.roles&RoleWeb != 0 {
 		// The web app's readers are in this process: they set the pace.
 		deps.Readers = l.HTTP
+	} else {
+		// Split roles: the web processes' readers, from their stats.
+		fr := &fleetReaders{nc: l.Queue.Conn(), stream: l.cfg.Queue.Stream, every: fleetReadersEvery}
+		l.autoscaling.Go(func() { fr.run(actx) })
+		deps.Readers = fr
 	}
 	a, err := worker.NewAutoscaler(as, l.Worker, deps)
 	if err != nil {
+		cancel()
+		l.autoscaling.Wait()
 		return err
 	}
-	actx, cancel := context.WithCancel(context.Background())
 	l.stopAutoscale = cancel
 	l.autoscaling.Go(func() { a.Run(actx) })
 	return nil
@@ -279,6 +286,11 @@ func (l *Levee) processStats() fleet.Stats {
 		st := l.SMTP.Stats()
 		p.SMTP = &fleet.SMTPStats{Accepted: st.Accepted, Deferred: st.Deferred, Rejected: st.Rejected, Sessions: st.Sessions,
 			MaxMessageBytes: l.cfg.SMTP.MaxMessageBytes}
+	}
+	if l.HTTP != nil && l.roles&RoleWeb != 0 {
+		if recent, idle, since, ok := l.HTTP.ReadLatency(); ok {
+			p.Web = &fleet.WebStats{ReadP99: recent.Seconds(), IdleP99: idle.Seconds(), Since: since}
+		}
 	}
 	return p
 }

@@ -22,7 +22,37 @@ type Stats struct {
 	StartedAt time.Time    `json:"started_at"`
 	Worker    *WorkerStats `json:"worker,omitempty"`
 	SMTP      *SMTPStats   `json:"smtp,omitempty"`
+	Web       *WebStats    `json:"web,omitempty"`
 }
+
+// WebStats is a web process's mailbox API read latency, once it has read
+// enough to judge (web.Server.ReadLatency): workers in other processes
+// pace their drain by it.
+type WebStats struct {
+	ReadP99 float64   `json:"read_p99_seconds"`
+	IdleP99 float64   `json:"idle_p99_seconds"`
+	Since   time.Time `json:"since"` // start of the window ReadP99 is over
+}
+
+// Readers is the read latency of the web process whose readers are worst
+// off against their idle baseline, among procs; ok is false when none
+// reported one.
+func Readers(procs []Stats) (recent, idle time.Duration, since time.Time, ok bool) {
+	worst := -1.0
+	for _, p := range procs {
+		w := p.Web
+		if w == nil || w.IdleP99 <= 0 {
+			continue
+		}
+		if r := w.ReadP99 / w.IdleP99; r > worst {
+			worst = r
+			recent, idle, since, ok = secondsOf(w.ReadP99), secondsOf(w.IdleP99), w.Since, true
+		}
+	}
+	return recent, idle, since, ok
+}
+
+func secondsOf(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
 
 // WorkerStats is a worker process's drain state.
 type WorkerStats struct {

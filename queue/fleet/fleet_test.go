@@ -78,3 +78,23 @@ func TestGatherWithNobodyListeningReturnsAtOnce(t *testing.T) {
 		t.Errorf("Gather waited %s for nobody", took)
 	}
 }
+
+// TestReadersIsTheWorstOffWebProcess: the web process whose readers are
+// furthest over their idle baseline speaks for the readers; processes
+// without a judgement are left out.
+func TestReadersIsTheWorstOffWebProcess(t *testing.T) {
+	at := time.Unix(100, 0)
+	procs := []Stats{
+		{Instance: "worker"},
+		{Instance: "web-1", Web: &WebStats{ReadP99: 0.010, IdleP99: 0.005, Since: at}},
+		{Instance: "web-2", Web: &WebStats{ReadP99: 0.030, IdleP99: 0.006, Since: at.Add(time.Second)}},
+		{Instance: "web-3", Web: &WebStats{ReadP99: 0.050, IdleP99: 0}},
+	}
+	recent, idle, since, ok := Readers(procs)
+	if !ok || recent != 30*time.Millisecond || idle != 6*time.Millisecond || !since.Equal(at.Add(time.Second)) {
+		t.Errorf("Readers = %v %v %v %v, want web-2's 30ms over 6ms", recent, idle, since, ok)
+	}
+	if _, _, _, ok := Readers(procs[:1]); ok {
+		t.Error("ok without any web process")
+	}
+}
