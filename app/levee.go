@@ -218,11 +218,21 @@ func (l *Levee) listen(ctx context.Context) error {
 
 // openStore picks the backend from the store setting: a postgres:// URL or
 // a SQLite file path.
+// A failed Open returns a nil interface, never a typed nil pointer in one,
+// which Close would be called on (and panic).
 func openStore(ctx context.Context, cfg Config) (store.Store, error) {
 	if postgres.IsURL(cfg.Store) {
-		return postgres.Open(ctx, postgres.Config{URL: cfg.Store})
+		s, err := postgres.Open(ctx, postgres.Config{URL: cfg.Store})
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
 	}
-	return sqlite.Open(ctx, sqlite.Config{Path: cfg.Store})
+	s, err := sqlite.Open(ctx, sqlite.Config{Path: cfg.Store})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // Shutdown stops in the order of the flow: SMTP stops taking mail and

@@ -149,3 +149,21 @@ func TestIntakeFirstMustDrainBeforeTheWatermark(t *testing.T) {
 	}
 	_ = l.Shutdown(context.Background())
 }
+
+// TestAStoreThatCannotBeOpenedIsAnErrorNotAPanic: a PostgreSQL store that
+// refuses the connection (either URL scheme) fails the start with the
+// cause; it used to panic closing a nil store.
+func TestAStoreThatCannotBeOpenedIsAnErrorNotAPanic(t *testing.T) {
+	for _, scheme := range []string{"postgres", "postgresql"} {
+		cfg := apptest.Config(t)
+		cfg.Store = scheme + "://postgres@127.0.0.1:1/levee?connect_timeout=2"
+		l, err := app.Start(t.Context(), cfg, app.RoleAll, slog.New(slog.DiscardHandler))
+		if err == nil {
+			_ = l.Shutdown(context.Background())
+			t.Fatalf("%s: started on a store that refuses connections", scheme)
+		}
+		if !strings.Contains(err.Error(), "127.0.0.1") {
+			t.Errorf("%s: error %q does not say which server failed", scheme, err)
+		}
+	}
+}
