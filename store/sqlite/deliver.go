@@ -291,8 +291,8 @@ var walRestartAbove int64 = 16 << 20
 // the writer leaves the WAL alone after a restart that could not finish
 // (a long read, a bulk lookup, kept it busy).
 const (
-	walRestartWait    = 200 * time.Millisecond
-	walRestartBackoff = time.Second
+	walRestartWait    = 500 * time.Millisecond
+	walRestartBackoff = 250 * time.Millisecond
 )
 
 // restartLongWAL truncates the WAL once it is longer than walRestartAbove;
