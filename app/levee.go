@@ -46,6 +46,10 @@ type Levee struct {
 	stopAutoscale, stopOps  context.CancelFunc
 	autoscaling, opsRunning sync.WaitGroup
 
+	// unlockDataDir releases data_dir for another process (see
+	// lockDataDir), once everything in it is closed.
+	unlockDataDir func()
+
 	instance string // host:pid, in stats replies
 	started  time.Time
 }
@@ -60,12 +64,17 @@ func Start(ctx context.Context, cfg Config, roles Role, log *slog.Logger) (*Leve
 		// An embedded server per role process would be a queue per process.
 		return nil, fmt.Errorf("queue.nats_url: `levee %s` needs an external JetStream (--nats-url); `levee serve` embeds one", roles)
 	}
+	unlock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	host, _ := os.Hostname()
 	l := &Levee{cfg: cfg, roles: roles, log: log, Registry: reg,
 		instance: fmt.Sprintf("%s:%d", host, os.Getpid()), started: time.Now()}
 	l.stopAutoscale, l.stopOps = func() {}, func() {}
+	l.unlockDataDir = unlock
 	if err := l.start(ctx); err != nil {
 		_ = l.close(context.Background())
 		return nil, err
@@ -266,6 +275,8 @@ func (l *Levee) close(ctx context.Context) error {
 	if l.Store != nil {
 		errs = append(errs, l.Store.Close())
 	}
+	// Last: everything in the data directory is closed.
+	l.unlockDataDir()
 	return errors.Join(errs...)
 }
 

@@ -167,3 +167,44 @@ func TestAStoreThatCannotBeOpenedIsAnErrorNotAPanic(t *testing.T) {
 		}
 	}
 }
+
+// TestASecondLeveeOnTheSameDataDirFailsAndChangesNothing: the data
+// directory is locked before anything in it is opened, so a second process
+// fails at once, saying who holds it, and the running one's stream keeps
+// its settings. Once the first stops, the directory can be used again.
+func TestASecondLeveeOnTheSameDataDirFailsAndChangesNothing(t *testing.T) {
+	cfg := apptest.Config(t)
+	first, err := app.Start(t.Context(), cfg, app.RoleAll, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := first.Admin.Limits(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := cfg
+	second.Queue.MaxMsgs = 5
+	l, err := app.Start(t.Context(), second, app.RoleAll, slog.New(slog.DiscardHandler))
+	if err == nil {
+		_ = l.Shutdown(context.Background())
+		t.Fatal("a second levee started on a data dir in use")
+	}
+	if !strings.Contains(err.Error(), "in use by another levee process (pid ") {
+		t.Errorf("error %q does not say the data dir is in use, and by whom", err)
+	}
+	after, err := first.Admin.Limits(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.StreamLimits != before.StreamLimits {
+		t.Errorf("the refused start changed the live limits:\nbefore %+v\nafter  %+v", before.StreamLimits, after.StreamLimits)
+	}
+	if err := first.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	again, err := app.Start(t.Context(), cfg, app.RoleAll, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("start after the first stopped: %v", err)
+	}
+	_ = again.Shutdown(context.Background())
+}
