@@ -3,6 +3,7 @@ package mail
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestIDIgnoresRecipientOrderAndCaseButNotContent(t *testing.T) {
@@ -96,6 +97,28 @@ func TestParseNeverRejectsMessyMail(t *testing.T) {
 		p, err := Parse([]byte(raw), DefaultParseLimits)
 		if err != nil || p == nil || p.Headers == nil {
 			t.Errorf("%s: Parse = %+v, %v; want a result, never an error", name, p, err)
+		}
+	}
+}
+
+// TestObsoleteZoneNamesKeepTheirOffsets: RFC 5322's obsolete zone names are
+// read with their offsets (net/mail took an unknown abbreviation as UTC);
+// numeric zones and GMT are as before.
+func TestObsoleteZoneNamesKeepTheirOffsets(t *testing.T) {
+	for _, tc := range []struct{ date, want string }{
+		{"Tue, 1 Jul 2003 12:09:26 EDT", "2003-07-01T16:09:26Z"},
+		{"Tue, 1 Jul 2003 12:09:26 PST", "2003-07-01T20:09:26Z"},
+		{"Tue, 1 Jul 2003 12:09:26 CDT", "2003-07-01T17:09:26Z"},
+		{"Tue, 1 Jul 2003 12:09:26 GMT", "2003-07-01T12:09:26Z"},
+		{"Tue, 1 Jul 2003 12:09:26 +0200", "2003-07-01T10:09:26Z"},
+	} {
+		raw := "From: a@b.example\r\nDate: " + tc.date + "\r\nSubject: z\r\n\r\nbody\r\n"
+		p, err := Parse([]byte(raw), DefaultParseLimits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := p.Date.Format(time.RFC3339); got != tc.want {
+			t.Errorf("Date: %s read as %s, want %s", tc.date, got, tc.want)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/textproto"
 	"strings"
+	"time"
 
 	"github.com/jhillyerd/enmime/v2"
 )
@@ -66,7 +67,7 @@ func Parse(raw []byte, limits ParseLimits) (p *Parsed, err error) {
 		p.Headers[textproto.CanonicalMIMEHeaderKey(k)] = env.GetHeaderValues(k)
 	}
 	if d, derr := env.Date(); derr == nil {
-		p.Date = d.UTC()
+		p.Date = withObsoleteZone(d).UTC()
 	}
 	for _, part := range append(append([]*enmime.Part{}, env.Attachments...), env.Inlines...) {
 		p.Attachments = append(p.Attachments, Attachment{
@@ -162,4 +163,25 @@ func headersOnly(raw []byte, reason string) (*Parsed, error) {
 	p.From = h.Get("From")
 	p.MessageID = strings.Trim(strings.TrimSpace(h.Get("Message-Id")), "<>")
 	return p, nil
+}
+
+// obsoleteZones are the zone names RFC 5322 (section 4.3) still lets a Date
+// carry, with their offsets in hours. net/mail reads a name the machine's
+// own time zone does not define as UTC: "12:09:26 EDT" became 12:09:26Z.
+var obsoleteZones = map[string]int{
+	"UT": 0, "GMT": 0, "EST": -5, "EDT": -4, "CST": -6, "CDT": -5, "MST": -7, "MDT": -6, "PST": -8, "PDT": -7,
+}
+
+// withObsoleteZone gives a time parsed with an obsolete zone name, and
+// read as UTC, that zone's offset. Military single-letter zones stay as
+// they are: RFC 5322 says to read them as -0000 (unknown).
+func withObsoleteZone(d time.Time) time.Time {
+	name, offset := d.Zone()
+	hours, ok := obsoleteZones[strings.ToUpper(name)]
+	if !ok || offset != 0 || hours == 0 {
+		return d
+	}
+	y, mo, day := d.Date()
+	h, mi, s := d.Clock()
+	return time.Date(y, mo, day, h, mi, s, d.Nanosecond(), time.FixedZone(name, hours*3600))
 }
