@@ -122,3 +122,30 @@ func TestObsoleteZoneNamesKeepTheirOffsets(t *testing.T) {
 		}
 	}
 }
+
+// TestMessageIDIsTheAddrSpec: the id between the first '<' and its '>',
+// without a trailing comment or folding white space; a bare id is taken
+// whole, so a look-up with or without brackets finds the same.
+func TestMessageIDIsTheAddrSpec(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"<id@host>", "id@host"},
+		{"<id@host> (added by postmaster)", "id@host"},
+		{"<abc.\r\n def@host>", "abc.def@host"},
+		{"<x@   >", "x@"},
+		{"x@   ", "x@"},
+		{"id@host", "id@host"},
+		{"", ""},
+	} {
+		if got := NormalizeMessageID(tc.in); got != tc.want {
+			t.Errorf("NormalizeMessageID(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	raw := "From: a@b.example\r\nMessage-ID: <id@host> (added by postmaster)\r\nSubject: z\r\n\r\nbody\r\n"
+	p, err := Parse([]byte(raw), DefaultParseLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.MessageID != "id@host" {
+		t.Errorf("stored Message-ID %q, want id@host", p.MessageID)
+	}
+}

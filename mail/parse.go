@@ -62,7 +62,7 @@ func Parse(raw []byte, limits ParseLimits) (p *Parsed, err error) {
 		Text:    env.Text,
 		HTML:    env.HTML,
 	}
-	p.MessageID = strings.Trim(strings.TrimSpace(env.GetHeader("Message-Id")), "<>")
+	p.MessageID = NormalizeMessageID(env.GetHeader("Message-Id"))
 	for _, k := range env.GetHeaderKeys() {
 		p.Headers[textproto.CanonicalMIMEHeaderKey(k)] = env.GetHeaderValues(k)
 	}
@@ -184,4 +184,20 @@ func withObsoleteZone(d time.Time) time.Time {
 	y, mo, day := d.Date()
 	h, mi, s := d.Clock()
 	return time.Date(y, mo, day, h, mi, s, d.Nanosecond(), time.FixedZone(name, hours*3600))
+}
+
+// NormalizeMessageID is the id of a Message-ID header value, or of a
+// look-up's id, as stored and compared: the addr-spec between the first
+// '<' and the '>' after it (a comment after it, "<id@host> (added by
+// postmaster)", is not part of it), with no white space (a folded header
+// leaves some inside, which is no part of an id). A value without brackets
+// is taken whole.
+func NormalizeMessageID(v string) string {
+	if i := strings.IndexByte(v, '<'); i >= 0 {
+		v = v[i+1:]
+		if j := strings.IndexByte(v, '>'); j >= 0 {
+			v = v[:j]
+		}
+	}
+	return strings.Join(strings.Fields(v), "")
 }

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 
+	"github.com/levee-mail/levee/mail"
 	"github.com/levee-mail/levee/store"
 )
 
@@ -80,8 +80,6 @@ func (s *Server) lookupMessages(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, r, http.StatusOK, lookupResponse{Found: found})
 }
 
-// normalizeMessageID strips the angle brackets and space that a header value
-// carries: the store keeps Message-IDs without them.
-func normalizeMessageID(v string) string {
-	return strings.Trim(strings.TrimSpace(v), "<>")
-}
+// normalizeMessageID is a look-up's id as the store keeps Message-IDs
+// (mail.NormalizeMessageID): with or without the brackets, the same.
+func normalizeMessageID(v string) string { return mail.NormalizeMessageID(v) }
