@@ -128,24 +128,41 @@ func ExistingMailStreams(ctx context.Context, js jetstream.JetStream, cfg Config
 // stream on the server not marked draining, ordered by name. An older
 // Levee's single stream carries no mark and counts as current.
 func CurrentLayout(ctx context.Context, js jetstream.JetStream, cfg Config) ([]Partition, error) {
-	existing, err := ExistingMailStreams(ctx, js, cfg)
+	existing, configs, err := existingMailConfigs(ctx, js, cfg)
 	if err != nil {
 		return nil, err
 	}
 	var out []Partition
-	for _, p := range existing {
-		s, err := js.Stream(ctx, p.Stream)
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			continue // a drained stream deleted meanwhile
-		}
-		if err != nil {
-			return nil, fmt.Errorf("queue: stream %s: %w", p.Stream, err)
-		}
-		if s.CachedInfo().Config.Metadata[MetadataLayout] != layoutDraining {
+	for i, p := range existing {
+		if configs[i].Metadata[MetadataLayout] != layoutDraining {
 			out = append(out, p)
 		}
 	}
 	return out, nil
+}
+
+// existingMailConfigs are the mail streams on the server
+// (ExistingMailStreams) with their live configs, leaving out any deleted
+// between the listing and the look-up (a drained stream).
+func existingMailConfigs(ctx context.Context, js jetstream.JetStream, cfg Config) ([]Partition, []jetstream.StreamConfig, error) {
+	existing, err := ExistingMailStreams(ctx, js, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	var parts []Partition
+	var configs []jetstream.StreamConfig
+	for _, p := range existing {
+		s, err := js.Stream(ctx, p.Stream)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("queue: stream %s: %w", p.Stream, err)
+		}
+		parts = append(parts, p)
+		configs = append(configs, s.CachedInfo().Config)
+	}
+	return parts, configs, nil
 }
 
 // WithLayout is c with the partition count of layout, when layout is

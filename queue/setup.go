@@ -273,21 +273,14 @@ func (q *Queue) ensure(ctx context.Context) error {
 // that a live change outlasts a change of the partition count as it
 // outlasts restarts.
 func (q *Queue) layoutTotals(ctx context.Context) (Config, error) {
-	existing, err := ExistingMailStreams(ctx, q.js, q.cfg)
+	existing, configs, err := existingMailConfigs(ctx, q.js, q.cfg)
 	if err != nil {
 		return Config{}, err
 	}
 	n := strconv.Itoa(len(q.layout))
 	var prev []jetstream.StreamConfig
-	for _, p := range existing {
-		s, err := q.js.Stream(ctx, p.Stream)
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			continue // a drained stream deleted meanwhile
-		}
-		if err != nil {
-			return Config{}, fmt.Errorf("queue: stream %s: %w", p.Stream, err)
-		}
-		sc := s.CachedInfo().Config
+	for i, p := range existing {
+		sc := configs[i]
 		mark, ok := sc.Metadata[MetadataLayout]
 		if !ok && p.Stream == q.cfg.Stream {
 			mark = "1" // an older Levee's single stream
