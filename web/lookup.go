@@ -17,7 +17,7 @@ import (
 
 // findMessages answers GET /api/v1/messages?message_id=<id>.
 func (s *Server) findMessages(w http.ResponseWriter, r *http.Request) {
-	id := normalizeMessageID(r.URL.Query().Get("message_id"))
+	id := mail.NormalizeMessageID(r.URL.Query().Get("message_id"))
 	if id == "" {
 		s.writeError(w, r, http.StatusBadRequest, "message_id: required (the Message-ID header, with or without <>)")
 		return
@@ -68,7 +68,7 @@ func (s *Server) lookupMessages(w http.ResponseWriter, r *http.Request) {
 	}
 	ids := make([]string, 0, len(req.MessageIDs))
 	for _, id := range req.MessageIDs {
-		if id = normalizeMessageID(id); id != "" {
+		if id = mail.NormalizeMessageID(id); id != "" {
 			ids = append(ids, id)
 		}
 	}
@@ -79,7 +79,3 @@ func (s *Server) lookupMessages(w http.ResponseWriter, r *http.Request) {
 	}
 	s.writeJSON(w, r, http.StatusOK, lookupResponse{Found: found})
 }
-
-// normalizeMessageID is a look-up's id as the store keeps Message-IDs
-// (mail.NormalizeMessageID): with or without the brackets, the same.
-func normalizeMessageID(v string) string { return mail.NormalizeMessageID(v) }
