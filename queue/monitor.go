@@ -43,17 +43,24 @@ func FillOf(si *jetstream.StreamInfo) (messages, bytes float64) {
 func (q *Queue) Backlog(ctx context.Context) (messages uint64, oldest time.Duration, err error) {
 	now := time.Now()
 	for _, p := range q.mailStreams() {
+		// A stream of another layout deleted once drained holds nothing;
+		// the monitor forgets it.
+		deleted := func(err error) bool {
+			if q.draining(p) && errors.Is(err, jetstream.ErrStreamNotFound) {
+				q.kickMonitor()
+				return true
+			}
+			return false
+		}
 		c, err := q.js.Consumer(ctx, p.Stream, q.cfg.Durable)
-		if q.draining(p) && errors.Is(err, jetstream.ErrStreamNotFound) {
-			q.kickMonitor() // deleted once drained: the monitor forgets it
+		if deleted(err) {
 			continue
 		}
 		if err != nil {
 			return 0, 0, fmt.Errorf("queue: consumer info %s on %s: %w", q.cfg.Durable, p.Stream, err)
 		}
 		s, err := q.js.Stream(ctx, p.Stream)
-		if q.draining(p) && errors.Is(err, jetstream.ErrStreamNotFound) {
-			q.kickMonitor()
+		if deleted(err) {
 			continue
 		}
 		if err != nil {

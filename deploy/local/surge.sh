@@ -32,6 +32,8 @@ for p in $SMTP_PORT $HTTP_PORT $WORKER_HTTP_PORT $SMTPD_HTTP_PORT $NATS_PORT; do
   (exec 3<>"/dev/tcp/$HOST/$p") 2>/dev/null && die "port $p is in use"
 done
 
+# SURGE_DIR is emptied: never the checkout or a top-level directory.
+[[ "$DIR" == "$ROOT" || "$(dirname "$DIR")" == / ]] && die "SURGE_DIR=$DIR: give a directory of its own (it is emptied)"
 rm -rf "$DIR"
 mkdir -p "$DIR"
 echo '*' >"$DIR/.gitignore" # run output, not source
