@@ -161,7 +161,15 @@ func (c *trackedConn) Write(b []byte) (int, error) {
 	if c.closed {
 		return 0, net.ErrClosed
 	}
-	n, err := c.Conn.Write(c.cleanReply(b))
+	out := c.srv.sizeAdvert.fix(b)
+	n, err := c.Conn.Write(c.cleanReply(out))
+	if len(out) != len(b) {
+		// go-smtp's count is of what it wrote, not of the corrected reply.
+		n = min(n, len(b))
+		if err == nil {
+			n = len(b)
+		}
+	}
 	if c.closeAfterWrite.Load() {
 		c.closeLocked()
 	}

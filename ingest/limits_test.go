@@ -1,7 +1,10 @@
 package ingest
 
 import (
+	"fmt"
 	"net"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -62,5 +65,52 @@ func TestCleanReply(t *testing.T) {
 	// A CRLF split across two writes survives.
 	if got := string(c.cleanReply([]byte("250 long\r"))) + string(c.cleanReply([]byte("\n"))); got != "250 long\r\n" {
 		t.Errorf("split CRLF: %q", got)
+	}
+}
+
+// TestMessageAtTheAdvertisedSize: a message of exactly the advertised SIZE is
+// accepted, by DATA and by BDAT, and one byte more is refused (go-smtp's DATA
+// reader counted one byte too many: exactly SIZE got 552).
+func TestMessageAtTheAdvertisedSize(t *testing.T) {
+	cfg := baseConfig()
+	cfg.MaxMessageBytes = 1024
+	pub := &fakePublisher{}
+	_, addr := startServer(t, cfg, pub, nil)
+	body := func(size int) string {
+		head := "Subject: size\r\n\r\n"
+		return head + strings.Repeat("x", size-len(head)-2) + "\r\n"
+	}
+	c := dial(t, addr)
+	c.expect("", "220")
+	if ehlo := c.expect("EHLO client.test", "250"); !slices.Contains(ehlo.lines, "250-SIZE 1024") && !slices.Contains(ehlo.lines, "250 SIZE 1024") {
+		t.Fatalf("EHLO does not advertise SIZE 1024: %v", ehlo)
+	}
+	c.expect("MAIL FROM:<a@x.test> SIZE=1025", "552 5.3.4")
+	c.expect("MAIL FROM:<a@x.test> SIZE=1024", "250")
+	c.expect("RCPT TO:<r@example.com>", "250")
+	c.expect("DATA", "354")
+	c.write(body(1024) + ".\r\n")
+	if r := c.mustRead(); r.code != 250 {
+		t.Fatalf("DATA of exactly SIZE (1024 bytes): %v, want 250", r)
+	}
+	if r := c.send("a@x.test", []string{"r@example.com"}, body(1025)); r.status() != "552 5.3.4" {
+		t.Fatalf("DATA of SIZE+1: %v, want 552 5.3.4", r)
+	}
+	for size, want := range map[int]string{1024: "250", 1025: "552 5.3.4"} {
+		c.expect("MAIL FROM:<a@x.test>", "250")
+		c.expect("RCPT TO:<r@example.com>", "250")
+		c.write(fmt.Sprintf("BDAT %d LAST\r\n", size) + body(size))
+		if r := c.mustRead(); !strings.HasPrefix(r.status(), want) {
+			t.Fatalf("BDAT of %d bytes: %v, want %s", size, r, want)
+		}
+	}
+	msgs := pub.messages()
+	if len(msgs) != 2 {
+		t.Fatalf("published %d messages, want the two of exactly 1024 bytes", len(msgs))
+	}
+	for _, m := range msgs {
+		if !strings.HasSuffix(string(m.Raw), body(1024)) {
+			t.Errorf("stored body is not the 1024 bytes sent (%d bytes raw)", len(m.Raw))
+		}
 	}
 }

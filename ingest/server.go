@@ -32,6 +32,8 @@ type Server struct {
 	conns   *connRegistry
 	// pressure is the transactions waiting on the queue (see Pressure).
 	pressure *pressure
+	// sizeAdvert corrects the SIZE go-smtp advertises in the EHLO reply.
+	sizeAdvert sizeAdvert
 
 	// ctx is the server's lifetime context. go-smtp gives sessions no
 	// context, so every Publish derives its context from this one (bounded
@@ -95,9 +97,11 @@ func New(cfg Config, pub Publisher, fill FillGauge, reg prometheus.Registerer, l
 
 	ss := smtp.NewServer(backend{s})
 	ss.Domain = cfg.Hostname
-	// Advertised as SIZE and checked against MAIL SIZE= and BDAT by go-smtp,
-	// and enforced on DATA by its reader (552 5.3.4, as replyTooBig).
-	ss.MaxMessageBytes = cfg.MaxMessageBytes
+	// Checked against MAIL SIZE= and BDAT by go-smtp and enforced on DATA by
+	// its reader (552 5.3.4, as replyTooBig), one byte over Levee's limit so
+	// that a message of exactly the limit is taken (see sizeAdvert).
+	ss.MaxMessageBytes = goSMTPMaxMessageBytes(cfg.MaxMessageBytes)
+	s.sizeAdvert = newSizeAdvert(cfg.MaxMessageBytes)
 	ss.MaxLineLength = cfg.MaxLineLength
 	// 0: Levee counts recipients itself, so the 452 4.5.3 is decided in
 	// codes.go (the price: no LIMITS RCPTMAX= in the EHLO reply).
