@@ -3,6 +3,7 @@ package app
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/levee-mail/levee/ingest"
@@ -66,6 +67,10 @@ func (c *Config) Finish() error {
 		if err := (postgres.Config{URL: c.Store}).WithDefaults().Validate(); err != nil {
 			return err
 		}
+	} else if scheme, _, ok := strings.Cut(c.Store, "://"); ok {
+		// Anything else with a scheme would become a SQLite file named
+		// after the URL. Only the scheme is shown: the rest may hold a password.
+		return fmt.Errorf("store: %q is not a store Levee can open: use a postgres:// or postgresql:// URL, or a SQLite file path", scheme+"://")
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

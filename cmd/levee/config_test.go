@@ -120,3 +120,31 @@ func TestHelpListsEveryFlagWithDefaultAndEnv(t *testing.T) {
 		t.Errorf("serve --help lacks env names:\n%s", serveHelp.String())
 	}
 }
+
+// TestStoreRefusesUnknownSchemes: a store URL of a kind Levee does not speak
+// fails at start naming the accepted forms; it used to become a SQLite file
+// named after the URL (--store mysql://x made the directory "mysql:").
+func TestStoreRefusesUnknownSchemes(t *testing.T) {
+	for _, store := range []string{"mysql://u:secret@db/x", "sqlite:///tmp/x.db", "Postgres+ssl://x", "redis://x"} {
+		t.Run(store, func(t *testing.T) {
+			dir := t.TempDir()
+			_, err := load(t, []string{"--data-dir", dir, "--store", store}, nil)
+			if err == nil {
+				t.Fatalf("--store %s accepted", store)
+			}
+			for _, want := range []string{"store:", "postgres://", "postgresql://", "SQLite file path"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q lacks %q", err, want)
+				}
+			}
+			if strings.Contains(err.Error(), "secret") {
+				t.Errorf("error %q shows the password", err)
+			}
+		})
+	}
+	for _, store := range []string{"postgresql://u@db/x", "postgres://u@db/x", "mail/levee.db", "/var/lib/levee/levee.db", "levee:2.db"} {
+		if _, err := load(t, []string{"--data-dir", t.TempDir(), "--store", store}, nil); err != nil {
+			t.Errorf("--store %s refused: %v", store, err)
+		}
+	}
+}
