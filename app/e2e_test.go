@@ -181,11 +181,26 @@ func TestQueueAtLimitsDefersThenAcceptsAfterDrain(t *testing.T) {
 	}
 }
 
+// startNATSOnFreePort starts an embedded nats-server on a port that it
+// keeps after a restart (cfg.Port is set to it), trying fresh ports while
+// another socket holds the one picked.
+func startNATSOnFreePort(t *testing.T, cfg *natsserver.Config) (*natsserver.Server, error) {
+	t.Helper()
+	for tries := 1; ; tries++ {
+		cfg.Port = apptest.Ports(t, 1)[0]
+		srv, err := natsserver.Start(*cfg)
+		if err == nil || !apptest.AddrInUse(err.Error()) || tries == 5 {
+			return srv, err
+		}
+		t.Logf("port %d taken before nats-server bound it; trying another", cfg.Port)
+	}
+}
+
 func TestJetStreamStoppedMidRun(t *testing.T) {
 	dir := t.TempDir()
-	srvCfg := natsserver.Config{DataDir: filepath.Join(dir, "js"), Host: "127.0.0.1", Port: apptest.FreePort(t), SyncAlways: true,
+	srvCfg := natsserver.Config{DataDir: filepath.Join(dir, "js"), Host: "127.0.0.1", SyncAlways: true,
 		MaxPayload: queue.DefaultMaxMsgSize + 64<<10}
-	srv, err := natsserver.Start(srvCfg)
+	srv, err := startNATSOnFreePort(t, &srvCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,8 +233,15 @@ func TestJetStreamStoppedMidRun(t *testing.T) {
 		}
 	}
 
-	if srv, err = natsserver.Start(srvCfg); err != nil {
-		t.Fatalf("restart JetStream: %v", err)
+	// Back on the same port, which only another test's explicit bind
+	// could have taken meanwhile (apptest.Ports): that is waited out.
+	for start := time.Now(); ; time.Sleep(200 * time.Millisecond) {
+		if srv, err = natsserver.Start(srvCfg); err == nil {
+			break
+		}
+		if !apptest.AddrInUse(err.Error()) || time.Since(start) > 30*time.Second {
+			t.Fatalf("restart JetStream: %v", err)
+		}
 	}
 	apptest.WaitFor(t, 30*time.Second, "accepting again", func() bool {
 		body := apptest.Message(100, 800)

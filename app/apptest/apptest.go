@@ -8,9 +8,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -159,16 +162,73 @@ func WaitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-// FreePort is a loopback port free a moment ago, for a server that must
-// come back on the same port after a restart.
-func FreePort(t *testing.T) int {
+// Ports returns n distinct loopback ports, each free a moment ago, for
+// servers that must be told their port in advance (another process's
+// config) or come back on the same port after a restart.
+//
+// A port from 127.0.0.1:0 is one the kernel also hands to outgoing
+// connections as their local port, so between our close and the server's
+// bind another socket could take it (issue 13 item 20: nats-server failed
+// with "bind: address already in use"). These are drawn at random from
+// below the kernel's ephemeral range instead, where only an explicit bind
+// can land; another test can still pick one, so starts that fail with
+// AddrInUse should be retried on fresh ports.
+func Ports(t testing.TB, n int) []int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	lo, hi := portRange()
+	ports := make([]int, 0, n)
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 1000 {
+			t.Fatalf("no free loopback port in [%d, %d) after %d tries", lo, hi, tries)
+		}
+		p := lo + rand.IntN(hi-lo)
+		handedOut.Lock()
+		taken := handedOut.m[p]
+		handedOut.Unlock()
+		if taken {
+			continue
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		handedOut.Lock()
+		handedOut.m[p] = true
+		handedOut.Unlock()
+		ports = append(ports, p)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return ports
+}
+
+// handedOut: ports Ports returned in this process, never returned twice.
+var handedOut = struct {
+	sync.Mutex
+	m map[int]bool
+}{m: map[int]bool{}}
+
+// portRange is where Ports draws from: from 20000 (clear of the well-known
+// ports and deploy/local's defaults) up to the kernel's ephemeral range.
+func portRange() (lo, hi int) {
+	lo, hi = 20000, 32768 // Linux's default ephemeral range starts at 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		var elo, ehi int
+		if _, err := fmt.Sscan(string(b), &elo, &ehi); err == nil {
+			switch {
+			case elo-lo >= 1000:
+				hi = elo
+			case ehi < 64000:
+				lo, hi = ehi+1, 65536
+			}
+		}
+	}
+	return lo, hi
+}
+
+// AddrInUse reports whether a server's error or log says its port was
+// taken: the one failure a start on fresh ports cures.
+func AddrInUse(errOrLog string) bool {
+	return strings.Contains(errOrLog, "address already in use")
 }
 
 // GetJSON GETs path from the HTTP API and decodes a 200's JSON into v

@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -61,14 +63,41 @@ type natsNode struct {
 }
 
 // startNATSCluster starts three nats-server processes as one JetStream
-// cluster, configured as deploy/local/up.sh configures them.
+// cluster, configured as deploy/local/up.sh configures them. A node that
+// finds one of its ports taken (apptest.Ports) takes the cluster down, and
+// it starts again on fresh ports.
 func startNATSCluster(t *testing.T, bin string) []*natsNode {
+	t.Helper()
+	return startNATSClusterOn(t, bin, func() []int { return apptest.Ports(t, 9) })
+}
+
+// startNATSClusterOn is startNATSCluster drawing its nine ports from pick.
+func startNATSClusterOn(t *testing.T, bin string, pick func() []int) []*natsNode {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		nodes, err := tryNATSCluster(t, bin, pick())
+		if err == nil {
+			return nodes
+		}
+		if !errors.Is(err, errPortTaken) || attempt == 5 {
+			t.Fatal(err)
+		}
+		t.Logf("attempt %d: %v; again on fresh ports", attempt, err)
+	}
+}
+
+// errPortTaken: a nats-server exited because another socket held its port.
+var errPortTaken = errors.New("port taken")
+
+// tryNATSCluster starts the cluster on ports (three per node: client,
+// route, monitor); on an error every node it started is stopped.
+func tryNATSCluster(t *testing.T, bin string, ports []int) ([]*natsNode, error) {
 	t.Helper()
 	nodes := make([]*natsNode, 3)
 	var routes []string
 	for i := range nodes {
 		nodes[i] = &natsNode{t: t, bin: bin, name: fmt.Sprintf("nats-%d", i+1), dir: t.TempDir(),
-			clientPort: apptest.FreePort(t), routePort: apptest.FreePort(t), monitorPort: apptest.FreePort(t)}
+			clientPort: ports[3*i], routePort: ports[3*i+1], monitorPort: ports[3*i+2]}
 		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", nodes[i].routePort))
 	}
 	for _, n := range nodes {
@@ -76,10 +105,18 @@ func startNATSCluster(t *testing.T, bin string) []*natsNode {
 		n.start()
 		t.Cleanup(n.kill)
 	}
+	// All at once: a node that cannot form the cluster waits for one that
+	// exited at start.
+	deadline := time.Now().Add(60 * time.Second)
 	for _, n := range nodes {
-		n.waitHealthy(60 * time.Second)
+		if err := n.healthy(time.Until(deadline), nodes...); err != nil {
+			for _, n := range nodes {
+				n.kill()
+			}
+			return nil, err
+		}
 	}
-	return nodes
+	return nodes, nil
 }
 
 func (n *natsNode) writeConfig(routes []string) {
@@ -125,25 +162,51 @@ func (n *natsNode) start() {
 }
 
 // waitHealthy waits for /healthz: JetStream up and current with the cluster.
+// A restart on the node's ports waits out another test's moment on one of
+// them (apptest.Ports probes them).
 func (n *natsNode) waitHealthy(timeout time.Duration) {
 	n.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := n.healthy(time.Until(deadline))
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, errPortTaken) || time.Now().After(deadline) {
+			n.t.Fatal(err)
+		}
+		n.t.Logf("%v; starting it again", err)
+		time.Sleep(500 * time.Millisecond)
+		n.start()
+	}
+}
+
+// healthy waits for /healthz, or for the process or one of its peers to
+// exit: errPortTaken if it could not bind one of its ports.
+func (n *natsNode) healthy(timeout time.Duration, peers ...*natsNode) error {
 	url := fmt.Sprintf("http://127.0.0.1:%d/healthz", n.monitorPort)
 	deadline := time.Now().Add(timeout)
 	for {
+		for _, p := range append([]*natsNode{n}, peers...) {
+			select {
+			case <-p.done:
+				tail := p.logTail()
+				if apptest.AddrInUse(tail) {
+					return fmt.Errorf("%s: %w:\n%s", p.name, errPortTaken, tail)
+				}
+				return fmt.Errorf("%s exited:\n%s", p.name, tail)
+			default:
+			}
+		}
 		resp, err := http.Get(url)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return nil
 			}
 		}
-		select {
-		case <-n.done:
-			n.t.Fatalf("%s exited:\n%s", n.name, n.logTail())
-		default:
-		}
 		if time.Now().After(deadline) {
-			n.t.Fatalf("%s not healthy after %s:\n%s", n.name, timeout, n.logTail())
+			return fmt.Errorf("%s not healthy after %s:\n%s", n.name, timeout, n.logTail())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -482,53 +545,69 @@ func TestLocalClusterScripts(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	dir := t.TempDir()
 	bin := t.TempDir()
-	ports := func(n int) string {
-		p := make([]string, n)
-		for i := range p {
-			p[i] = fmt.Sprint(apptest.FreePort(t))
-		}
-		return strings.Join(p, " ")
-	}
-	smtpPorts := ports(2)
-	webPort := apptest.FreePort(t)
 	u, err := url.Parse(dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dbName := strings.TrimPrefix(u.Path, "/")
-	env := append(os.Environ(),
-		"LEVEE_CLUSTER_DIR="+dir,
-		"LEVEE_CLUSTER_LEVEE_BIN="+filepath.Join(bin, "levee"),
-		"LEVEE_CLUSTER_NATS_BIN="+filepath.Join(bin, "nats-server"),
-		"LEVEE_CLUSTER_NATS_PORTS="+ports(3),
-		"LEVEE_CLUSTER_ROUTE_PORTS="+ports(3),
-		"LEVEE_CLUSTER_MONITOR_PORTS="+ports(3),
-		"LEVEE_CLUSTER_SMTP_PORTS="+smtpPorts,
-		"LEVEE_CLUSTER_SMTPD_HTTP_PORTS="+ports(2),
-		"LEVEE_CLUSTER_WORKER_HTTP_PORTS="+ports(2),
-		fmt.Sprintf("LEVEE_CLUSTER_WEB_PORT=%d", webPort),
-		"LEVEE_CLUSTER_PG_SERVER="+pgtest.ServerURL(),
-		"LEVEE_CLUSTER_PG_DATABASE="+dbName,
-		"LEVEE_CLUSTER_FLAGS=--queue-max-bytes 256MiB", // 64 MiB a partition: room for max_msg_size
-	)
-	script := func(name string, args ...string) string {
+	var env []string
+	var smtpPorts []string
+	var webPort int
+	script := func(name string, args ...string) (string, error) {
 		t.Helper()
 		cmd := exec.Command(filepath.Join("..", "..", "deploy", "local", name), args...)
 		cmd.Env = env
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Run(); err != nil {
-			t.Fatalf("deploy/local/%s: %v\n%s", name, err, out.String())
+			return out.String(), fmt.Errorf("deploy/local/%s: %v\n%s", name, err, out.String())
 		}
-		return out.String()
+		return out.String(), nil
 	}
 	// Whatever happens, nothing this test started outlives it.
-	t.Cleanup(func() {
-		cmd := exec.Command(filepath.Join("..", "..", "deploy", "local", "down.sh"))
-		cmd.Env = env
-		_ = cmd.Run()
-	})
-	out := script("up.sh")
+	t.Cleanup(func() { _, _ = script("down.sh") })
+	// up.sh on ports of ours; when one was taken before its server bound it
+	// (up.sh's own check, or a server's log), down.sh and again on fresh ones.
+	var out string
+	for attempt := 1; ; attempt++ {
+		p := apptest.Ports(t, 16)
+		ports := func(n int) string {
+			s := make([]string, n)
+			for i := range s {
+				s[i], p = fmt.Sprint(p[0]), p[1:]
+			}
+			return strings.Join(s, " ")
+		}
+		smtp := ports(2)
+		smtpPorts = strings.Fields(smtp)
+		webPort, p = p[0], p[1:]
+		env = append(os.Environ(),
+			"LEVEE_CLUSTER_DIR="+dir,
+			"LEVEE_CLUSTER_LEVEE_BIN="+filepath.Join(bin, "levee"),
+			"LEVEE_CLUSTER_NATS_BIN="+filepath.Join(bin, "nats-server"),
+			"LEVEE_CLUSTER_NATS_PORTS="+ports(3),
+			"LEVEE_CLUSTER_ROUTE_PORTS="+ports(3),
+			"LEVEE_CLUSTER_MONITOR_PORTS="+ports(3),
+			"LEVEE_CLUSTER_SMTP_PORTS="+smtp,
+			"LEVEE_CLUSTER_SMTPD_HTTP_PORTS="+ports(2),
+			"LEVEE_CLUSTER_WORKER_HTTP_PORTS="+ports(2),
+			fmt.Sprintf("LEVEE_CLUSTER_WEB_PORT=%d", webPort),
+			"LEVEE_CLUSTER_PG_SERVER="+pgtest.ServerURL(),
+			"LEVEE_CLUSTER_PG_DATABASE="+dbName,
+			"LEVEE_CLUSTER_FLAGS=--queue-max-bytes 256MiB", // 64 MiB a partition: room for max_msg_size
+		)
+		var err error
+		if out, err = script("up.sh"); err == nil {
+			break
+		}
+		if !(apptest.AddrInUse(out) || strings.Contains(out, " is in use")) || attempt == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("up.sh, attempt %d, lost a port: %v", attempt, err)
+		if down, err := script("down.sh"); err != nil {
+			t.Fatalf("after a failed up.sh: %v\n%s", err, down)
+		}
+	}
 	t.Logf("up.sh:\n%s", out)
 	pids := map[string]int{}
 	for _, name := range []string{"nats-1", "nats-2", "nats-3", "web", "worker-1", "worker-2", "smtpd-1", "smtpd-2"} {
@@ -543,7 +622,7 @@ func TestLocalClusterScripts(t *testing.T) {
 		pids[name] = pid
 	}
 
-	for _, port := range strings.Fields(smtpPorts) {
+	for _, port := range smtpPorts {
 		sched, err := loadtest.Constant(50, 2*time.Second, loadtest.ArrivalOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -560,7 +639,10 @@ func TestLocalClusterScripts(t *testing.T) {
 		}
 	}
 
-	out = script("down.sh")
+	out, err = script("down.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("down.sh:\n%s", out)
 	if strings.Contains(out, "SIGKILL") {
 		t.Errorf("down.sh had to SIGKILL:\n%s", out)
@@ -592,4 +674,35 @@ func alive(pid int) bool {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	return i >= 0 && i+2 < len(s) && s[i+2] != 'Z'
+}
+
+// TestNATSClusterPortTakenBeforeBind: a port that another socket takes
+// between our pick and nats-server's bind (issue 13 item 20, "bind: address
+// already in use" in CI) costs a second start on fresh ports, not the test.
+func TestNATSClusterPortTakenBeforeBind(t *testing.T) {
+	requireClusterTests(t)
+	bin := natsServerBinary(t)
+	first := true
+	var held int
+	nodes := startNATSClusterOn(t, bin, func() []int {
+		p := apptest.Ports(t, 9)
+		if first {
+			first = false
+			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p[4])) // nats-2's route port
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ln.Close() })
+			held = p[4]
+		}
+		return p
+	})
+	if first || held == 0 {
+		t.Fatal("the cluster never asked for ports")
+	}
+	for _, n := range nodes {
+		if n.routePort == held || n.clientPort == held || n.monitorPort == held {
+			t.Fatalf("%s runs on the port another socket holds (%d)", n.name, held)
+		}
+	}
 }
