@@ -103,6 +103,23 @@ var (
 	// inside DATA. RFC 5321 421 (then close); RFC 3463 4.4.2 "Bad connection".
 	replyIdleTimeout = reply{421, smtp.EnhancedCode{4, 4, 2}, "Idle timeout, closing connection"}
 
+	// replyDataTooSlow: DATA (or BDAT) arriving slower than smtp.min_data_rate
+	// after a grace of smtp.read_timeout (Postfix: smtpd_min_data_rate).
+	// RFC 5321 421; RFC 3463 4.4.2 "Bad connection". Nothing was accepted: the
+	// sender retries, perhaps over a better path.
+	replyDataTooSlow = reply{421, smtp.EnhancedCode{4, 4, 2}, "Data transfer too slow, closing connection"}
+
+	// replySessionTooLong: the connection is older than
+	// smtp.max_session_duration. RFC 5321 421; RFC 3463 4.4.2. The sender
+	// reconnects for the rest.
+	replySessionTooLong = reply{421, smtp.EnhancedCode{4, 4, 2}, "Session too long, closing connection"}
+
+	// replyStalled: every connection slot is taken and this connection had
+	// completed no command for smtp.stress_timeout, so its slot went to a new
+	// client (Postfix's stress-dependent smtpd_timeout). RFC 5321 421; RFC
+	// 3463 4.4.2.
+	replyStalled = reply{421, smtp.EnhancedCode{4, 4, 2}, "Too slow while the server is busy, closing connection"}
+
 	// replyBadSequence: a second MAIL inside a transaction (go-smtp would
 	// silently restart it while keeping the old recipients), or DATA without
 	// an open transaction. RFC 5321 4.1.4 / 503 "Bad sequence of commands";

@@ -10,12 +10,18 @@ import (
 
 // Defaults, chosen for an inbound MX that must not fall over under a surge.
 const (
-	DefaultAddr                = "127.0.0.1:2525"
-	DefaultMaxMessageBytes     = 10 << 20
-	DefaultMaxRecipients       = 100
-	DefaultMaxLineLength       = 2000
+	DefaultAddr            = "127.0.0.1:2525"
+	DefaultMaxMessageBytes = 10 << 20
+	DefaultMaxRecipients   = 100
+	// DefaultMaxLineLength is generous: RFC 5321 asks senders for 1,000,
+	// but real mail has longer lines (one-line HTML), Postfix takes them, and
+	// refusing is a bounce. It also bounds one command line's buffer.
+	DefaultMaxLineLength       = 1 << 20
 	DefaultReadTimeout         = 2 * time.Minute
 	DefaultWriteTimeout        = time.Minute
+	DefaultMinDataRate         = 500 // bytes a second, Postfix's smtpd_min_data_rate
+	DefaultMaxSessionDuration  = time.Hour
+	DefaultStressTimeout       = 10 * time.Second
 	DefaultPublishTimeout      = 30 * time.Second
 	DefaultMaxConnections      = 1000
 	DefaultMaxConnectionsPerIP = 100
@@ -42,17 +48,31 @@ type Config struct {
 	// explicitly: an empty Domains list is a config error, not "accept all".
 	AcceptAllDomains bool `config:"accept_all_domains" help:"accept mail for every recipient domain (explicit opt-in)"`
 	// MaxMessageBytes is the largest DATA accepted, advertised as SIZE (RFC
-	// 1870). go-smtp's reader needs one byte of headroom, so a body must be
-	// strictly smaller than this; the Received header is not counted.
+	// 1870): a message of exactly this size is taken (see sizeAdvert); the
+	// Received header Levee adds is not counted.
 	MaxMessageBytes int64 `config:"max_message_bytes" unit:"bytes" help:"largest message accepted, advertised as SIZE (larger: 552 5.3.4)"`
 	// MaxRecipients caps RCPTs per transaction; more get 452 4.5.3.
 	MaxRecipients int `config:"max_recipients" help:"recipients per message (more: 452 4.5.3)"`
 	// MaxLineLength caps any line, commands and DATA alike (at least 1000).
-	MaxLineLength int
+	// go-smtp has one limit for both; a command line is read into memory,
+	// a DATA line is not (it streams into the message buffer).
+	MaxLineLength int `config:"max_line_length" unit:"bytes" help:"longest line taken, in commands and DATA (longer: 500 5.6.0, the connection closes); the message size limit still applies"`
 	// ReadTimeout is an idle timeout: the longest wait for the next byte,
 	// renewed on every read, including inside DATA. A slow but live sender
 	// is never cut off; a silent one is, after this long.
 	ReadTimeout time.Duration `config:"read_timeout" help:"idle read deadline, renewed by every read including during DATA"`
+	// MinDataRate is the slowest DATA or BDAT transfer kept: after a grace
+	// of ReadTimeout, the message must have arrived at this many bytes a
+	// second on average. A byte every few seconds renews the idle deadline
+	// forever; this does not (slowloris).
+	MinDataRate int64 `config:"min_data_rate" unit:"bytes" help:"slowest DATA transfer kept, in bytes a second after a grace of smtp.read_timeout (slower: 421 4.4.2)"`
+	// MaxSessionDuration caps a connection's lifetime, however busy.
+	MaxSessionDuration time.Duration `config:"max_session_duration" help:"longest SMTP connection, however active (then 421 4.4.2; the sender reconnects)"`
+	// StressTimeout: when every connection slot is taken, a new client takes
+	// the slot of the connection that has completed no command for longest,
+	// if that is longer than this. Well-behaved senders answer within
+	// milliseconds; connections held open by trickling bytes give way.
+	StressTimeout time.Duration `config:"stress_timeout" help:"when every connection slot is taken, a connection that completed no command for this long gives its slot to a new client (421 4.4.2)"`
 	// WriteTimeout bounds each reply write.
 	WriteTimeout time.Duration `config:"write_timeout" help:"write deadline per reply"`
 	// PublishTimeout bounds one Publish call; past it the sender gets 451 4.3.0.
@@ -91,6 +111,15 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.MinDataRate == 0 {
+		c.MinDataRate = DefaultMinDataRate
+	}
+	if c.MaxSessionDuration == 0 {
+		c.MaxSessionDuration = DefaultMaxSessionDuration
+	}
+	if c.StressTimeout == 0 {
+		c.StressTimeout = DefaultStressTimeout
 	}
 	if c.PublishTimeout == 0 {
 		c.PublishTimeout = DefaultPublishTimeout
@@ -160,10 +189,14 @@ func (c Config) Validate() error {
 	for _, t := range []struct {
 		key string
 		d   time.Duration
-	}{{"read_timeout", c.ReadTimeout}, {"write_timeout", c.WriteTimeout}, {"publish_timeout", c.PublishTimeout}} {
+	}{{"read_timeout", c.ReadTimeout}, {"write_timeout", c.WriteTimeout}, {"publish_timeout", c.PublishTimeout},
+		{"max_session_duration", c.MaxSessionDuration}, {"stress_timeout", c.StressTimeout}} {
 		if t.d <= 0 {
 			bad(t.key, "must be > 0")
 		}
+	}
+	if c.MinDataRate <= 0 {
+		bad("min_data_rate", "must be > 0")
 	}
 	if c.MaxConnections <= 0 {
 		bad("max_connections", "must be > 0")
@@ -171,8 +204,8 @@ func (c Config) Validate() error {
 	if c.MaxConnectionsPerIP <= 0 || c.MaxConnectionsPerIP > c.MaxConnections {
 		bad("max_connections_per_ip", "must be > 0 and <= smtp.max_connections")
 	}
-	if c.HighWatermark <= 0 {
-		bad("high_watermark", "must be > 0")
+	if c.HighWatermark <= 0 || c.HighWatermark > 1 {
+		bad("high_watermark", "must be a fill ratio in (0, 1], got %g", c.HighWatermark)
 	}
 	if c.LowWatermark <= 0 || c.LowWatermark >= c.HighWatermark {
 		bad("low_watermark", "must be > 0 and < smtp.high_watermark")

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -16,8 +17,9 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	want := Config{
 		Addr: "127.0.0.1:2525", Hostname: c.Hostname, Domains: []string{"example.com"},
-		MaxMessageBytes: 10 << 20, MaxRecipients: 100, MaxLineLength: 2000,
+		MaxMessageBytes: 10 << 20, MaxRecipients: 100, MaxLineLength: 1 << 20,
 		ReadTimeout: 2 * time.Minute, WriteTimeout: time.Minute, PublishTimeout: 30 * time.Second,
+		MinDataRate: 500, MaxSessionDuration: time.Hour, StressTimeout: 10 * time.Second,
 		MaxConnections: 1000, MaxConnectionsPerIP: 100, HighWatermark: 0.9, LowWatermark: 0.8,
 	}
 	if c.Hostname == "" {
@@ -31,14 +33,10 @@ func TestConfigDefaults(t *testing.T) {
 	}
 }
 
+// configEqual compares every field but the domain list (compared apart).
 func configEqual(a, b Config) bool {
 	a.Domains, b.Domains = nil, nil
-	return a.Addr == b.Addr && a.Hostname == b.Hostname && a.AcceptAllDomains == b.AcceptAllDomains &&
-		a.MaxMessageBytes == b.MaxMessageBytes && a.MaxRecipients == b.MaxRecipients &&
-		a.MaxLineLength == b.MaxLineLength && a.ReadTimeout == b.ReadTimeout &&
-		a.WriteTimeout == b.WriteTimeout && a.PublishTimeout == b.PublishTimeout &&
-		a.MaxConnections == b.MaxConnections && a.MaxConnectionsPerIP == b.MaxConnectionsPerIP &&
-		a.HighWatermark == b.HighWatermark && a.LowWatermark == b.LowWatermark
+	return reflect.DeepEqual(a, b)
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -64,6 +62,10 @@ func TestConfigValidate(t *testing.T) {
 		{"low above high", func(c *Config) { c.HighWatermark, c.LowWatermark = 0.5, 0.6 }, "smtp.low_watermark"},
 		{"low equals high", func(c *Config) { c.HighWatermark, c.LowWatermark = 0.5, 0.5 }, "smtp.low_watermark"},
 		{"high negative", func(c *Config) { c.HighWatermark = -1 }, "smtp.high_watermark"},
+		{"high above 1", func(c *Config) { c.HighWatermark = 2 }, "smtp.high_watermark"},
+		{"data rate", func(c *Config) { c.MinDataRate = -1 }, "smtp.min_data_rate"},
+		{"session duration", func(c *Config) { c.MaxSessionDuration = -time.Second }, "smtp.max_session_duration"},
+		{"stress timeout", func(c *Config) { c.StressTimeout = -time.Second }, "smtp.stress_timeout"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -53,18 +53,26 @@ func (s *Server) admit(nc net.Conn) net.Conn {
 		refuseConn(nc, replyShuttingDown)
 		return nil
 	}
+	now := time.Now()
 	c := &trackedConn{
 		Conn:         nc,
 		srv:          s,
 		ip:           remoteIP(nc.RemoteAddr()),
 		idle:         s.cfg.ReadTimeout,
 		writeTimeout: s.cfg.WriteTimeout,
+		endOfSession: now.Add(s.cfg.MaxSessionDuration),
 	}
-	if !s.conns.add(c) {
+	c.lastReply.Store(now.UnixNano())
+	admitted, stalled := s.conns.add(c, now.Add(-s.cfg.StressTimeout))
+	if !admitted {
 		s.metrics.sessions.WithLabelValues(sessionRejectedLimit).Inc()
 		s.log.Warn("smtp connection refused: limit reached", "remote_ip", c.ip)
 		refuseConn(nc, replyTooManyConnections)
 		return nil
+	}
+	if stalled != nil {
+		s.log.Info("smtp connection closed to free a slot: no command completed for smtp.stress_timeout", "remote_ip", stalled.ip)
+		stalled.evict()
 	}
 	s.metrics.sessions.WithLabelValues(sessionAccepted).Inc()
 	return c
@@ -96,6 +104,9 @@ func remoteIP(a net.Addr) string {
 //     while DATA streams in (go-smtp sets its ReadTimeout once per command
 //     line and never renews it inside DATA: go-smtp #196, so Levee sets
 //     go-smtp's ReadTimeout to 0 and SetReadDeadline here is a no-op);
+//   - the slowloris defences go-smtp lacks: a minimum DATA rate, a session
+//     lifetime, and giving a stalled connection's slot to a new client when
+//     every slot is taken;
 //   - closing the connection right after a reply that must end it;
 //   - being found and closed by Shutdown (go-smtp's Shutdown leaves open
 //     connections open).
@@ -113,6 +124,17 @@ type trackedConn struct {
 	// closeAfterWrite makes the next reply the last one.
 	closeAfterWrite atomic.Bool
 
+	// endOfSession is when smtp.max_session_duration ends the connection.
+	endOfSession time.Time
+	// lastReply is when the last reply was written (UnixNano): the last
+	// command completed. Stalled connections give their slot away first.
+	lastReply atomic.Int64
+	// dataStart is when the current DATA or BDAT began (UnixNano; 0 outside
+	// one) and dataBytes what has been read since, for smtp.min_data_rate.
+	dataStart, dataBytes atomic.Int64
+	// evicted: the slot went to a new client; the next Read says goodbye.
+	evicted atomic.Bool
+
 	wmu    sync.Mutex // serialises writes with kick and close
 	closed bool       // guarded by wmu
 	lastCR bool       // guarded by wmu: the previous write ended in CR
@@ -128,26 +150,71 @@ func (e *kickedError) Is(target error) bool { return target == net.ErrClosed }
 
 func (c *trackedConn) Read(b []byte) (int, error) {
 	for {
-		deadline := time.Now().Add(c.idle)
+		deadline, why := c.readDeadline(time.Now())
 		// An error here means the connection is closed (or, for net.Pipe,
 		// that the peer closed it): the Read below then reports the real
 		// condition (EOF) rather than a deadline error.
 		_ = c.Conn.SetReadDeadline(deadline)
-		// Checked after setting the deadline: Shutdown sets draining before
-		// it interrupts reads, so either this sees draining or Shutdown's
-		// interrupt lands after the deadline above and wakes the Read below.
+		// Checked after setting the deadline: Shutdown (and evict) set their
+		// flag before they interrupt reads, so either this sees the flag or
+		// the interrupt lands after the deadline above and wakes the Read below.
 		if c.srv.draining.Load() && !c.busy.Load() {
 			return 0, c.kick(replyShuttingDown)
 		}
+		if c.evicted.Load() {
+			return 0, c.kick(replyStalled)
+		}
 		n, err := c.Conn.Read(b)
+		if c.dataStart.Load() != 0 {
+			c.dataBytes.Add(int64(n))
+		}
 		if n == 0 && isTimeout(err) {
 			if time.Now().Before(deadline) {
-				continue // woken by Shutdown, not idle: look again
+				continue // woken by Shutdown or evict, not a deadline: look again
 			}
-			return 0, c.kick(replyIdleTimeout)
+			return 0, c.kick(why)
 		}
 		return n, err
 	}
+}
+
+// readDeadline is the earliest of the idle deadline (renewed by every
+// read), the session's end and, inside DATA, the time by which the bytes
+// read so far should have arrived at smtp.min_data_rate after a grace of
+// smtp.read_timeout (Postfix's smtpd_min_data_rate); with the reply for it.
+func (c *trackedConn) readDeadline(now time.Time) (time.Time, reply) {
+	deadline, why := now.Add(c.idle), replyIdleTimeout
+	if c.endOfSession.Before(deadline) {
+		deadline, why = c.endOfSession, replySessionTooLong
+	}
+	if start := c.dataStart.Load(); start != 0 {
+		earned := time.Duration(float64(c.dataBytes.Load()) / float64(c.srv.cfg.MinDataRate) * float64(time.Second))
+		if end := time.Unix(0, start).Add(c.idle + earned); end.Before(deadline) {
+			deadline, why = end, replyDataTooSlow
+		}
+	}
+	return deadline, why
+}
+
+// beginData and endData bracket a DATA or BDAT transfer for the rate check.
+func (c *trackedConn) beginData() {
+	if c != nil {
+		c.dataBytes.Store(0)
+		c.dataStart.Store(time.Now().UnixNano())
+	}
+}
+
+func (c *trackedConn) endData() {
+	if c != nil {
+		c.dataStart.Store(0)
+	}
+}
+
+// evict makes the connection give up its slot: its blocked Read wakes and
+// writes the goodbye on the session's own goroutine.
+func (c *trackedConn) evict() {
+	c.evicted.Store(true)
+	c.interrupt()
 }
 
 func isTimeout(err error) bool {
@@ -161,6 +228,7 @@ func (c *trackedConn) Write(b []byte) (int, error) {
 	if c.closed {
 		return 0, net.ErrClosed
 	}
+	c.lastReply.Store(time.Now().UnixNano())
 	out := c.srv.sizeAdvert.fix(b)
 	n, err := c.Conn.Write(c.cleanReply(out))
 	if len(out) != len(b) {
@@ -246,6 +314,9 @@ func (c *trackedConn) closeLocked() error {
 func (c *trackedConn) kick(r reply) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if reason, ok := timeoutReasons[r]; ok && !c.closed {
+		c.srv.metrics.timeouts.WithLabelValues(reason).Inc()
+	}
 	if !c.closed {
 		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
 		_, _ = io.WriteString(c.Conn, r.line())
@@ -293,21 +364,42 @@ func newConnRegistry(max, maxPerIP int, onChange func(int)) *connRegistry {
 	}
 }
 
-func (r *connRegistry) add(c *trackedConn) bool {
+// add admits c if its IP is under its cap and a slot is free, or if every
+// slot is taken but one connection has written no reply since stalledBefore:
+// the one stalled longest gives up its slot (removed here, returned for the
+// caller to evict), so that connections held open by trickled bytes cannot
+// lock out well-behaved senders.
+func (r *connRegistry) add(c *trackedConn, stalledBefore time.Time) (admitted bool, stalled *trackedConn) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.conns) >= r.max || r.perIP[c.ip] >= r.maxPerIP {
-		return false
+	if r.perIP[c.ip] >= r.maxPerIP {
+		return false, nil
+	}
+	if len(r.conns) >= r.max {
+		oldest := stalledBefore.UnixNano()
+		for other := range r.conns {
+			if last := other.lastReply.Load(); last < oldest && !other.evicted.Load() {
+				stalled, oldest = other, last
+			}
+		}
+		if stalled == nil {
+			return false, nil
+		}
+		r.removeLocked(stalled)
 	}
 	r.conns[c] = struct{}{}
 	r.perIP[c.ip]++
 	r.onChange(len(r.conns))
-	return true
+	return true, stalled
 }
 
 func (r *connRegistry) remove(c *trackedConn) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.removeLocked(c)
+}
+
+func (r *connRegistry) removeLocked(c *trackedConn) {
 	if _, ok := r.conns[c]; !ok {
 		return
 	}

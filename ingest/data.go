@@ -70,6 +70,8 @@ func (s *session) Data(r io.Reader) (err error) {
 }
 
 func (s *session) data(r io.Reader) (reply, string) {
+	s.conn.beginData()
+	defer s.conn.endData()
 	tx := s.snapshot()
 	if !tx.active || len(tx.rcpts) == 0 {
 		_, _ = io.Copy(io.Discard, r)

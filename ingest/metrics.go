@@ -28,6 +28,15 @@ const (
 	parseUnreadable = "unreadable"
 )
 
+// timeoutReasons label levee_smtp_timeouts_total by the reply that ended
+// the connection.
+var timeoutReasons = map[reply]string{
+	replyIdleTimeout:    "idle",
+	replyDataTooSlow:    "data_rate",
+	replySessionTooLong: "session_duration",
+	replyStalled:        "stalled",
+}
+
 type metrics struct {
 	sessions    *prometheus.CounterVec
 	active      prometheus.Gauge
@@ -36,6 +45,7 @@ type metrics struct {
 	dataSeconds prometheus.Histogram
 	watermark   prometheus.Gauge
 	parse       *prometheus.CounterVec
+	timeouts    *prometheus.CounterVec
 
 	// The same outcomes as plain counters, for Stats (the ops API sums
 	// them over processes without scraping).
@@ -75,8 +85,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "levee_smtp_parse_total",
 			Help: "Header blocks of received messages read at the receiver, by result: ok, unreadable. All are accepted; the MIME parse is the worker's (levee_worker_parse_total).",
 		}, []string{"result"}),
+		timeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "levee_smtp_timeouts_total",
+			Help: "SMTP connections closed with 421 4.4.2 by a deadline, by reason: idle (smtp.read_timeout), data_rate (smtp.min_data_rate), session_duration (smtp.max_session_duration), stalled (slot given to a new client after smtp.stress_timeout).",
+		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.sessions, m.active, m.messages, m.size, m.dataSeconds, m.watermark, m.parse} {
+	for _, c := range []prometheus.Collector{m.sessions, m.active, m.messages, m.size, m.dataSeconds, m.watermark, m.parse, m.timeouts} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("ingest: register metrics: %w", err)
 		}
@@ -87,6 +101,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, r := range []string{parseOK, parseUnreadable} {
 		m.parse.WithLabelValues(r)
+	}
+	for _, r := range timeoutReasons {
+		m.timeouts.WithLabelValues(r)
 	}
 	return m, nil
 }

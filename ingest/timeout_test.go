@@ -1,9 +1,12 @@
 package ingest
 
 import (
+	"net"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // A client silent at the command prompt for ReadTimeout gets 421 4.4.2 and
@@ -48,6 +51,7 @@ func TestSlowSenderIsNotCutOff(t *testing.T) {
 	const idle = 400 * time.Millisecond
 	cfg := baseConfig()
 	cfg.ReadTimeout = idle
+	cfg.MinDataRate = 1 // this test is about the idle deadline, not the rate
 	pub := &fakePublisher{}
 	_, addr := startServer(t, cfg, pub, nil)
 	c := greet(t, addr)
@@ -75,4 +79,129 @@ func TestSlowSenderIsNotCutOff(t *testing.T) {
 	}
 	// The same idle deadline still applies at the prompt afterwards.
 	c.expect("", "421 4.4.2")
+}
+
+// trickle writes one byte every interval until the connection fails or the
+// test ends: a slowloris client, always just inside the idle deadline.
+func trickle(t *testing.T, c *client, interval time.Duration) {
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	go func() {
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				if _, err := c.nc.Write([]byte("x")); err != nil {
+					return
+				}
+			}
+		}
+	}()
+}
+
+// TestDataSlowerThanTheMinimumRateIsCutOff: a byte every 50 ms renews the
+// idle deadline forever; smtp.min_data_rate ends it after the grace
+// (smtp.read_timeout) with a temporary 421, and nothing is published.
+func TestDataSlowerThanTheMinimumRateIsCutOff(t *testing.T) {
+	cfg := baseConfig()
+	cfg.ReadTimeout = 300 * time.Millisecond
+	cfg.MinDataRate = 100
+	pub := &fakePublisher{}
+	srv, addr := startServer(t, cfg, pub, nil)
+	c := greet(t, addr)
+	c.expect("MAIL FROM:<a@sender.org>", "250")
+	c.expect("RCPT TO:<rcpt@example.com>", "250")
+	c.expect("DATA", "354")
+	trickle(t, c, 50*time.Millisecond)
+	if r := c.mustRead(); r.status() != "421 4.4.2" || !strings.Contains(r.text, "too slow") {
+		t.Fatalf("slowloris inside DATA: got %v, want 421 4.4.2 Data transfer too slow", r)
+	}
+	c.expectClosed()
+	if n := pub.calls.Load(); n != 0 {
+		t.Fatalf("Publish called %d times for a message that never ended", n)
+	}
+	if n := testutil.ToFloat64(srv.metrics.timeouts.WithLabelValues("data_rate")); n != 1 {
+		t.Fatalf("levee_smtp_timeouts_total{reason=data_rate} = %v, want 1", n)
+	}
+}
+
+// TestSessionLifetimeIsCapped: a client that keeps a connection busy with
+// NOOPs is closed once smtp.max_session_duration has passed.
+func TestSessionLifetimeIsCapped(t *testing.T) {
+	cfg := baseConfig()
+	cfg.MaxSessionDuration = 500 * time.Millisecond
+	srv, addr := startServer(t, cfg, &fakePublisher{}, nil)
+	c := greet(t, addr)
+	for {
+		r := c.cmd("NOOP")
+		if r.code == 421 {
+			if r.status() != "421 4.4.2" || !strings.Contains(r.text, "Session too long") {
+				t.Fatalf("got %v, want 421 4.4.2 Session too long", r)
+			}
+			break
+		}
+		if r.code != 250 {
+			t.Fatalf("NOOP: %v", r)
+		}
+		time.Sleep(50 * time.Millisecond) // a busy client's pace, not synchronisation
+	}
+	c.expectClosed()
+	if n := testutil.ToFloat64(srv.metrics.timeouts.WithLabelValues("session_duration")); n != 1 {
+		t.Fatalf("levee_smtp_timeouts_total{reason=session_duration} = %v, want 1", n)
+	}
+}
+
+// TestSlowlorisCannotHoldEverySlot: connections from several addresses, each
+// under the per-IP cap, take every slot and trickle DATA slowly enough to be
+// kept by the rate check (issue 12: 1,000 such connections gave every real
+// sender 421). A new client still gets in and delivers: the connection that
+// has completed no command for smtp.stress_timeout gives up its slot.
+func TestSlowlorisCannotHoldEverySlot(t *testing.T) {
+	cfg := baseConfig()
+	cfg.MaxConnections, cfg.MaxConnectionsPerIP = 4, 2
+	cfg.ReadTimeout = 10 * time.Second
+	cfg.MinDataRate = 1
+	cfg.StressTimeout = 200 * time.Millisecond
+	pub := &fakePublisher{}
+	srv, addr := startServer(t, cfg, pub, nil)
+	var loris []*client
+	for i := range cfg.MaxConnections {
+		c := dialFrom(t, addr, &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i/2))})
+		c.expect("", "220")
+		c.expect("EHLO loris.example", "250")
+		c.expect("MAIL FROM:<a@loris.example>", "250")
+		c.expect("RCPT TO:<rcpt@example.com>", "250")
+		c.expect("DATA", "354")
+		trickle(t, c, 50*time.Millisecond)
+		loris = append(loris, c)
+	}
+	var sender *client
+	waitFor(t, "a slot for a well-behaved sender", func() bool {
+		c := dialFrom(t, addr, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 9)})
+		if r := c.mustRead(); r.code != 220 {
+			return false
+		}
+		sender = c
+		return true
+	})
+	sender.expect("EHLO mta.example", "250")
+	if r := sender.send("a@sender.org", []string{"rcpt@example.com"}, simpleBody); r.code != 250 {
+		t.Fatalf("the well-behaved sender's message: %v", r)
+	}
+	if n := testutil.ToFloat64(srv.metrics.timeouts.WithLabelValues("stalled")); n < 1 {
+		t.Fatalf("levee_smtp_timeouts_total{reason=stalled} = %v, want >= 1", n)
+	}
+	goodbyes := 0
+	for _, c := range loris {
+		_ = c.nc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		if r, err := c.read(); err == nil && r.status() == "421 4.4.2" {
+			goodbyes++
+		}
+	}
+	if goodbyes == 0 {
+		t.Fatalf("no slowloris connection was told 421 4.4.2")
+	}
 }
