@@ -114,3 +114,19 @@ func TestMessageAtTheAdvertisedSize(t *testing.T) {
 		}
 	}
 }
+
+// TestLongLinesAreAccepted: real mail has long lines (a 2,420-byte HTML line,
+// a 48 KB one); at the default smtp.max_line_length they are accepted and
+// stored byte for byte, where the old 2,000-byte limit bounced them with 500.
+func TestLongLinesAreAccepted(t *testing.T) {
+	pub := &fakePublisher{}
+	_, addr := startServer(t, baseConfig(), pub, nil)
+	c := greet(t, addr)
+	body := "Subject: long lines\r\nContent-Type: text/html\r\n\r\n<p>" + strings.Repeat("a", 2420) + "</p>\r\n" + strings.Repeat("b", 48<<10) + "\r\n"
+	if r := c.send("a@sender.org", []string{"rcpt@example.com"}, body); r.code != 250 {
+		t.Fatalf("message with a 48 KB line: %v, want 250", r)
+	}
+	if msgs := pub.messages(); len(msgs) != 1 || !strings.HasSuffix(string(msgs[0].Raw), body) {
+		t.Fatalf("the long lines were not published byte for byte")
+	}
+}
