@@ -25,8 +25,12 @@ type AuditResult struct {
 	Accepted int64 `json:"accepted"`
 	// Stored is how many of them were found at least once.
 	Stored int64 `json:"stored"`
-	// Lost were answered 250 and not stored by the deadline.
+	// Lost were answered 250 and not stored by the deadline: the last
+	// look-up of each answered, without it.
 	Lost int64 `json:"lost"`
+	// Unchecked were answered 250 and could not be looked up at the end:
+	// the API did not answer (Error says how). Neither stored nor lost.
+	Unchecked int64 `json:"unchecked"`
 	// Duplicated messages are stored more than once; ExtraCopies counts
 	// the copies beyond the first.
 	Duplicated  int64 `json:"duplicated"`
@@ -51,8 +55,9 @@ type AuditResult struct {
 	Duration float64 `json:"duration"`
 	// LookupErrors counts look-up requests that failed (and were retried).
 	LookupErrors int `json:"lookup_errors"`
-	// Error says why the audit stopped early, when it did (an API without
-	// the look-up endpoint, for one); its figures are then incomplete.
+	// Error says why the audit failed, when it did (an API that stopped
+	// answering, one without the look-up endpoint): its figures are then
+	// incomplete, and the run fails.
 	Error string `json:"error,omitempty"`
 	// LostSample and DuplicatedSample list a few Message-IDs to look at.
 	LostSample       []string `json:"lost_sample,omitempty"`
@@ -69,6 +74,10 @@ type storedSummary struct {
 
 // errLookupUnsupported: the API cannot answer look-ups at all.
 var errLookupUnsupported = errors.New("loadtest: the API does not support the audit look-up")
+
+// errAPIUnanswered: the API answered none of the audit's look-ups for
+// Audit.Unanswered.
+var errAPIUnanswered = errors.New("the API answered no look-up")
 
 type lookupResponse struct {
 	Found map[string][]storedSummary `json:"found"`
@@ -106,16 +115,26 @@ func (r *run) lookup(ctx context.Context, ids []string) (map[string][]storedSumm
 	return lr.Found, nil
 }
 
+// lookupRound is what one lookupAll found, and what it could not ask.
+type lookupRound struct {
+	found map[string][]storedSummary
+	// unanswered holds the ids of the batches that failed; errs counts
+	// those batches, answered the others; lastErr is one of the failures.
+	unanswered map[string]bool
+	errs       int
+	answered   int
+	lastErr    error
+	// fatal is set when retrying is pointless (errLookupUnsupported).
+	fatal error
+}
+
 // lookupAll looks ids up in batches, Audit.Concurrency at a time. Failed
-// batches are counted and left out of the answer; the last error that makes
-// retrying pointless is returned.
-func (r *run) lookupAll(ctx context.Context, ids []string) (map[string][]storedSummary, int, error) {
-	out := map[string][]storedSummary{}
+// batches are counted and their ids left out of the answer.
+func (r *run) lookupAll(ctx context.Context, ids []string) lookupRound {
+	out := lookupRound{found: map[string][]storedSummary{}, unanswered: map[string]bool{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, r.cfg.Audit.Concurrency)
-	errs := 0
-	var fatal error
 	for batch := range slices.Chunk(ids, maxLookup) {
 		sem <- struct{}{}
 		wg.Go(func() {
@@ -124,19 +143,24 @@ func (r *run) lookupAll(ctx context.Context, ids []string) (map[string][]storedS
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				errs++
+				out.errs++
+				out.lastErr = err
+				for _, id := range batch {
+					out.unanswered[id] = true
+				}
 				if errors.Is(err, errLookupUnsupported) {
-					fatal = err
+					out.fatal = err
 				}
 				return
 			}
+			out.answered++
 			for k, v := range found {
-				out[k] = v
+				out.found[k] = v
 			}
 		})
 	}
 	wg.Wait()
-	return out, errs, fatal
+	return out
 }
 
 // audit polls until every accepted message is stored or ctx ends, then
@@ -153,13 +177,24 @@ func (r *run) audit(ctx context.Context) *AuditResult {
 
 	first, err := r.pollUntilStored(ctx, accepted, res)
 	if err != nil {
+		// What was not found could not be checked: not lost, unknown.
+		unchecked := map[string]bool{}
+		for _, a := range accepted {
+			unchecked[a.mid] = true
+		}
+		r.tallyAccepted(res, accepted, first, lookupRound{unanswered: unchecked})
 		res.Error = err.Error()
-		res.Lost = res.Accepted // unknown: nothing could be checked
 		res.Duration = time.Since(began).Seconds()
+		r.auditing.found.Store(res.Stored)
 		return res
 	}
-	again := r.finalPass(ctx, accepted, refused, res)
-	r.tallyAccepted(res, accepted, first, again)
+	final := r.finalPass(ctx, accepted, refused, res)
+	r.tallyAccepted(res, accepted, first, final)
+	if res.Unchecked > 0 {
+		res.Complete = false
+		res.Error = fmt.Sprintf("the final look-up of %d accepted messages failed: %v", res.Unchecked, final.lastErr)
+	}
+	again := final.found
 	for _, mid := range refused {
 		if len(again[mid]) > 0 {
 			res.StoredDespiteRefusal++
@@ -202,23 +237,30 @@ func (r *run) auditedMessages() (accepted []acceptedMsg, refused []string) {
 // pollUntilStored looks the accepted messages up every Audit.Poll until
 // each one is found or ctx ends, and returns the earliest copy of each
 // found. It sets res.Complete and counts failed look-ups in
-// res.LookupErrors. It gives up at once with an error (wrapping
-// errLookupUnsupported) when the API cannot answer look-ups at all:
-// polling until the deadline would change nothing.
+// res.LookupErrors. It gives up with an error, and what it found so far,
+// when the API cannot answer look-ups at all (errLookupUnsupported) or
+// answered none for Audit.Unanswered (errAPIUnanswered): polling until the
+// deadline would change nothing, and what it could not ask is not lost.
 func (r *run) pollUntilStored(ctx context.Context, accepted []acceptedMsg, res *AuditResult) (map[string]storedSummary, error) {
 	pending := make([]string, len(accepted))
 	for i, a := range accepted {
 		pending[i] = a.mid
 	}
 	first := map[string]storedSummary{}
+	lastAnswer := time.Now()
 	for len(pending) > 0 {
-		found, errs, fatal := r.lookupAll(ctx, pending)
-		res.LookupErrors += errs
-		if fatal != nil {
-			return nil, fatal
+		round := r.lookupAll(ctx, pending)
+		res.LookupErrors += round.errs
+		if round.fatal != nil {
+			return first, round.fatal
+		}
+		if round.answered > 0 {
+			lastAnswer = time.Now()
+		} else if ctx.Err() == nil && time.Since(lastAnswer) >= r.cfg.Audit.Unanswered {
+			return first, fmt.Errorf("%w at %s for %s: %v", errAPIUnanswered, r.cfg.API, r.cfg.Audit.Unanswered, round.lastErr)
 		}
 		pending = slices.DeleteFunc(pending, func(mid string) bool {
-			copies := found[mid]
+			copies := round.found[mid]
 			if len(copies) == 0 {
 				return false
 			}
@@ -241,7 +283,7 @@ func (r *run) pollUntilStored(ctx context.Context, accepted []acceptedMsg, res *
 // runs on its own clock, because the audit's deadline bounds the wait for
 // stragglers, not this check. Failed look-ups are counted in
 // res.LookupErrors and their messages left out of the answer.
-func (r *run) finalPass(ctx context.Context, accepted []acceptedMsg, refused []string, res *AuditResult) map[string][]storedSummary {
+func (r *run) finalPass(ctx context.Context, accepted []acceptedMsg, refused []string, res *AuditResult) lookupRound {
 	if res.Complete {
 		sleep(ctx, r.cfg.Audit.Settle)
 	}
@@ -252,22 +294,28 @@ func (r *run) finalPass(ctx context.Context, accepted []acceptedMsg, refused []s
 		all = append(all, a.mid)
 	}
 	all = append(all, refused...)
-	again, errs, _ := r.lookupAll(fctx, all)
-	res.LookupErrors += errs
-	return again
+	round := r.lookupAll(fctx, all)
+	res.LookupErrors += round.errs
+	return round
 }
 
 // tallyAccepted fills res's figures for the accepted messages from the
-// copies the final pass found (again), falling back on what polling found
-// (first) where the final pass failed for a message's batch, so that a
-// failed request does not turn a stored message into a lost one.
-func (r *run) tallyAccepted(res *AuditResult, accepted []acceptedMsg, first map[string]storedSummary, again map[string][]storedSummary) {
+// copies the final pass found, falling back on what polling found (first)
+// where the final pass failed for a message's batch, so that a failed
+// request does not turn a stored message into a lost one. A message found
+// by neither is lost only if the final pass asked for it and got an
+// answer; otherwise it is unchecked.
+func (r *run) tallyAccepted(res *AuditResult, accepted []acceptedMsg, first map[string]storedSummary, final lookupRound) {
 	e2e, server := newHistogram(), newHistogram()
 	var lastStored time.Time
 	for _, a := range accepted {
-		copies := again[a.mid]
+		copies := final.found[a.mid]
 		if f, ok := first[a.mid]; ok && len(copies) == 0 {
 			copies = []storedSummary{f}
+		}
+		if len(copies) == 0 && final.unanswered[a.mid] {
+			res.Unchecked++
+			continue
 		}
 		if len(copies) == 0 {
 			res.Lost++

@@ -3,6 +3,7 @@ package loadtest
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -177,30 +178,80 @@ func TestReportAndJSON(t *testing.T) {
 	}
 }
 
-// An API without the look-up endpoint (not Levee, or an older one) stops
-// the audit at once instead of polling until the deadline, and the gate
-// fails.
-func TestAuditAgainstAPIWithoutLookup(t *testing.T) {
+// An API without the look-up endpoint (not Levee, or an older one) fails
+// the run before any mail is sent, instead of an audit that reports every
+// message lost.
+func TestRunRefusesAnAPIWithoutLookup(t *testing.T) {
 	sink := startSink(t, nil)
 	api := startAPI(t, sink)
 	cfg := quickConfig(t, sink.addr, mustConstant(t, 50, 100*time.Millisecond))
 	cfg.API = api.URL + "/not-levee"
 	cfg.Audit.Timeout = time.Minute
-	start := time.Now()
 	res, err := Run(context.Background(), cfg)
+	if err == nil || !strings.Contains(err.Error(), "look-up") || res != nil {
+		t.Fatalf("Run = %+v, %v; want no result and an error about the look-up", res, err)
+	}
+	if msgs, _ := sink.storedCount(); msgs != 0 {
+		t.Fatalf("%d messages sent to a run that cannot be audited", msgs)
+	}
+}
+
+// An --api nobody listens on fails the run before any mail is sent (it
+// used to wait out the audit's timeout, print "lost 10" and exit 0).
+func TestRunFailsFastWhenAPIIsDown(t *testing.T) {
+	sink := startSink(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if time.Since(start) > 20*time.Second {
-		t.Fatalf("the audit kept polling an API that cannot answer (%s)", time.Since(start))
+	api := "http://" + ln.Addr().String()
+	ln.Close()
+	cfg := quickConfig(t, sink.addr, mustConstant(t, 50, 100*time.Millisecond))
+	cfg.API = api
+	res, err := Run(context.Background(), cfg)
+	if err == nil || !strings.Contains(err.Error(), "cannot reach the API") || !strings.Contains(err.Error(), api) {
+		t.Fatalf("err = %v, want one saying the API at %s cannot be reached", err, api)
+	}
+	if res != nil {
+		t.Fatalf("a result for a run that never started: %+v", res.Audit)
+	}
+	if msgs, _ := sink.storedCount(); msgs != 0 {
+		t.Fatalf("%d messages sent to a run that cannot be audited", msgs)
+	}
+}
+
+// An API that stops answering look-ups after the load has begun: the
+// audit gives up, says why, reports the messages it could not check as
+// unchecked, not lost, and the run fails whatever the thresholds.
+func TestAuditThatCannotReachTheAPIFailsTheRun(t *testing.T) {
+	sink := startSink(t, nil)
+	api := startAPI(t, sink)
+	api.down = func(n int) bool { return n > 1 } // the start's check passes, then nothing
+	cfg := quickConfig(t, sink.addr, mustConstant(t, 100, 100*time.Millisecond))
+	cfg.API = api.URL
+	cfg.Audit.Timeout = time.Minute
+	cfg.Audit.Unanswered = 300 * time.Millisecond
+	res, err := Run(context.Background(), cfg)
+	if err == nil || !strings.Contains(err.Error(), "audit") {
+		t.Fatalf("err = %v, want the audit's failure", err)
+	}
+	if res == nil || res.Audit == nil {
+		t.Fatalf("no audit in the result: %+v", res)
 	}
 	a := res.Audit
-	if a.Complete || a.Error == "" || a.Lost != a.Accepted {
-		t.Fatalf("audit = %+v", a)
+	if a.Accepted != 10 || a.Lost != 0 || a.Unchecked != 10 || a.Stored != 0 || a.Complete || !strings.Contains(a.Error, "503") {
+		t.Fatalf("audit = %+v, want 10 unchecked, none lost, the API's answer in the error", a)
 	}
-	th := NoThresholds
-	th.MaxLost = 0
-	if th.Check(res) {
-		t.Fatal("--max-lost 0 passed without an audit")
+	if NoThresholds.Check(res) {
+		t.Fatal("a run whose audit failed passed")
+	}
+	var sum strings.Builder
+	if err := res.WriteSummary(&sum); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"FAILED", "unchecked", "10"} {
+		if !strings.Contains(sum.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, sum.String())
+		}
 	}
 }

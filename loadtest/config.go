@@ -123,6 +123,9 @@ type AuditConfig struct {
 	LateAfter time.Duration
 	// Concurrency is the number of look-up requests in flight.
 	Concurrency int
+	// Unanswered is how long the audit goes on asking an API that answers
+	// none of its look-ups before it gives up and fails the run.
+	Unanswered time.Duration
 }
 
 // Defaults for the fields a zero Config leaves open.
@@ -237,6 +240,9 @@ func (a AuditConfig) WithDefaults() AuditConfig {
 	if a.Concurrency == 0 {
 		a.Concurrency = 4
 	}
+	if a.Unanswered == 0 {
+		a.Unanswered = 30 * time.Second
+	}
 	return a
 }
 
@@ -285,7 +291,7 @@ func (c Config) Validate() error {
 		return errors.New("--readers: the reader probe needs --api")
 	case c.ReaderThink < 0:
 		return fmt.Errorf("--reader-think: must be >= 0, got %s", c.ReaderThink)
-	case c.Audit.Timeout < 0 || c.Audit.Poll <= 0 || c.Audit.Settle < 0 || c.Audit.LateAfter <= 0:
+	case c.Audit.Timeout < 0 || c.Audit.Poll <= 0 || c.Audit.Settle < 0 || c.Audit.LateAfter <= 0 || c.Audit.Unanswered < 0:
 		return errors.New("--audit-timeout, --late-after: must be > 0")
 	case c.Audit.Concurrency < 1:
 		return fmt.Errorf("audit concurrency: must be > 0, got %d", c.Audit.Concurrency)

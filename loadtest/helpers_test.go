@@ -176,7 +176,9 @@ type fakeAPI struct {
 	*httptest.Server
 	sink *sinkServer
 	// copies overrides how many stored copies the look-up reports.
-	copies  func(mid string, stored int) int
+	copies func(mid string, stored int) int
+	// down, when it says so for the nth look-up (from 1), answers it 503.
+	down    func(n int) bool
 	mu      sync.Mutex
 	lookups int
 	reads   int
@@ -198,7 +200,12 @@ func startAPI(t *testing.T, sink *sinkServer) *fakeAPI {
 		}
 		a.mu.Lock()
 		a.lookups++
+		n := a.lookups
 		a.mu.Unlock()
+		if a.down != nil && a.down(n) {
+			http.Error(w, `{"error":"store unavailable"}`, http.StatusServiceUnavailable)
+			return
+		}
 		found := map[string][]storedSummary{}
 		sink.mu.Lock()
 		for _, mid := range req.MessageIDs {

@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,7 +42,8 @@ type run struct {
 // not yet accepted count as unsent); the audit of what was accepted still
 // runs, bounded by cfg.Audit.Timeout, so an interrupted run still answers
 // whether anything was lost. An error means the run could not start (bad
-// config, target unreachable) or the schedule failed part way.
+// config, target or API unreachable), the schedule failed part way or the
+// audit could not reach the API (then the result says what it checked).
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -51,6 +55,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	if cfg.HTTPClient == nil { // ours: free its connections; a caller's stays as it was
 		defer r.http.CloseIdleConnections()
+	}
+	if err := r.probeAPI(ctx); err != nil {
+		return nil, err
 	}
 	pipelining, err := r.probeTarget(ctx)
 	if err != nil {
@@ -76,6 +83,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res := r.result(sendEnd, audit, pipelining, ctx.Err() != nil)
 	if r.genErr != nil {
 		return res, r.genErr
+	}
+	if audit != nil && audit.Error != "" {
+		return res, fmt.Errorf("loadtest: the audit failed: %s", audit.Error)
 	}
 	return res, nil
 }
@@ -116,6 +126,52 @@ func (r *run) probeTarget(ctx context.Context) (pipelining bool, err error) {
 	pipelining = probe.pipelining
 	probe.close(true)
 	return pipelining, nil
+}
+
+// probeAPI asks the API once before the clock starts, as the audit will (or
+// for /healthz when there is no audit): a wrong --api fails the run at
+// once, not after the load and the audit's timeout with every message
+// counted lost.
+func (r *run) probeAPI(ctx context.Context) error {
+	if r.cfg.API == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var err error
+	if !r.cfg.Audit.Disabled {
+		_, err = r.lookup(ctx, []string{"probe." + r.runID + "@loadtest.levee"})
+	} else {
+		err = r.getOK(ctx, "/healthz")
+	}
+	var uerr *url.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, errLookupUnsupported):
+		return fmt.Errorf("loadtest: the API at %s cannot answer the audit: %w", r.cfg.API, err)
+	case errors.As(err, &uerr):
+		return fmt.Errorf("loadtest: cannot reach the API at %s: %w", r.cfg.API, err)
+	}
+	return fmt.Errorf("loadtest: the API at %s is not answering: %w", r.cfg.API, err)
+}
+
+// getOK GETs path from the API and wants a 200.
+func (r *run) getOK(ctx context.Context, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.cfg.API+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := r.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return nil
 }
 
 // startObservers starts what watches the run without taking part in it:

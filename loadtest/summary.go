@@ -86,6 +86,9 @@ func (res *Result) WriteSummary(w io.Writer) error {
 		}
 		row("audit", "%d accepted, %d stored (%s, %s)", a.Accepted, a.Stored, complete, secs(a.Duration))
 		row("lost", "%d", a.Lost)
+		if a.Unchecked > 0 {
+			row("unchecked", "%d accepted, not looked up: the API did not answer", a.Unchecked)
+		}
 		row("duplicated", "%d (%d extra copies)", a.Duplicated, a.ExtraCopies)
 		row("late", "%d stored more than %s after their 250", a.Late, secs(a.LateAfter))
 		if a.StoredDespiteRefusal > 0 {

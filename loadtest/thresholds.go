@@ -75,6 +75,10 @@ func (t Thresholds) Check(res *Result) bool {
 		}
 		res.Checks = append(res.Checks, c)
 	}
+	if a != nil && a.Error != "" {
+		// Whatever the thresholds: an audit that could not see fails the run.
+		res.Checks = append(res.Checks, CheckResult{Name: "audit", Limit: "complete", Value: "failed: " + a.Error})
+	}
 	res.Pass = true
 	for _, c := range res.Checks {
 		res.Pass = res.Pass && c.OK

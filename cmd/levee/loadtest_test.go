@@ -192,3 +192,23 @@ func TestLoadtestThresholdFailureExits1(t *testing.T) {
 		t.Errorf("accepted %d, want 10", res.Counts.Accepted)
 	}
 }
+
+// An --api nobody listens on stops the run before any mail is sent, with
+// the reason and a failing exit status (it used to wait out the audit's
+// five minutes, print "lost 10" and exit 0).
+func TestLoadtestUnreachableAPIFailsAtOnce(t *testing.T) {
+	l := apptest.Start(t, apptest.Config(t))
+	api := fmt.Sprintf("http://127.0.0.1:%d", apptest.Ports(t, 1)[0])
+	var stdout, stderr apptest.SyncBuffer
+	code := loadtestCmd([]string{"--target", l.SMTPAddr, "--api", api, "--to", "rcpt@example.test",
+		"--rate", "50/s", "--duration", "200ms", "--progress", "never"}, &stdout, &stderr)
+	if code == 0 || !strings.Contains(stderr.String(), "cannot reach the API at "+api) {
+		t.Fatalf("exit %d, stderr %q; want a failure naming the API", code, stderr.String())
+	}
+	if strings.Contains(stdout.String(), "lost") {
+		t.Errorf("a run that could not audit reports on losses:\n%s", stdout.String())
+	}
+	if got := l.Mailbox("rcpt@example.test"); len(got) != 0 {
+		t.Errorf("%d messages sent by a run that could not be audited", len(got))
+	}
+}
