@@ -3,13 +3,17 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/levee-mail/levee/mail"
+	"github.com/levee-mail/levee/store"
 	"github.com/levee-mail/levee/store/postgres/pgtest"
 )
 
@@ -153,4 +157,69 @@ func testServerStalls(t *testing.T, db string) {
 		}
 	}
 	p.Cut() // end the stalled connections before Close waits for them
+}
+
+// TestOutOfResourcesIsUnavailable: SQLSTATE class 53 (insufficient
+// resources) is the server's trouble, not the call's: it is marked
+// store.ErrUnavailable, so that the worker holds its batch instead of
+// spending the messages' delivery attempts. Other server errors are not.
+func TestOutOfResourcesIsUnavailable(t *testing.T) {
+	for _, tc := range []struct {
+		code string
+		want bool
+	}{
+		{"53100", true}, // disk_full
+		{"53200", true}, // out_of_memory
+		{"53300", true}, // too_many_connections
+		{"53400", true}, // configuration_limit_exceeded
+		{"53000", true}, // insufficient_resources
+		{"23505", false},
+		{"22P02", false},
+		{"54000", false}, // program_limit_exceeded: this statement's fault
+	} {
+		pe := &pgconn.PgError{Severity: "ERROR", Code: tc.code, Message: "could not extend file"}
+		for _, err := range []error{pe, fmt.Errorf("commit: %w", pe)} {
+			got := wrap(t.Context(), "deliver", err)
+			if errors.Is(got, store.ErrUnavailable) != tc.want {
+				t.Errorf("wrap(%v) = %v; errors.Is(store.ErrUnavailable) = %v, want %v", err, got, !tc.want, tc.want)
+			}
+			var back *pgconn.PgError
+			if !errors.As(got, &back) || back.Code != tc.code {
+				t.Errorf("wrap(%v) = %v: the server's error is lost", err, got)
+			}
+		}
+	}
+}
+
+// A server whose disk is full answers Deliver with SQLSTATE 53100 (here
+// raised by a trigger, as PostgreSQL raises it when it cannot extend a
+// file) while Ping and reads go on: Deliver's error is
+// store.ErrUnavailable, and once the server has room the same store
+// delivers.
+func testDiskFullIsUnavailable(t *testing.T, db string) {
+	s, _ := openTest(t, db)
+	ctx := t.Context()
+	if _, err := s.pool.Exec(ctx, `CREATE FUNCTION disk_full() RETURNS trigger LANGUAGE plpgsql AS
+		$$ BEGIN RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full'; END $$`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.pool.Exec(ctx, `CREATE TRIGGER disk_full BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION disk_full()`); err != nil {
+		t.Fatal(err)
+	}
+	m := testMessage(t, 1, "bob@example.com")
+	_, err := s.Deliver(ctx, []*mail.Message{m})
+	var pe *pgconn.PgError
+	if !errors.Is(err, store.ErrUnavailable) || !errors.As(err, &pe) || pe.Code != "53100" {
+		t.Fatalf("Deliver on a full disk: %v; want store.ErrUnavailable with SQLSTATE 53100", err)
+	}
+	t.Logf("Deliver: %v", err)
+	if err := s.Ping(ctx); err != nil {
+		t.Errorf("Ping: %v", err)
+	}
+	if _, err := s.pool.Exec(ctx, `DROP TRIGGER disk_full ON messages`); err != nil {
+		t.Fatal(err)
+	}
+	if res := deliverOK(t, s, m); res[0].Duplicate {
+		t.Error("the message refused on the full disk was kept")
+	}
 }

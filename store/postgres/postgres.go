@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -98,10 +100,24 @@ func (s *Store) raiseFloor(us int64) {
 
 // wrap adds the operation and, when the context ended, its error: pgx may
 // report an interrupted call as an I/O error on the connection, and callers
-// (the worker's retry logic) ask errors.Is(err, context.Canceled).
+// (the worker's retry logic) ask errors.Is(err, context.Canceled). A server
+// out of a resource is marked store.ErrUnavailable: it still answers Ping,
+// so without the mark the worker would blame the messages.
 func wrap(ctx context.Context, op string, err error) error {
 	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
 		return fmt.Errorf("postgres: %s: %w (%w)", op, cerr, err)
 	}
+	if outOfResources(err) {
+		return fmt.Errorf("postgres: %s: %w: %w", op, store.ErrUnavailable, err)
+	}
 	return fmt.Errorf("postgres: %s: %w", op, err)
+}
+
+// outOfResources tells SQLSTATE class 53, insufficient resources (53100
+// disk_full, 53200 out_of_memory, 53300 too_many_connections, 53400
+// configuration_limit_exceeded), from the other failures: none of them is
+// the statement's fault, and each passes once the server has room again.
+func outOfResources(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && strings.HasPrefix(pe.Code, "53")
 }

@@ -52,6 +52,7 @@ func TestStore(t *testing.T) {
 		{"Migrate/OpenWithoutSchema", testOpenWithoutSchema, false},
 		{"Outage/ServerGoneAndBack", testServerGoneAndBack, false},
 		{"Outage/ServerStalls", testServerStalls, false},
+		{"Outage/DiskFull", testDiskFullIsUnavailable, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.parallel {

@@ -7,7 +7,11 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"syscall"
 	"time"
+
+	msqlite "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/levee-mail/levee/mail"
 	"github.com/levee-mail/levee/store"
@@ -268,12 +272,27 @@ func nonNil(b []byte) []byte {
 
 // wrap adds the operation and, when the context ended, its error: the driver
 // reports an interrupted statement in its own terms, and callers (the
-// worker's retry logic) ask errors.Is(err, context.Canceled).
+// worker's retry logic) ask errors.Is(err, context.Canceled). A full disk
+// is marked store.ErrUnavailable: the database still answers reads (and
+// Ping), so without the mark the worker would blame the messages.
 func wrap(ctx context.Context, op string, err error) error {
 	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
 		return fmt.Errorf("sqlite: %s: %w (%w)", op, cerr, err)
 	}
+	if diskFull(err) {
+		return fmt.Errorf("sqlite: %s: %w: %w", op, store.ErrUnavailable, err)
+	}
 	return fmt.Errorf("sqlite: %s: %w", op, err)
+}
+
+// diskFull tells a full disk from the other failures: SQLite's SQLITE_FULL
+// (an extended code keeps it in the low byte), or ENOSPC from the OS.
+func diskFull(err error) bool {
+	var se *msqlite.Error
+	if errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_FULL {
+		return true
+	}
+	return errors.Is(err, syscall.ENOSPC)
 }
 
 // walRestartAbove is the WAL size at which the writer, after a commit,
