@@ -4,11 +4,12 @@
 // the commit. It sees the queue only through queue.Delivery (ack, retry,
 // hold, give up), never JetStream itself.
 //
-// It owns the delivery loop's failure policy: a store outage pauses fetching
-// while each loop holds its batch (Delivery.Hold) and retries with a growing
-// delay (the queue keeps the rest of the mail, and no delivery attempt is
-// burned on a broken database); a message that keeps failing while the
-// store is healthy is given up to the dead letters with its reason on its
+// It owns the delivery loop's failure policy: a store outage (the store
+// does not answer Ping, or says store.ErrUnavailable: a full disk) pauses
+// fetching while each loop holds its batch (Delivery.Hold) and retries with
+// a growing delay (the queue keeps the rest of the mail, and no delivery
+// attempt is burned on a broken database; Worker.StoreOutage says why, for
+// readiness); a message that keeps failing while the store is healthy is given up to the dead letters with its reason on its
 // last attempt (queue.max_deliver), and a message delivered more often than
 // that without ever being acknowledged (a worker crashed on it) is given up
 // before it is tried again.

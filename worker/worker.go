@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -44,6 +45,7 @@ type Worker struct {
 	backoffMu    sync.Mutex
 	backoffUntil time.Time
 	failures     int
+	outageErr    error // the last outage's cause while failures > 0
 
 	// stats is what the loops report for the autoscaler; writes is the
 	// worker.max_writes_per_second ceiling (nil: none).
@@ -273,34 +275,68 @@ func (w *Worker) deliver(stop <-chan struct{}, ds []queue.Delivery) bool {
 			w.retryAll(batch, 0, "shutdown")
 			return false
 		}
-		pingCtx, cancel := context.WithTimeout(w.workCtx, 5*time.Second)
-		pingErr := w.st.Ping(pingCtx)
-		cancel()
-		if pingErr != nil {
-			// A store outage is nobody's fault but the store's: keep the
-			// batch (and its ack deadlines) rather than hand it back, so that the
-			// outage burns none of the messages' delivery attempts.
-			clean = false
-			delay := w.storeDown()
-			w.log.Warn("worker: store unavailable, holding the batch and retrying", "err", err, "ping", pingErr, "retry_in", delay, "messages", len(batch))
-			if !w.hold(stop, batch, delay) {
-				w.retryAll(batch, 0, "stopped during a store outage")
+		outage := w.outage(err)
+		if outage == nil {
+			if len(batch) == 1 {
+				w.failed(batch[0], err)
+				return clean
+			}
+			// The store is healthy, so one message broke the transaction: isolate it.
+			if batch, outage = w.isolate(batch); outage == nil {
+				return clean
+			}
+			if w.workCtx.Err() != nil {
+				w.retryAll(batch, 0, "shutdown")
 				return false
 			}
+		}
+		// A store outage is nobody's fault but the store's: keep the
+		// batch (and its ack deadlines) rather than hand it back, so that the
+		// outage burns none of the messages' delivery attempts.
+		clean = false
+		delay := w.storeDown(outage)
+		w.log.Warn("worker: store unavailable, holding the batch and retrying", "err", outage, "retry_in", delay, "messages", len(batch))
+		if !w.hold(stop, batch, delay) {
+			w.retryAll(batch, 0, "stopped during a store outage")
+			return false
+		}
+	}
+}
+
+// isolate stores a batch's messages one by one and settles each. If the
+// store fails on the way (or the worker shuts down), it stops there and
+// returns the messages not yet settled with the cause.
+func (w *Worker) isolate(batch []pending) (rest []pending, outage error) {
+	for i, p := range batch {
+		err := w.store([]pending{p})
+		if err == nil {
 			continue
 		}
-		if len(batch) > 1 {
-			// The store is healthy, so one message broke the transaction: isolate it.
-			for _, p := range batch {
-				if err := w.store([]pending{p}); err != nil {
-					w.failed(p, err)
-				}
-			}
-			return clean
+		if err := w.workCtx.Err(); err != nil {
+			return batch[i:], err
 		}
-		w.failed(batch[0], err)
-		return clean
+		if outage := w.outage(err); outage != nil {
+			return batch[i:], outage
+		}
+		w.failed(p, err)
 	}
+	return nil, nil
+}
+
+// outage tells a failed write that the store is to blame for (returned,
+// with the cause) from one a message is: the store says it cannot take
+// writes now (store.ErrUnavailable: a full disk, which a read such as Ping
+// does not notice), or it does not answer Ping.
+func (w *Worker) outage(err error) error {
+	if errors.Is(err, store.ErrUnavailable) {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(w.workCtx, 5*time.Second)
+	defer cancel()
+	if pingErr := w.st.Ping(ctx); pingErr != nil {
+		return fmt.Errorf("%w (ping: %w)", err, pingErr)
+	}
+	return nil
 }
 
 // parse reads a message's content for the store: the one MIME parse a
@@ -434,12 +470,13 @@ func (w *Worker) retryDelay(attempt int) time.Duration {
 	return min(d, w.cfg.MaxRetryDelay)
 }
 
-// storeDown records one more consecutive store outage and returns how long
-// every loop should wait before fetching again.
-func (w *Worker) storeDown() time.Duration {
+// storeDown records one more consecutive store outage, caused by cause,
+// and returns how long every loop should wait before fetching again.
+func (w *Worker) storeDown(cause error) time.Duration {
 	w.backoffMu.Lock()
 	defer w.backoffMu.Unlock()
 	w.failures++
+	w.outageErr = cause
 	d := w.retryDelay(w.failures)
 	w.backoffUntil = time.Now().Add(d)
 	w.metrics.storeAvailable.Set(0)
@@ -453,8 +490,22 @@ func (w *Worker) clearBackoff() {
 		w.log.Info("worker: store available again, resuming deliveries")
 	}
 	w.failures = 0
+	w.outageErr = nil
 	w.backoffUntil = time.Time{}
 	w.metrics.storeAvailable.Set(1)
+}
+
+// StoreOutage is the cause of the store outage the loops are waiting out
+// (a full disk, a database that does not answer), or nil while the store
+// takes writes: for readiness, since a full disk still answers the store's
+// Ping. It is cleared by the first write that succeeds after it.
+func (w *Worker) StoreOutage() error {
+	w.backoffMu.Lock()
+	defer w.backoffMu.Unlock()
+	if w.outageErr == nil {
+		return nil
+	}
+	return fmt.Errorf("worker: store unavailable: %w", w.outageErr)
 }
 
 func (w *Worker) backoffRemaining() time.Duration {

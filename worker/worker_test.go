@@ -321,6 +321,97 @@ func TestStoreOutageBacksOffKeepsMailQueuedAndRecovers(t *testing.T) {
 	}
 }
 
+// fullStore refuses every write with store.ErrUnavailable while full, and
+// answers Ping all along: a store whose disk is full.
+type fullStore struct {
+	store.Store
+	full  atomic.Bool
+	calls atomic.Int64
+}
+
+var errDiskFull = fmt.Errorf("sqlite: deliver: %w: database or disk is full (13)", store.ErrUnavailable)
+
+func (f *fullStore) Deliver(ctx context.Context, msgs []*mail.Message) ([]store.DeliveryResult, error) {
+	f.calls.Add(1)
+	if f.full.Load() {
+		return nil, errDiskFull
+	}
+	return f.Store.Deliver(ctx, msgs)
+}
+
+// TestFullStoreIsAnOutageNotTheMessagesFault (issue 12 item 5): a store
+// that refuses writes as unavailable but answers Ping is an outage: the
+// batch is held without spending delivery attempts, StoreOutage says why
+// (for /readyz), and draining resumes once the store takes writes.
+func TestFullStoreIsAnOutageNotTheMessagesFault(t *testing.T) {
+	r := newRig(t, func(c *queue.Config) { c.MaxDeliver = 2 })
+	r.publish(20)
+	full := &fullStore{Store: r.st}
+	full.full.Store(true)
+	w, reg := r.worker(Config{Concurrency: 2, BatchSize: 8, RetryDelay: 20 * time.Millisecond, MaxRetryDelay: 100 * time.Millisecond}, full)
+	if err := w.StoreOutage(); err != nil {
+		t.Fatalf("StoreOutage before any write: %v", err)
+	}
+	w.Start()
+	// Many more attempts than MaxDeliver allows each message.
+	waitFor(t, 30*time.Second, "many failed writes", func() bool {
+		return full.calls.Load() >= 3*20 || deliveries(reg, "dead_lettered") > 0
+	})
+	if dl := deliveries(reg, "dead_lettered"); dl != 0 {
+		t.Fatalf("%v messages dead-lettered because the store's disk was full", dl)
+	}
+	if err := w.StoreOutage(); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("StoreOutage during the outage = %v, want the store's error", err)
+	}
+	if got := testutil.ToFloat64(w.metrics.storeAvailable); got != 0 {
+		t.Fatalf("levee_worker_store_available = %v while full, want 0", got)
+	}
+	if s := r.status(); s.Messages != 20 {
+		t.Fatalf("queue holds %d while the store is full, want all 20", s.Messages)
+	}
+	full.full.Store(false)
+	waitFor(t, 30*time.Second, "all stored once the store has room", func() bool { return r.stored() == 20 })
+	waitFor(t, 10*time.Second, "queue empty", func() bool { return r.status().Messages == 0 })
+	if err := w.StoreOutage(); err != nil {
+		t.Fatalf("StoreOutage after recovery = %v, want nil", err)
+	}
+	if s := r.status(); s.DeadLetters != 0 {
+		t.Fatalf("dead letters %d, want 0", s.DeadLetters)
+	}
+}
+
+// fillsWhileIsolating refuses any batch of more than one message as a
+// healthy store refuses a poison message, and single messages as full
+// while full: the disk fills while the worker isolates the batch.
+type fillsWhileIsolating struct {
+	fullStore
+}
+
+func (f *fillsWhileIsolating) Deliver(ctx context.Context, msgs []*mail.Message) ([]store.DeliveryResult, error) {
+	if len(msgs) > 1 {
+		f.calls.Add(1)
+		return nil, errors.New("value too long for column")
+	}
+	return f.fullStore.Deliver(ctx, msgs)
+}
+
+func TestDiskFillingWhileIsolatingHoldsTheRest(t *testing.T) {
+	r := newRig(t, func(c *queue.Config) { c.MaxDeliver = 2 })
+	r.publish(4)
+	st := &fillsWhileIsolating{fullStore{Store: r.st}}
+	st.full.Store(true)
+	w, reg := r.worker(Config{Concurrency: 1, BatchSize: 4, RetryDelay: 20 * time.Millisecond, MaxRetryDelay: 100 * time.Millisecond}, st)
+	w.Start()
+	waitFor(t, 30*time.Second, "many failed writes", func() bool {
+		return st.calls.Load() >= 20 || deliveries(reg, "dead_lettered") > 0
+	})
+	if dl := deliveries(reg, "dead_lettered"); dl != 0 {
+		t.Fatalf("%v messages dead-lettered because the disk filled while a batch was isolated", dl)
+	}
+	st.full.Store(false)
+	waitFor(t, 30*time.Second, "all stored one by one", func() bool { return r.stored() == 4 })
+}
+
 // refuseOne refuses one message id while the store is otherwise healthy:
 // a poison message.
 type refuseOne struct {
