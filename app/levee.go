@@ -193,9 +193,20 @@ func (l *Levee) readiness() map[string]web.Check {
 		}
 	}
 	if l.Store != nil {
-		ready["store"] = l.Store.Ping
+		ready["store"] = l.storeReady
 	}
 	return ready
+}
+
+// storeReady fails while the workers wait out a store outage, a full disk
+// included, which the store's Ping (a read) does not notice.
+func (l *Levee) storeReady(ctx context.Context) error {
+	if l.Worker != nil {
+		if err := l.Worker.StoreOutage(); err != nil {
+			return err
+		}
+	}
+	return l.Store.Ping(ctx)
 }
 
 // listen starts the HTTP server, the SMTP listener and the worker's loops.
