@@ -58,7 +58,10 @@ type Parsed struct {
 	HeadersOnly bool `json:"-"`
 }
 
-// Attachment is one attached or inline part.
+// Attachment is one part of a message that is not its body: an attached or
+// inline file, a signature, an image of a multipart/related, a forwarded
+// message (message/rfc822). The body's text/plain and text/html parts are
+// Text and HTML, not attachments. Summaries count these.
 type Attachment struct {
 	Filename    string `json:"filename"`
 	ContentType string `json:"content_type"`

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/textproto"
 	"strings"
 	"time"
@@ -69,15 +70,7 @@ func Parse(raw []byte, limits ParseLimits) (p *Parsed, err error) {
 	if d, derr := env.Date(); derr == nil {
 		p.Date = withObsoleteZone(d).UTC()
 	}
-	for _, part := range append(append([]*enmime.Part{}, env.Attachments...), env.Inlines...) {
-		p.Attachments = append(p.Attachments, Attachment{
-			Filename:    part.FileName,
-			ContentType: part.ContentType,
-			ContentID:   part.ContentID,
-			Size:        int64(len(part.Content)),
-			Content:     part.Content,
-		})
-	}
+	p.Attachments = nonBodyParts(env.Root)
 	for _, e := range env.Errors {
 		p.Warnings = append(p.Warnings, e.Error())
 	}
@@ -102,11 +95,76 @@ func parseWithRecover(raw []byte, detectCharset bool) (env *enmime.Envelope, err
 	if detectCharset {
 		p = detectParser
 	}
-	env, err = p.ReadEnvelope(&budgetReader{r: bytes.NewReader(raw), left: readBudget(len(raw))})
+	root, err := p.ReadParts(&budgetReader{r: bytes.NewReader(raw), left: readBudget(len(raw))})
+	if err != nil {
+		return nil, fmt.Errorf("mime parse: %w", err)
+	}
+	withDefaultContentTypes(root)
+	env, err = p.EnvelopeFromPart(root)
 	if err != nil {
 		return nil, fmt.Errorf("mime parse: %w", err)
 	}
 	return env, nil
+}
+
+// withDefaultContentTypes gives every part without a Content-Type the one
+// RFC 2045 (5.2) and RFC 2046 (5.1.5) say it has: text/plain, or
+// message/rfc822 inside a multipart/digest. enmime leaves it empty, so a
+// text/plain alternative without the header was not taken as the text (the
+// text was converted from the HTML instead), and without a content type
+// enmime reads neither its Content-Disposition nor its Content-ID.
+func withDefaultContentTypes(root *enmime.Part) {
+	_ = root.DepthMatchAll(func(part *enmime.Part) bool {
+		if part.ContentType != "" {
+			return false
+		}
+		part.ContentType = "text/plain"
+		if part.Parent != nil && part.Parent.ContentType == "multipart/digest" {
+			part.ContentType = "message/rfc822"
+		}
+		if d, params, err := mime.ParseMediaType(part.Header.Get("Content-Disposition")); err == nil {
+			part.Disposition, part.FileName = d, params["filename"]
+		}
+		if id := part.Header.Get("Content-Id"); id != "" {
+			part.ContentID = strings.Trim(strings.TrimSpace(id), "<>")
+		}
+		return false
+	})
+}
+
+// nonBodyParts lists every part that is not a multipart container and not
+// part of the body, in the order they appear. enmime's Attachments and
+// Inlines hold only parts with a Content-Disposition (and count an inline
+// text body as an inline); its OtherParts the rest. Walking the tree once
+// gives one list that misses nothing: signatures, multipart/related images,
+// TNEF, forwarded messages.
+func nonBodyParts(root *enmime.Part) []Attachment {
+	var out []Attachment
+	_ = root.DepthMatchAll(func(part *enmime.Part) bool {
+		if strings.HasPrefix(part.ContentType, "multipart/") || isBodyPart(part) {
+			return false
+		}
+		out = append(out, Attachment{
+			Filename:    part.FileName,
+			ContentType: part.ContentType,
+			ContentID:   part.ContentID,
+			Size:        int64(len(part.Content)),
+			Content:     part.Content,
+		})
+		return false
+	})
+	return out
+}
+
+// isBodyPart says whether part is text the reader sees as the message
+// itself: text/plain or text/html, not marked as an attachment and without
+// a file name. An inline text part with a file name is a file.
+func isBodyPart(part *enmime.Part) bool {
+	switch part.ContentType {
+	case "text/plain", "text/html", "":
+		return part.Disposition != "attachment" && part.FileName == ""
+	}
+	return false
 }
 
 // errBudgetSpent stops enmime (as a panic, which parseWithRecover turns back
