@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -124,10 +125,10 @@ func TestQueueLimitsCLIAndAdminToken(t *testing.T) {
 	if _, errOut, code := cli(t, append([]string{"queue", "limits", "set", "--max-msgs", "100"}, srv...)...); code != 1 || !strings.Contains(errOut, "admin token") {
 		t.Errorf("without a token: exit %d, %q", code, errOut)
 	}
-	if _, errOut, code := cli(t, append([]string{"queue", "limits", "set", "--max-msgs", "100", "--admin-token", "wrong"}, srv...)...); code != 1 || !strings.Contains(errOut, "HTTP 401") {
+	if _, errOut, code := cli(t, append([]string{"queue", "limits", "set", "--max-msgs", "100", "--http-admin-token", "wrong"}, srv...)...); code != 1 || !strings.Contains(errOut, "HTTP 401") {
 		t.Errorf("wrong token: exit %d, %q", code, errOut)
 	}
-	auth := append([]string{"--admin-token", testAdminToken}, srv...)
+	auth := append([]string{"--http-admin-token", testAdminToken}, srv...)
 	_, errOut, code := cli(t, append([]string{"queue", "limits", "set", "--per-domain-max-msgs", "3"}, auth...)...)
 	if code != 1 || !strings.Contains(errOut, "example.test (4)") || !strings.Contains(errOut, "nothing was changed") {
 		t.Errorf("per-domain cap below a domain's queue: exit %d, %q", code, errOut)
@@ -216,7 +217,7 @@ func TestLiveLimitChangeUnderLoadLosesNothing(t *testing.T) {
 	cfg.Worker.Autoscale.Enabled = false
 	cfg.HTTP.AdminToken = testAdminToken
 	l := apptest.Start(t, cfg)
-	auth := []string{"--server", l.HTTPURL, "--admin-token", testAdminToken}
+	auth := []string{"--server", l.HTTPURL, "--http-admin-token", testAdminToken}
 
 	const senders, perSender = 6, 50
 	var deferred atomic.Int64
@@ -358,7 +359,7 @@ func TestDLQReplayDeliversExactlyOnce(t *testing.T) {
 	if _, errOut, code := cli(t, append([]string{"dlq", "replay", first}, srv...)...); code != 1 || !strings.Contains(errOut, "admin token") {
 		t.Errorf("replay without a token: exit %d %q", code, errOut)
 	}
-	auth := append([]string{"--admin-token", testAdminToken}, srv...)
+	auth := append([]string{"--http-admin-token", testAdminToken}, srv...)
 	mustCLI(t, append([]string{"dlq", "replay", first}, auth...)...)
 	if _, errOut, code := cli(t, append([]string{"dlq", "replay", first}, auth...)...); code != 1 || !strings.Contains(errOut, "no dead letter") {
 		t.Errorf("second replay of %s: exit %d %q", first, code, errOut)
@@ -386,5 +387,47 @@ func TestDLQReplayDeliversExactlyOnce(t *testing.T) {
 	}
 	if _, errOut, code := cli(t, "dlq", "replay"); code != 2 || !strings.Contains(errOut, "--all") {
 		t.Errorf("replay without a target: exit %d %q", code, errOut)
+	}
+}
+
+// TestAdminTokenHasOneName: the client commands take the admin token by the
+// server's own names, --http-admin-token and LEVEE_HTTP_ADMIN_TOKEN, so one
+// environment serves both sides; --admin-token and LEVEE_ADMIN_TOKEN still
+// work, with a warning. The token never shows in --help.
+func TestAdminTokenHasOneName(t *testing.T) {
+	cfg := apptest.Config(t)
+	cfg.Worker.Concurrency = 0
+	cfg.HTTP.AdminToken = testAdminToken
+	l := apptest.Start(t, cfg)
+	set := []string{"queue", "limits", "set", "--max-msgs", "1000", "--server", l.HTTPURL}
+	for _, tc := range []struct {
+		name       string
+		args, env  []string
+		deprecated bool
+	}{
+		{"server's env name", nil, []string{"LEVEE_HTTP_ADMIN_TOKEN=" + testAdminToken}, false},
+		{"server's flag name", []string{"--http-admin-token", testAdminToken}, nil, false},
+		{"flag beats env", []string{"--http-admin-token", testAdminToken}, []string{"LEVEE_HTTP_ADMIN_TOKEN=wrong"}, false},
+		{"old flag name", []string{"--admin-token", testAdminToken}, nil, true},
+		{"old env name", nil, []string{"LEVEE_ADMIN_TOKEN=" + testAdminToken}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			if code := run(append(slices.Clone(set), tc.args...), tc.env, &out, &errOut); code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut.String())
+			}
+			if got := strings.Contains(errOut.String(), "deprecated"); got != tc.deprecated {
+				t.Errorf("deprecation warning %v, want %v: %q", got, tc.deprecated, errOut.String())
+			}
+		})
+	}
+	var out, errOut bytes.Buffer
+	run([]string{"queue", "limits", "set", "--help"}, []string{"LEVEE_HTTP_ADMIN_TOKEN=" + testAdminToken, "LEVEE_ADMIN_TOKEN=" + testAdminToken}, &out, &errOut)
+	help := out.String() + errOut.String()
+	if !strings.Contains(help, "-http-admin-token") || !strings.Contains(help, "LEVEE_HTTP_ADMIN_TOKEN") {
+		t.Errorf("help does not name --http-admin-token and LEVEE_HTTP_ADMIN_TOKEN:\n%s", help)
+	}
+	if strings.Contains(help, testAdminToken) {
+		t.Errorf("help shows the token from the environment:\n%s", help)
 	}
 }

@@ -27,7 +27,7 @@ const queueUsage = `Usage:
                          [--max-msg-size 10MiB] [--per-domain-max-msgs N|0] [--force]
 
 Reaches Levee through its HTTP API (--server, default http://127.0.0.1:8025;
-changes need --admin-token or LEVEE_ADMIN_TOKEN) or straight through
+changes need --http-admin-token or LEVEE_HTTP_ADMIN_TOKEN, the server's own names) or straight through
 JetStream (--nats-url nats://...).
 
 Lowering max_msgs or max_bytes below what is queued deletes nothing: new mail
@@ -48,36 +48,77 @@ const dlqUsage = `Usage:
 Dead letters are mail the workers gave up on, each with the reason. replay
 puts a message back on the queue for the workers (it is stored exactly once);
 purge deletes it for good. Reaches Levee like 'levee queue' (--server or
---nats-url; changes over HTTP need --admin-token or LEVEE_ADMIN_TOKEN).
+--nats-url; changes over HTTP need --http-admin-token or LEVEE_HTTP_ADMIN_TOKEN).
 `
 
 // opsFlags are the connection flags every queue and dlq command takes.
 type opsFlags struct {
-	server, natsURL, token string
-	timeout                time.Duration
+	server, natsURL string
+	timeout         time.Duration
+
+	// token is --http-admin-token; tokenSet says it was given. Without it
+	// the environment is read (adminToken).
+	token    string
+	tokenSet bool
+	environ  []string
+	warn     io.Writer
 }
 
+// The admin token's names are the server's (http.admin_token), so that one
+// environment serves both sides; the client's old names still work.
+const (
+	adminTokenFlag           = "http-admin-token"
+	adminTokenEnv            = "LEVEE_HTTP_ADMIN_TOKEN"
+	deprecatedAdminTokenFlag = "admin-token"
+	deprecatedAdminTokenEnv  = "LEVEE_ADMIN_TOKEN"
+)
+
 func (f *opsFlags) register(fs *flag.FlagSet, environ []string) {
+	f.environ, f.warn = environ, fs.Output()
 	fs.StringVar(&f.server, "server", "http://127.0.0.1:8025", "Levee HTTP address (its ops API)")
 	fs.StringVar(&f.natsURL, "nats-url", "", "reach JetStream directly instead of --server (nats://host:port)")
-	fs.StringVar(&f.token, "admin-token", envValue(environ, "LEVEE_ADMIN_TOKEN"), "the server's http.admin_token, for changes over HTTP (default $LEVEE_ADMIN_TOKEN)")
+	// No flag default: it would print the token from the environment in --help.
+	fs.Func(adminTokenFlag, "the server's http.admin_token, for changes over HTTP (default $"+adminTokenEnv+", which the server reads too)", func(v string) error {
+		f.token, f.tokenSet = v, true
+		return nil
+	})
+	fs.Func(deprecatedAdminTokenFlag, "deprecated: --"+adminTokenFlag, func(v string) error {
+		fmt.Fprintf(f.warn, "levee: --%s is deprecated, use --%s\n", deprecatedAdminTokenFlag, adminTokenFlag)
+		f.token, f.tokenSet = v, true
+		return nil
+	})
 	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "time limit of each request")
+}
+
+// adminToken is the flag's token, else the environment's.
+func (f *opsFlags) adminToken() string {
+	if f.tokenSet {
+		return f.token
+	}
+	if v, ok := envLookup(f.environ, adminTokenEnv); ok {
+		return v
+	}
+	if v, ok := envLookup(f.environ, deprecatedAdminTokenEnv); ok {
+		fmt.Fprintf(f.warn, "levee: %s is deprecated, use %s\n", deprecatedAdminTokenEnv, adminTokenEnv)
+		return v
+	}
+	return ""
 }
 
 func (f *opsFlags) client(rateWindow time.Duration) (opsclient.Client, error) {
 	if f.natsURL != "" {
 		return opsclient.NATS(f.natsURL, rateWindow)
 	}
-	return opsclient.HTTP(f.server, f.token)
+	return opsclient.HTTP(f.server, f.adminToken())
 }
 
-func envValue(environ []string, key string) string {
+func envLookup(environ []string, key string) (string, bool) {
 	for _, kv := range environ {
 		if v, ok := strings.CutPrefix(kv, key+"="); ok {
-			return v
+			return v, true
 		}
 	}
-	return ""
+	return "", false
 }
 
 // parseArgs parses flags wherever they are among the positional arguments
