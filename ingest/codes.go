@@ -53,10 +53,24 @@ var (
 	replyUnknownDomain = reply{550, smtp.EnhancedCode{5, 7, 1}, "Relaying denied: recipient domain not served here"}
 
 	// replyBadRecipient: RCPT address that go-smtp parsed but whose domain is
-	// not a syntactically valid domain or address literal.
+	// not a syntactically valid domain or address literal, or whose local
+	// part has control characters, invalid UTF-8 or more than 64 octets
+	// (RFC 5321 4.5.3.1.1).
 	// RFC 5321 501 "Syntax error in parameters or arguments";
 	// RFC 3463 5.1.3 "Bad destination mailbox address syntax".
 	replyBadRecipient = reply{501, smtp.EnhancedCode{5, 1, 3}, "Bad recipient address syntax"}
+
+	// replyNeedsSMTPUTF8: a non-ASCII address in MAIL or RCPT without MAIL's
+	// SMTPUTF8 parameter. RFC 6531 3.4 and 3.7.4.1: 553 "mailbox name not
+	// allowed", 5.6.7 "Non-ASCII addresses not permitted for that
+	// sender/recipient". The client may retry with SMTPUTF8 (Levee offers it).
+	replyNeedsSMTPUTF8 = reply{553, smtp.EnhancedCode{5, 6, 7}, "Non-ASCII address without SMTPUTF8"}
+
+	// replyAmbiguousRecipient: a quoted recipient local part holding an '@'
+	// ("x@other.test"@example.com): not a mailbox Levee keeps, and unquoted
+	// it would be another one. RFC 5321 553 "mailbox name not allowed";
+	// RFC 3463 5.1.3 "Bad destination mailbox address syntax".
+	replyAmbiguousRecipient = reply{553, smtp.EnhancedCode{5, 1, 3}, "Recipient local part with '@' not accepted"}
 
 	// replyBadSender: the same for the MAIL reverse-path.
 	// RFC 5321 501; RFC 3463 5.1.7 "Bad sender's mailbox address syntax".

@@ -68,6 +68,72 @@ func TestReplyCodes(t *testing.T) {
 			want: "501 5.1.7", result: resultRejected, code: "501",
 		},
 		{
+			name: "non-ASCII recipient without SMTPUTF8",
+			run: func(c *client) resp {
+				c.expect("MAIL FROM:<a@sender.org>", "250")
+				return c.cmd("RCPT TO:<j\u00f6rg@example.com>")
+			},
+			want: "553 5.6.7", result: resultRejected, code: "553",
+		},
+		{
+			name: "non-ASCII sender without SMTPUTF8",
+			run:  func(c *client) resp { return c.cmd("MAIL FROM:<j\u00f6rg@sender.org>") },
+			want: "553 5.6.7", result: resultRejected, code: "553",
+		},
+		{
+			name: "non-ASCII recipient with SMTPUTF8",
+			run: func(c *client) resp {
+				c.expect("MAIL FROM:<j\u00f6rg@sender.org> SMTPUTF8", "250")
+				return c.cmd("RCPT TO:<j\u00f6rg@example.com>")
+			},
+			want: "250",
+		},
+		{
+			name: "recipient local part over 64 octets",
+			run: func(c *client) resp {
+				c.expect("MAIL FROM:<a@sender.org>", "250")
+				return c.cmd("RCPT TO:<" + strings.Repeat("l", 65) + "@example.com>")
+			},
+			want: "501 5.1.3", result: resultRejected, code: "501",
+		},
+		{
+			name: "recipient local part of 64 octets",
+			run: func(c *client) resp {
+				c.expect("MAIL FROM:<a@sender.org>", "250")
+				return c.cmd("RCPT TO:<" + strings.Repeat("l", 64) + "@example.com>")
+			},
+			want: "250",
+		},
+		{
+			name: "NUL in a recipient",
+			run: func(c *client) resp {
+				c.expect("MAIL FROM:<a@sender.org>", "250")
+				return c.cmd("RCPT TO:<\"a\x00b\"@example.com>")
+			},
+			want: "501 5.1.3", result: resultRejected, code: "501",
+		},
+		{
+			name: "invalid UTF-8 in a recipient under SMTPUTF8",
+			run: func(c *client) resp {
+				c.expect("MAIL FROM:<a@sender.org> SMTPUTF8", "250")
+				return c.cmd("RCPT TO:<a\xff\xfe@example.com>")
+			},
+			want: "501 5.1.3", result: resultRejected, code: "501",
+		},
+		{
+			name: "quoted recipient local part holding another address",
+			run: func(c *client) resp {
+				c.expect("MAIL FROM:<a@sender.org>", "250")
+				return c.cmd("RCPT TO:<\"x@other.test\"@example.com>")
+			},
+			want: "553 5.1.3", result: resultRejected, code: "553",
+		},
+		{
+			name: "control character in a sender",
+			run:  func(c *client) resp { return c.cmd("MAIL FROM:<\"a\x01b\"@sender.org>") },
+			want: "501 5.1.7", result: resultRejected, code: "501",
+		},
+		{
 			name: "null sender accepted",
 			run:  func(c *client) resp { return c.send("", []string{"rcpt@example.com"}, simpleBody) },
 			want: "250 2.0.0", result: resultAccepted, code: "250", published: true,

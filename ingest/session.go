@@ -49,6 +49,12 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) (err error) {
 	if from != "" && !validAddressDomain(domainPart(from)) {
 		return s.srv.refuse(replyBadSender)
 	}
+	switch checkAddress(from, opts != nil && opts.UTF8, false) {
+	case addressBadBytes:
+		return s.srv.refuse(replyBadSender)
+	case addressNeedsSMTPUTF8:
+		return s.srv.refuse(replyNeedsSMTPUTF8)
+	}
 	if opts != nil && opts.Size > s.srv.cfg.MaxMessageBytes {
 		// go-smtp checks SIZE= first with the same code; kept so the rule
 		// is visible here too.
@@ -83,6 +89,14 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) (err error) {
 	defer s.mu.Unlock()
 	if !s.tx.active {
 		return s.srv.refuse(replyBadSequence)
+	}
+	switch checkAddress(to, s.tx.utf8, true) {
+	case addressBadBytes, addressLocalTooLong:
+		return s.srv.refuse(replyBadRecipient)
+	case addressNeedsSMTPUTF8:
+		return s.srv.refuse(replyNeedsSMTPUTF8)
+	case addressQuotedAt:
+		return s.srv.refuse(replyAmbiguousRecipient)
 	}
 	key := strings.ToLower(to)
 	if _, repeat := s.tx.seen[key]; repeat {
