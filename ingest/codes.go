@@ -30,8 +30,7 @@ import (
 //	354           start mail input
 //	221 2.0.0     QUIT
 //	252 2.5.0     VRFY
-//	552 5.3.4     MAIL FROM SIZE= above MaxMessageBytes (same code as replyTooBig)
-//	552 5.3.4     BDAT chunk that would exceed MaxMessageBytes (same code)
+//	220 2.0.0     STARTTLS "Ready to start TLS" (with smtp.tls_cert); 502 5.5.1 without
 //	500 5.4.0     command line longer than MaxLineLength; the connection is closed
 //	500 5.5.2     empty or unrecognised command; 501 5.5.2 bad command / HELO / MAIL / RCPT syntax
 //	501 5.5.4     bad or unknown MAIL/RCPT parameters; 504 5.5.4 unsupported extension parameter

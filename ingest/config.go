@@ -47,6 +47,11 @@ type Config struct {
 	// AcceptAllDomains accepts any recipient domain. It must be set
 	// explicitly: an empty Domains list is a config error, not "accept all".
 	AcceptAllDomains bool `config:"accept_all_domains" help:"accept mail for every recipient domain (explicit opt-in)"`
+	// TLSCert and TLSKey are PEM files of the certificate (with its chain)
+	// and key offered by STARTTLS; both or neither. They are read again
+	// when they change (a renewal needs no restart).
+	TLSCert string `config:"tls_cert" help:"PEM certificate chain for STARTTLS (with smtp.tls_key; read again when it changes); empty: no STARTTLS"`
+	TLSKey  string `config:"tls_key" help:"PEM private key for STARTTLS"`
 	// MaxMessageBytes is the largest DATA accepted, advertised as SIZE (RFC
 	// 1870): a message of exactly this size is taken (see sizeAdvert); the
 	// Received header Levee adds is not counted.
@@ -172,6 +177,9 @@ func (c Config) Validate() error {
 		if !validDomain(d) {
 			bad("domains", "%q is not a valid domain", d)
 		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		bad("tls_cert", "smtp.tls_cert and smtp.tls_key go together")
 	}
 	if c.MaxMessageBytes <= 0 {
 		bad("max_message_bytes", "must be > 0")

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -134,6 +135,11 @@ type trackedConn struct {
 	dataStart, dataBytes atomic.Int64
 	// evicted: the slot went to a new client; the next Read says goodbye.
 	evicted atomic.Bool
+	// tls is set once a STARTTLS handshake begins: from then on the bytes
+	// are TLS records. tlsConn (guarded by wmu) is the TLS connection on top,
+	// once go-smtp has a session on it.
+	tls     atomic.Bool
+	tlsConn *tls.Conn
 
 	wmu    sync.Mutex // serialises writes with kick and close
 	closed bool       // guarded by wmu
@@ -229,6 +235,15 @@ func (c *trackedConn) Write(b []byte) (int, error) {
 		return 0, net.ErrClosed
 	}
 	c.lastReply.Store(time.Now().UnixNano())
+	if c.tls.Load() {
+		// TLS records: the reply inside was written by go-smtp through
+		// the TLS connection, past the reach of cleanReply and sizeAdvert.
+		n, err := c.Conn.Write(b)
+		if c.closeAfterWrite.Load() {
+			c.closeLocked()
+		}
+		return n, err
+	}
 	out := c.srv.sizeAdvert.fix(b)
 	n, err := c.Conn.Write(c.cleanReply(out))
 	if len(out) != len(b) {
@@ -312,6 +327,9 @@ func (c *trackedConn) closeLocked() error {
 // kick writes r as the last reply and closes the connection. It runs on the
 // session's own goroutine (from Read), so it never races a go-smtp reply.
 func (c *trackedConn) kick(r reply) error {
+	if c.tls.Load() {
+		return c.kickTLS(r)
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if reason, ok := timeoutReasons[r]; ok && !c.closed {
@@ -321,6 +339,30 @@ func (c *trackedConn) kick(r reply) error {
 		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
 		_, _ = io.WriteString(c.Conn, r.line())
 		c.closeLocked()
+	}
+	return &kickedError{reply: r}
+}
+
+// kickTLS is kick after STARTTLS: the goodbye must be a TLS record, so it
+// goes through the TLS connection (which writes through c.Write, closing
+// after it). During the handshake there is no session to say it in: the
+// connection just closes.
+func (c *trackedConn) kickTLS(r reply) error {
+	c.wmu.Lock()
+	closed := c.closed
+	if reason, ok := timeoutReasons[r]; ok && !closed {
+		c.srv.metrics.timeouts.WithLabelValues(reason).Inc()
+	}
+	tc := c.tlsConn
+	if tc == nil {
+		c.closeLocked()
+	}
+	c.wmu.Unlock()
+	if tc != nil && !closed {
+		c.closeAfterWrite.Store(true)
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+		_, _ = tc.Write([]byte(r.line()))
+		_ = c.Close()
 	}
 	return &kickedError{reply: r}
 }

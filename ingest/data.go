@@ -95,10 +95,14 @@ func (s *session) data(r io.Reader) (reply, string) {
 	if len(tx.rcpts) == 1 {
 		forRcpt = tx.rcpts[0]
 	}
-	hdr := receivedHeader(receivedInfo{
+	info := receivedInfo{
 		helo: tx.helo, remote: s.remote, hostname: s.srv.cfg.Hostname,
 		id: id, rcpt: forRcpt, utf8: tx.utf8, at: receivedAt,
-	})
+	}
+	if state, isTLS := s.smtpConn.TLSConnectionState(); isTLS {
+		info.tls = tlsComment(state)
+	}
+	hdr := receivedHeader(info)
 	raw := prependHeader(buf, hdr)
 	msg := &mail.Message{
 		ID: id,
@@ -127,9 +131,11 @@ func (s *session) data(r io.Reader) (reply, string) {
 	return rep, result
 }
 
-// readBody reads DATA into a buffer that starts with receivedHeadroom spare
-// bytes. go-smtp's reader enforces the size limit already (smtp.ErrDataTooLarge);
-// the LimitReader is a second fence in case that ever changes.
+// readBody reads DATA (or the BDAT chunks) into a buffer that starts with
+// receivedHeadroom spare bytes, and enforces smtp.max_message_bytes: go-smtp
+// has no limit (see sizeAdvert). Past the limit the rest is read and
+// dropped, so the reply comes at the end of the data where the client
+// expects it.
 func readBody(r io.Reader, sizeHint, limit int64) ([]byte, error) {
 	prealloc := min(max(sizeHint, 0), limit, maxPrealloc) + bytes.MinRead
 	b := bytes.NewBuffer(make([]byte, receivedHeadroom, receivedHeadroom+prealloc))

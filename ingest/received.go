@@ -20,6 +20,7 @@ type receivedInfo struct {
 	id       string
 	rcpt     string // the single recipient, or "" to leave the "for" clause out
 	utf8     bool   // SMTPUTF8 transaction: UTF-8 allowed in the header (RFC 6532)
+	tls      string // after STARTTLS, tlsComment's note of version and cipher; else ""
 	at       time.Time
 }
 
@@ -32,7 +33,9 @@ type receivedInfo struct {
 //
 // The "from" Extended-Domain is the HELO name with the TCP-info address
 // literal of the connection; the protocol is ESMTP, or UTF8SMTP when the
-// client used SMTPUTF8 (RFC 6531 section 3.7.3). The "for" clause names a
+// client used SMTPUTF8 (RFC 6531 section 3.7.3), with an S after STARTTLS
+// (RFC 3848), and then a comment names the TLS version and cipher as
+// Postfix does. The "for" clause names a
 // recipient only when there is exactly one, so a message to many does not
 // disclose the others. Client text is reduced to safe characters: a CR, LF
 // or parenthesis from a client can never shape the header.
@@ -50,6 +53,11 @@ func receivedHeader(in receivedInfo) []byte {
 		b.WriteString(lit)
 		b.WriteString(")")
 	}
+	if in.tls != "" {
+		b.WriteString("\r\n\t(")
+		b.WriteString(in.tls)
+		b.WriteString(")")
+	}
 	b.WriteString("\r\n\tby ")
 	b.WriteString(in.hostname)
 	b.WriteString(" (Levee) with ")
@@ -57,6 +65,9 @@ func receivedHeader(in receivedInfo) []byte {
 		b.WriteString("UTF8SMTP")
 	} else {
 		b.WriteString("ESMTP")
+	}
+	if in.tls != "" {
+		b.WriteString("S") // RFC 3848 ESMTPS, RFC 6531 UTF8SMTPS
 	}
 	b.WriteString(" id ")
 	b.WriteString(in.id)

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -97,10 +98,10 @@ func New(cfg Config, pub Publisher, fill FillGauge, reg prometheus.Registerer, l
 
 	ss := smtp.NewServer(backend{s})
 	ss.Domain = cfg.Hostname
-	// Checked against MAIL SIZE= and BDAT by go-smtp and enforced on DATA by
-	// its reader (552 5.3.4, as replyTooBig), one byte over Levee's limit so
-	// that a message of exactly the limit is taken (see sizeAdvert).
-	ss.MaxMessageBytes = goSMTPMaxMessageBytes(cfg.MaxMessageBytes)
+	// 0: Levee enforces smtp.max_message_bytes itself (readBody, Mail) and
+	// advertises it (sizeAdvert): go-smtp's reader refused a message of
+	// exactly its limit.
+	ss.MaxMessageBytes = 0
 	s.sizeAdvert = newSizeAdvert(cfg.MaxMessageBytes)
 	ss.MaxLineLength = cfg.MaxLineLength
 	// 0: Levee counts recipients itself, so the 452 4.5.3 is decided in
@@ -110,6 +111,13 @@ func New(cfg Config, pub Publisher, fill FillGauge, reg prometheus.Registerer, l
 	ss.ReadTimeout = 0
 	ss.WriteTimeout = cfg.WriteTimeout
 	ss.EnableSMTPUTF8 = true
+	if cfg.TLSCert != "" {
+		certs, err := loadCertFiles(cfg.TLSCert, cfg.TLSKey, log)
+		if err != nil {
+			return nil, err
+		}
+		ss.TLSConfig = s.tlsConfig(certs)
+	}
 	ss.ErrorLog = smtpLogger{log}
 	s.smtp = ss
 	return s, nil
@@ -260,7 +268,17 @@ func (s *Server) acceptsDomain(d string) bool {
 type backend struct{ srv *Server }
 
 func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	tc, _ := c.Conn().(*trackedConn)
+	nc := c.Conn()
+	if t, ok := nc.(*tls.Conn); ok {
+		// After STARTTLS go-smtp starts a new session on the TLS connection.
+		nc = t.NetConn()
+		if tc, ok := nc.(*trackedConn); ok {
+			tc.wmu.Lock()
+			tc.tlsConn = t
+			tc.wmu.Unlock()
+		}
+	}
+	tc, _ := nc.(*trackedConn)
 	remote := ""
 	if a := c.Conn().RemoteAddr(); a != nil {
 		remote = a.String()

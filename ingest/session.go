@@ -56,8 +56,6 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) (err error) {
 		return s.srv.refuse(replyNeedsSMTPUTF8)
 	}
 	if opts != nil && opts.Size > s.srv.cfg.MaxMessageBytes {
-		// go-smtp checks SIZE= first with the same code; kept so the rule
-		// is visible here too.
 		return s.srv.refuse(replyTooBig)
 	}
 	// Checked before any DATA is read: a sender refused here wastes no

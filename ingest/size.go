@@ -5,26 +5,26 @@ import (
 	"strconv"
 )
 
-// sizeAdvert puts Levee's SIZE back into the EHLO reply.
+// sizeAdvert puts Levee's SIZE into the EHLO reply.
 //
 // go-smtp's DATA reader refuses the read that would find the end-of-data
-// line once it has handed out MaxMessageBytes bytes, so a message of exactly
-// the advertised SIZE got a permanent 552 (RFC 1870: SIZE is the largest
-// message accepted). Levee therefore gives go-smtp one byte more than
-// smtp.max_message_bytes, refuses that byte itself (readBody; MAIL SIZE= in
-// session.Mail), and corrects the capability go-smtp advertises from its
-// figure on the way out.
+// line once it has handed out MaxMessageBytes bytes, so with go-smtp
+// enforcing the limit a message of exactly the advertised SIZE got a
+// permanent 552 (RFC 1870: SIZE is the largest message accepted). Levee
+// therefore gives go-smtp no limit (it then advertises a bare "SIZE",
+// which RFC 1870 reads as no information), enforces smtp.max_message_bytes
+// itself (readBody for DATA and BDAT, session.Mail for MAIL SIZE=) and adds
+// the figure to the capability on the way out. Inside STARTTLS the reply is
+// encrypted before trackedConn sees it, so there the bare SIZE stays: true,
+// if less informative.
 type sizeAdvert struct {
 	goSMTP, levee [][]byte // the capability line as go-smtp writes it, and as it should read
 }
 
-// goSMTPMaxMessageBytes is what go-smtp is told for a limit of limit bytes.
-func goSMTPMaxMessageBytes(limit int64) int64 { return limit + 1 }
-
 func newSizeAdvert(limit int64) sizeAdvert {
 	var a sizeAdvert
 	for _, sep := range []string{"-", " "} { // a middle or the last line of the reply
-		a.goSMTP = append(a.goSMTP, []byte("250"+sep+"SIZE "+strconv.FormatInt(goSMTPMaxMessageBytes(limit), 10)+"\r\n"))
+		a.goSMTP = append(a.goSMTP, []byte("250"+sep+"SIZE\r\n"))
 		a.levee = append(a.levee, []byte("250"+sep+"SIZE "+strconv.FormatInt(limit, 10)+"\r\n"))
 	}
 	return a
@@ -32,7 +32,7 @@ func newSizeAdvert(limit int64) sizeAdvert {
 
 // fix returns b with go-smtp's SIZE capability replaced by Levee's. The EHLO
 // reply is one write (a few hundred bytes, go-smtp flushes each reply once),
-// and no other reply carries a line starting "250-SIZE " or "250 SIZE ".
+// and no other reply has a line that is just "250-SIZE" or "250 SIZE".
 func (a sizeAdvert) fix(b []byte) []byte {
 	for i, old := range a.goSMTP {
 		if j := bytes.Index(b, old); j >= 0 && (j == 0 || b[j-1] == '\n') {
