@@ -273,26 +273,34 @@ func nonNil(b []byte) []byte {
 // wrap adds the operation and, when the context ended, its error: the driver
 // reports an interrupted statement in its own terms, and callers (the
 // worker's retry logic) ask errors.Is(err, context.Canceled). A full disk
-// is marked store.ErrUnavailable: the database still answers reads (and
-// Ping), so without the mark the worker would blame the messages.
+// or failing disk is marked store.ErrUnavailable: the database still
+// answers reads (and Ping), so without the mark the worker would blame the
+// messages.
 func wrap(ctx context.Context, op string, err error) error {
 	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
 		return fmt.Errorf("sqlite: %s: %w (%w)", op, cerr, err)
 	}
-	if diskFull(err) {
+	if diskTrouble(err) {
 		return fmt.Errorf("sqlite: %s: %w: %w", op, store.ErrUnavailable, err)
 	}
 	return fmt.Errorf("sqlite: %s: %w", op, err)
 }
 
-// diskFull tells a full disk from the other failures: SQLite's SQLITE_FULL
-// (an extended code keeps it in the low byte), or ENOSPC from the OS.
-func diskFull(err error) bool {
+// diskTrouble tells a full or failing disk, which no message is to blame
+// for, from the other failures: SQLITE_FULL (SQLite's answer to ENOSPC), or
+// any SQLITE_IOERR: a full disk also shows as one where SQLite does not
+// map the errno (SQLITE_IOERR_SHMSIZE when the WAL index cannot grow,
+// SQLITE_IOERR_WRITE for a quota's EDQUOT). Extended codes keep the
+// primary code in the low byte.
+func diskTrouble(err error) bool {
 	var se *msqlite.Error
-	if errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_FULL {
-		return true
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff {
+		case sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR:
+			return true
+		}
 	}
-	return errors.Is(err, syscall.ENOSPC)
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EIO)
 }
 
 // walRestartAbove is the WAL size at which the writer, after a commit,

@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	msqlite "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
 	"github.com/levee-mail/levee/mail"
 	"github.com/levee-mail/levee/store"
 	"github.com/levee-mail/levee/store/storetest"
@@ -72,5 +75,37 @@ func TestFullDiskIsUnavailableAndRecovers(t *testing.T) {
 	var busy, frames, copied int
 	if err := s.write.QueryRowContext(t.Context(), `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &frames, &copied); err != nil || busy != 0 {
 		t.Errorf("WAL checkpoint after the full disk: busy %d, %v", busy, err)
+	}
+}
+
+// TestDiskIOErrorIsUnavailable: a full disk does not always say
+// SQLITE_FULL. Opening a database whose WAL index (-shm) must be created
+// on a full disk fails with SQLITE_IOERR_SHMSIZE; a write that met the
+// same would be no message's fault either.
+func TestDiskIOErrorIsUnavailable(t *testing.T) {
+	disk := storetest.SmallDisk(t, "8m")
+	path := filepath.Join(disk, "levee.db")
+	s, err := Open(t.Context(), Config{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Deliver(t.Context(), msgs(testMessage(t, 0, "rcpt@example.test"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil { // the last close removes the -shm
+		t.Fatal(err)
+	}
+	storetest.FillDisk(t, disk)
+	s, err = Open(t.Context(), Config{Path: path})
+	if err == nil {
+		s.Close()
+		t.Fatal("Open needed no room on a full disk; this test needs another way to meet SQLITE_IOERR")
+	}
+	var se *msqlite.Error
+	if !errors.As(err, &se) || se.Code()&0xff != sqlite3.SQLITE_IOERR {
+		t.Fatalf("Open on a full disk: %v; want an SQLITE_IOERR", err)
+	}
+	if got := wrap(t.Context(), "deliver", err); !errors.Is(got, store.ErrUnavailable) {
+		t.Errorf("wrap(%v) = %v, want store.ErrUnavailable", err, got)
 	}
 }
