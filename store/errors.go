@@ -10,9 +10,10 @@ var ErrInvalid = errors.New("store: invalid argument")
 
 // ErrUnavailable is returned (wrapped, with the backend's own error) when
 // the backend cannot take a write for a reason that is none of the call's:
-// its disk is full (SQLite's SQLITE_FULL, ENOSPC) or its server is out of a
-// resource (PostgreSQL's SQLSTATE class 53: disk_full, out_of_memory,
-// too_many_connections). Such a backend still answers Ping. The same call
+// its disk is full or failing (SQLite's SQLITE_FULL and SQLITE_IOERR,
+// ENOSPC) or its server is out of a resource (PostgreSQL's SQLSTATE class
+// 53: disk_full, out_of_memory, too_many_connections). Such a backend
+// still answers Ping. The same call
 // succeeds once the cause is gone, so a caller should hold it and retry
 // rather than count it against the messages (the worker treats it as a
 // store outage).
