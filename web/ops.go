@@ -14,6 +14,7 @@ import (
 
 	"github.com/levee-mail/levee/queue"
 	"github.com/levee-mail/levee/queue/admin"
+	"github.com/levee-mail/levee/web/opsdoc"
 )
 
 // QueueOps is the queue as the ops API sees it: an *admin.Ops in Levee, a
@@ -144,7 +145,12 @@ func (s *Server) queueStatus(w http.ResponseWriter, r *http.Request) {
 		s.queueError(w, r, "queue status", err)
 		return
 	}
-	s.writeJSON(w, r, http.StatusOK, st)
+	// Rates over a moment (a request just after a sample, at start) are
+	// noise: none until the window is half a sample interval.
+	if st.Rates.WindowSeconds < s.queue.SampleInterval().Seconds()/2 {
+		st.Rates = admin.Rates{}
+	}
+	s.writeJSON(w, r, http.StatusOK, opsdoc.FromStatus(st))
 }
 
 type history struct {
@@ -173,7 +179,7 @@ func (s *Server) queueLimits(w http.ResponseWriter, r *http.Request) {
 		s.queueError(w, r, "queue limits", err)
 		return
 	}
-	s.writeJSON(w, r, http.StatusOK, l)
+	s.writeJSON(w, r, http.StatusOK, opsdoc.FromLimitsReport(l))
 }
 
 // limitsRequest is the PUT body: omitted fields stay as they are. Sizes are
@@ -256,7 +262,7 @@ func (s *Server) setQueueLimits(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.InfoContext(r.Context(), "queue limits changed over HTTP", "remote", r.RemoteAddr, "forced", l.Force)
-	s.writeJSON(w, r, http.StatusOK, u)
+	s.writeJSON(w, r, http.StatusOK, opsdoc.FromLimitsUpdate(u))
 }
 
 // invalidLimit answers a limits request this server refuses before asking

@@ -26,6 +26,8 @@ type statusOnly struct {
 
 func (s statusOnly) Status(ctx context.Context) (admin.Status, error) { return s.status(ctx) }
 
+func (s statusOnly) SampleInterval() time.Duration { return 2 * time.Second }
+
 func TestQueueStatus(t *testing.T) {
 	want := admin.Status{Stream: "LEVEE", Messages: 42, Fill: admin.Fill{Max: 0.25}}
 	f := newFixture(t, fixtureOpts{queue: queueFunc(func(context.Context) (admin.Status, error) { return want, nil }).ops()})
@@ -33,6 +35,43 @@ func TestQueueStatus(t *testing.T) {
 	decode(t, f.get(t, "/api/v1/queue"), http.StatusOK, &got)
 	if got.Stream != want.Stream || got.Messages != want.Messages || got.Fill != want.Fill {
 		t.Fatalf("status = %+v, want %+v", got, want)
+	}
+}
+
+// TestQueueStatusInSeconds: GET /api/v1/queue gives durations in seconds
+// (max_age was 604800000000000), an empty queue's first_seq as 0 (it was
+// last_seq+1), and no rates over a moment: a window of 59µs just after a
+// sample made one message look like 17,000 a second (issue 13 item 14).
+func TestQueueStatusInSeconds(t *testing.T) {
+	st := admin.Status{Stream: "LEVEE_MAIL", FirstSeq: 2, LastSeq: 1,
+		Limits: admin.StreamLimits{MaxAge: 168 * time.Hour, DuplicateWindow: 10 * time.Minute},
+		Rates:  admin.Rates{WindowSeconds: 0.000059, Ingest: 17000}}
+	f := newFixture(t, fixtureOpts{queue: queueFunc(func(context.Context) (admin.Status, error) { return st, nil }).ops()})
+	var got struct {
+		FirstSeq uint64 `json:"first_seq"`
+		LastSeq  uint64 `json:"last_seq"`
+		Limits   map[string]any
+		Oldest   *float64 `json:"oldest_message_age_seconds"`
+		Rates    admin.Rates
+	}
+	decode(t, f.get(t, "/api/v1/queue"), http.StatusOK, &got)
+	if got.FirstSeq != 0 || got.LastSeq != 1 {
+		t.Errorf("empty queue: first_seq %d, last_seq %d; want 0 and 1", got.FirstSeq, got.LastSeq)
+	}
+	if got.Limits["max_age_seconds"] != 604800.0 || got.Limits["duplicate_window_seconds"] != 600.0 || got.Limits["max_age"] != nil {
+		t.Errorf("limits = %v, want max_age_seconds 604800, duplicate_window_seconds 600, no nanoseconds", got.Limits)
+	}
+	if got.Oldest == nil || *got.Oldest != 0 {
+		t.Errorf("oldest_message_age_seconds = %v, want 0", got.Oldest)
+	}
+	if got.Rates != (admin.Rates{}) {
+		t.Errorf("rates over 59µs = %+v, want none (window 0)", got.Rates)
+	}
+
+	st.Rates = admin.Rates{WindowSeconds: 5, Ingest: 2}
+	decode(t, f.get(t, "/api/v1/queue"), http.StatusOK, &got)
+	if got.Rates != st.Rates {
+		t.Errorf("rates over 5s = %+v, want %+v", got.Rates, st.Rates)
 	}
 }
 

@@ -307,7 +307,7 @@ var dashboardFields = map[string]func(float64) string{
 	"dead_stream":                nil,
 	"messages":                   fmtCount,
 	"bytes":                      fmtBytes,
-	"oldest_message_age":         fmtDuration,
+	"oldest_message_age_seconds": fmtSeconds,
 	"fill.max":                   fmtPercent,
 	"fill.messages":              fmtPercent,
 	"fill.bytes":                 fmtPercent,
@@ -329,7 +329,7 @@ var dashboardFields = map[string]func(float64) string{
 	"consumer.num_waiting":       fmtCount,
 	"limits.max_msgs":            unlimited(fmtCount),
 	"limits.max_bytes":           unlimited(fmtBytes),
-	"limits.max_age":             unlimited(fmtDuration),
+	"limits.max_age_seconds":     unlimited(fmtSeconds),
 	"limits.per_domain_max_msgs": unlimited(fmtCount),
 	"limits.max_msg_size":        unlimited(fmtBytes),
 	"limits.discard":             nil,
@@ -339,9 +339,9 @@ var dashboardFields = map[string]func(float64) string{
 // coreFields are served by every Levee with a queue: the page must never
 // show them as missing. The others (rates, workers, smtp) depend on the
 // processes that report them.
-var coreFields = []string{"stream", "messages", "bytes", "oldest_message_age", "fill.max", "fill.messages",
+var coreFields = []string{"stream", "messages", "bytes", "oldest_message_age_seconds", "fill.max", "fill.messages",
 	"fill.bytes", "dead_letters", "consumer.num_pending", "consumer.num_ack_pending", "limits.max_msgs",
-	"limits.max_bytes", "limits.max_age", "limits.per_domain_max_msgs"}
+	"limits.max_bytes", "limits.max_age_seconds", "limits.per_domain_max_msgs"}
 
 // renderedPage is what the dump of the DOM holds.
 type renderedPage struct {
@@ -527,7 +527,7 @@ func (p *renderedPage) checkFigures(t *testing.T, st map[string]any) {
 func (p *renderedPage) checkStable(t *testing.T, now map[string]any) {
 	t.Helper()
 	for _, path := range []string{"messages", "bytes", "fill.max", "fill.messages", "fill.bytes", "dead_letters",
-		"consumer.num_pending", "consumer.num_ack_pending", "limits.max_msgs", "limits.max_bytes", "limits.max_age"} {
+		"consumer.num_pending", "consumer.num_ack_pending", "limits.max_msgs", "limits.max_bytes", "limits.max_age_seconds"} {
 		v, _ := lookup(now, path)
 		want, _ := number(v)
 		for _, el := range p.fields[path] {

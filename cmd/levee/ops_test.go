@@ -19,6 +19,7 @@ import (
 	"github.com/levee-mail/levee/mail"
 	"github.com/levee-mail/levee/queue"
 	"github.com/levee-mail/levee/queue/admin"
+	"github.com/levee-mail/levee/web/opsdoc"
 )
 
 const testAdminToken = "s3cret-admin-token"
@@ -71,10 +72,14 @@ func TestQueueStatusJSONMatchesStream(t *testing.T) {
 	for _, via := range [][]string{{"--server", l.HTTPURL}, {"--nats-url", natsURL(l), "--interval", "200ms"}} {
 		t.Run(via[0], func(t *testing.T) {
 			out := mustCLI(t, append([]string{"queue", "status", "--json"}, via...)...)
-			var st admin.Status
-			if err := json.Unmarshal([]byte(out), &st); err != nil {
+			var doc opsdoc.Status // the /api/v1/queue document, durations in seconds
+			if err := json.Unmarshal([]byte(out), &doc); err != nil {
 				t.Fatalf("decode %q: %v", out, err)
 			}
+			if !strings.Contains(out, `"max_age_seconds": 604800`) {
+				t.Errorf("max_age not in seconds:\n%s", out)
+			}
+			st := doc.Admin()
 			if st.Messages != si.State.Msgs || st.Bytes != si.State.Bytes || st.LastSeq != si.State.LastSeq || st.Messages != 7 {
 				t.Errorf("messages %d bytes %d last_seq %d; streams say %+v", st.Messages, st.Bytes, st.LastSeq, si.State)
 			}

@@ -18,6 +18,7 @@ import (
 	"github.com/levee-mail/levee/internal/bytesize"
 	"github.com/levee-mail/levee/queue/admin"
 	"github.com/levee-mail/levee/web/opsclient"
+	"github.com/levee-mail/levee/web/opsdoc"
 )
 
 const queueUsage = `Usage:
@@ -195,7 +196,7 @@ func queueStatusCmd(args, environ []string, stdout, stderr io.Writer) int {
 			}
 			fmt.Fprintf(stderr, "levee queue status: %v\n", err)
 		} else if *asJSON {
-			if err := writeJSONLine(stdout, st); err != nil {
+			if err := writeJSONLine(stdout, opsdoc.FromStatus(st)); err != nil {
 				return cliError(stderr, "queue status", err)
 			}
 		} else {
@@ -332,7 +333,7 @@ func queueLimitsCmd(args, environ []string, stdout, stderr io.Writer) int {
 			return cliError(stderr, "queue limits", err)
 		}
 		if *asJSON {
-			_ = writeJSONLine(stdout, lim)
+			_ = writeJSONLine(stdout, opsdoc.FromLimitsReport(lim))
 			return 0
 		}
 		printLimits(stdout, lim.StreamLimits)
@@ -344,7 +345,7 @@ func queueLimitsCmd(args, environ []string, stdout, stderr io.Writer) int {
 		return cliError(stderr, "queue limits set", err)
 	}
 	if *asJSON {
-		_ = writeJSONLine(stdout, u)
+		_ = writeJSONLine(stdout, opsdoc.FromLimitsUpdate(u))
 		return 0
 	}
 	fmt.Fprintln(stdout, "limits changed; now:")

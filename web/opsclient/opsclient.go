@@ -17,6 +17,7 @@ import (
 	"github.com/levee-mail/levee/internal/redact"
 	"github.com/levee-mail/levee/queue"
 	"github.com/levee-mail/levee/queue/admin"
+	"github.com/levee-mail/levee/web/opsdoc"
 )
 
 // Client is a running Levee's operator tools; Close releases the
@@ -163,13 +164,15 @@ func (o *httpOps) do(ctx context.Context, method, path string, body, out any) er
 }
 
 func (o *httpOps) Status(ctx context.Context) (admin.Status, error) {
-	var st admin.Status
-	return st, o.do(ctx, http.MethodGet, "/api/v1/queue", nil, &st)
+	var st opsdoc.Status
+	err := o.do(ctx, http.MethodGet, "/api/v1/queue", nil, &st)
+	return st.Admin(), err
 }
 
 func (o *httpOps) Limits(ctx context.Context) (admin.LimitsReport, error) {
-	var l admin.LimitsReport
-	return l, o.do(ctx, http.MethodGet, "/api/v1/queue/limits", nil, &l)
+	var l opsdoc.LimitsReport
+	err := o.do(ctx, http.MethodGet, "/api/v1/queue/limits", nil, &l)
+	return l.Admin(), err
 }
 
 func (o *httpOps) UpdateLimits(ctx context.Context, l admin.LimitsChange) (admin.LimitsUpdate, error) {
@@ -195,8 +198,9 @@ func (o *httpOps) UpdateLimits(ctx context.Context, l admin.LimitsChange) (admin
 	if l.Force {
 		body["force"] = true
 	}
-	var u admin.LimitsUpdate
-	return u, o.do(ctx, http.MethodPut, "/api/v1/queue/limits", body, &u)
+	var u opsdoc.LimitsUpdate
+	err := o.do(ctx, http.MethodPut, "/api/v1/queue/limits", body, &u)
+	return u.Admin(), err
 }
 
 func (o *httpOps) DeadLetters(ctx context.Context, after uint64, limit int) ([]admin.DeadLetterInfo, uint64, error) {
