@@ -62,7 +62,7 @@ func (q *Queue) deadLetter(ctx context.Context, m jetstream.Msg, reason string) 
 	ctx, cancel := context.WithTimeout(ctx, q.cfg.PublishTimeout)
 	defer cancel()
 	if _, err := q.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: h, Data: m.Data()}); err != nil {
-		return fmt.Errorf("queue: dead-letter %s: %w: %w", id, Classify(err), err)
+		return deadLetterError(id, err)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package queue
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -71,10 +72,66 @@ func Classify(err error) error {
 	return ErrUnavailable
 }
 
-// publishError wraps err with its class, keeping the cause for errors.Is.
+// opError is a failed queue operation: what was done, its class (one of
+// the sentinels above) and the cause, each said once: "queue: publish:
+// full: maximum messages exceeded (JetStream error 10077)". errors.Is
+// finds the class and the cause, errors.As the cause's *jetstream.APIError.
+type opError struct {
+	op         string // "publish", "dead-letter <id>"
+	class, err error
+}
+
+func (e *opError) Error() string {
+	return "queue: " + e.op + ": " + strings.TrimPrefix(e.class.Error(), "queue: ") + ": " + describe(e.err)
+}
+
+func (e *opError) Unwrap() []error { return []error{e.class, e.err} }
+
+// describe is err's text with a JetStream answer as its description and
+// code: nats.go writes it "nats: API error: code=503 err_code=10077
+// description=...", and its Publish adds another "nats: ". Text for people
+// only; classification reads the code (Classify).
+func describe(err error) string {
+	s := err.Error()
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.Description != "" {
+		long := apiErr.Error()
+		short := fmt.Sprintf("%s (JetStream error %d)", apiErr.Description, apiErr.ErrorCode)
+		if strings.Contains(s, "nats: "+long) {
+			long = "nats: " + long
+		}
+		s = strings.Replace(s, long, short, 1)
+	}
+	return s
+}
+
+// publishError is a failed publish, classified.
 func publishError(err error) error {
-	class := Classify(err)
-	return fmt.Errorf("queue: publish: %w: %w", class, err)
+	return &opError{op: "publish", class: Classify(err), err: err}
+}
+
+// deadLetterError is a failed move of message id to the dead-letter
+// stream, classified.
+func deadLetterError(id string, err error) error {
+	return &opError{op: "dead-letter " + id, class: Classify(err), err: err}
+}
+
+// invalidMessage is a message Publish cannot take as given (id may be "").
+func invalidMessage(id, why string) error {
+	op := "publish"
+	if id != "" {
+		op += " " + id
+	}
+	return &opError{op: op, class: ErrInvalidMessage, err: errors.New(why)}
+}
+
+// malformed is a queued message without Levee's headers (id may be "").
+func malformed(id, why string) error {
+	op := "decode"
+	if id != "" {
+		op += " " + id
+	}
+	return &opError{op: op, class: ErrMalformed, err: errors.New(why)}
 }
 
 func apiCode(err error) jetstream.ErrorCode {

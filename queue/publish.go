@@ -87,11 +87,11 @@ func (q *Queue) Publish(ctx context.Context, m *mail.Message) (PublishResult, er
 func (q *Queue) publish(ctx context.Context, m *mail.Message) (PublishResult, error) {
 	switch {
 	case m == nil:
-		return PublishResult{}, fmt.Errorf("queue: publish: %w: nil message", ErrInvalidMessage)
+		return PublishResult{}, invalidMessage("", "nil message")
 	case m.ID == "":
-		return PublishResult{}, fmt.Errorf("queue: publish: %w: no ID", ErrInvalidMessage)
+		return PublishResult{}, invalidMessage("", "no ID")
 	case len(m.Envelope.To) == 0:
-		return PublishResult{}, fmt.Errorf("queue: publish %s: %w: no recipient", m.ID, ErrInvalidMessage)
+		return PublishResult{}, invalidMessage(m.ID, "no recipient")
 	}
 	ctx, cancel := context.WithTimeout(ctx, q.cfg.PublishTimeout)
 	defer cancel()

@@ -136,18 +136,18 @@ func decode(m jetstream.Msg) (*mail.Message, error) {
 		id = h.Get(HeaderMsgID)
 	}
 	if id == "" {
-		return nil, fmt.Errorf("queue: decode: %w: no %s header", ErrMalformed, HeaderMsgID)
+		return nil, malformed("", "no "+HeaderMsgID+" header")
 	}
 	if _, ok := h[HeaderMailFrom]; !ok {
-		return nil, fmt.Errorf("queue: decode %s: %w: no %s header", id, ErrMalformed, HeaderMailFrom)
+		return nil, malformed(id, "no "+HeaderMailFrom+" header")
 	}
 	to := h.Values(HeaderRcptTo)
 	if len(to) == 0 {
-		return nil, fmt.Errorf("queue: decode %s: %w: no %s header", id, ErrMalformed, HeaderRcptTo)
+		return nil, malformed(id, "no "+HeaderRcptTo+" header")
 	}
 	at, err := time.Parse(time.RFC3339Nano, h.Get(HeaderReceivedAt))
 	if err != nil {
-		return nil, fmt.Errorf("queue: decode %s: %w: bad %s header: %v", id, ErrMalformed, HeaderReceivedAt, err)
+		return nil, malformed(id, fmt.Sprintf("bad %s header: %v", HeaderReceivedAt, err))
 	}
 	raw := m.Data()
 	return &mail.Message{
