@@ -89,6 +89,12 @@ var (
 	// system storage"; RFC 3463 4.3.1 "Mail system full".
 	replyQueueFull = reply{452, smtp.EnhancedCode{4, 3, 1}, "Mail system full, try again later"}
 
+	// replyMemoryFull: the messages being received hold smtp.max_bytes_in_flight
+	// between them: at MAIL (no room for the SIZE= given, or for a small
+	// message), or at the end of a DATA that outgrew what was left. RFC 5321
+	// 452 "insufficient system storage"; RFC 3463 4.3.1 "Mail system full".
+	replyMemoryFull = reply{452, smtp.EnhancedCode{4, 3, 1}, "Too much mail in transit, try again later"}
+
 	// replyWatermark: MAIL while the queue is above the high watermark
 	// (hysteresis down to the low one). Same meaning as replyQueueFull, said
 	// before the sender spends bandwidth on DATA.

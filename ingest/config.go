@@ -20,6 +20,7 @@ const (
 	DefaultReadTimeout         = 2 * time.Minute
 	DefaultWriteTimeout        = time.Minute
 	DefaultMinDataRate         = 500 // bytes a second, Postfix's smtpd_min_data_rate
+	DefaultMaxBytesInFlight    = 128 << 20
 	DefaultMaxSessionDuration  = time.Hour
 	DefaultStressTimeout       = 10 * time.Second
 	DefaultPublishTimeout      = 30 * time.Second
@@ -56,6 +57,9 @@ type Config struct {
 	// 1870): a message of exactly this size is taken (see sizeAdvert); the
 	// Received header Levee adds is not counted.
 	MaxMessageBytes int64 `config:"max_message_bytes" unit:"bytes" help:"largest message accepted, advertised as SIZE (larger: 552 5.3.4)"`
+	// MaxBytesInFlight bounds the message bytes all sessions hold in memory
+	// at once (see memoryBudget); past it, 452 4.3.1.
+	MaxBytesInFlight int64 `config:"max_bytes_in_flight" unit:"bytes" help:"message bytes all SMTP sessions may hold in memory at once, read but not yet queued (more: 452 4.3.1); at least twice smtp.max_message_bytes"`
 	// MaxRecipients caps RCPTs per transaction; more get 452 4.5.3.
 	MaxRecipients int `config:"max_recipients" help:"recipients per message (more: 452 4.5.3)"`
 	// MaxLineLength caps any line, commands and DATA alike (at least 1000).
@@ -116,6 +120,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.MaxBytesInFlight == 0 {
+		c.MaxBytesInFlight = max(DefaultMaxBytesInFlight, 2*c.MaxMessageBytes)
 	}
 	if c.MinDataRate == 0 {
 		c.MinDataRate = DefaultMinDataRate
@@ -187,6 +194,11 @@ func (c Config) Validate() error {
 	if c.MaxMessageBytes > 1<<32-1 {
 		// go-smtp parses SIZE= as a uint32.
 		bad("max_message_bytes", "must be < 4 GiB")
+	}
+	if c.MaxBytesInFlight < 2*c.MaxMessageBytes {
+		// The buffer doubles as it grows: a message of the largest size
+		// holds up to twice its size for a moment, and must always fit.
+		bad("max_bytes_in_flight", "must be at least twice smtp.max_message_bytes (%d)", 2*c.MaxMessageBytes)
 	}
 	if c.MaxRecipients <= 0 {
 		bad("max_recipients", "must be > 0")

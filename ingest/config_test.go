@@ -19,7 +19,7 @@ func TestConfigDefaults(t *testing.T) {
 		Addr: "127.0.0.1:2525", Hostname: c.Hostname, Domains: []string{"example.com"},
 		MaxMessageBytes: 10 << 20, MaxRecipients: 100, MaxLineLength: 1 << 20,
 		ReadTimeout: 2 * time.Minute, WriteTimeout: time.Minute, PublishTimeout: 30 * time.Second,
-		MinDataRate: 500, MaxSessionDuration: time.Hour, StressTimeout: 10 * time.Second,
+		MinDataRate: 500, MaxSessionDuration: time.Hour, StressTimeout: 10 * time.Second, MaxBytesInFlight: 128 << 20,
 		MaxConnections: 1000, MaxConnectionsPerIP: 100, HighWatermark: 0.9, LowWatermark: 0.8,
 	}
 	if c.Hostname == "" {
@@ -64,6 +64,7 @@ func TestConfigValidate(t *testing.T) {
 		{"high negative", func(c *Config) { c.HighWatermark = -1 }, "smtp.high_watermark"},
 		{"high above 1", func(c *Config) { c.HighWatermark = 2 }, "smtp.high_watermark"},
 		{"data rate", func(c *Config) { c.MinDataRate = -1 }, "smtp.min_data_rate"},
+		{"memory budget under two messages", func(c *Config) { c.MaxBytesInFlight = c.MaxMessageBytes }, "smtp.max_bytes_in_flight"},
 		{"session duration", func(c *Config) { c.MaxSessionDuration = -time.Second }, "smtp.max_session_duration"},
 		{"stress timeout", func(c *Config) { c.StressTimeout = -time.Second }, "smtp.stress_timeout"},
 	}

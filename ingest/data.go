@@ -44,6 +44,7 @@ const maxPrealloc = 1 << 20
 
 var (
 	errBodyTooBig   = errors.New("ingest: message body over smtp.max_message_bytes")
+	errBudgetSpent  = errors.New("ingest: smtp.max_bytes_in_flight spent")
 	errPublishPanic = errors.New("ingest: publisher panicked")
 )
 
@@ -77,8 +78,10 @@ func (s *session) data(r io.Reader) (reply, string) {
 		_, _ = io.Copy(io.Discard, r)
 		return replyBadSequence, resultRejected
 	}
-	limit := s.srv.cfg.MaxMessageBytes
-	buf, err := readBody(r, tx.size, limit)
+	buf, held, err := readBody(r, tx.size, s.srv.cfg.MaxMessageBytes, s.srv.budget)
+	// Given back once the queue has the message (or the read failed): the
+	// queue's copy is the one that counts from then on.
+	defer s.srv.budget.give(held)
 	if err != nil {
 		return s.readFailed(err)
 	}
@@ -133,21 +136,49 @@ func (s *session) data(r io.Reader) (reply, string) {
 
 // readBody reads DATA (or the BDAT chunks) into a buffer that starts with
 // receivedHeadroom spare bytes, and enforces smtp.max_message_bytes: go-smtp
-// has no limit (see sizeAdvert). Past the limit the rest is read and
-// dropped, so the reply comes at the end of the data where the client
-// expects it.
-func readBody(r io.Reader, sizeHint, limit int64) ([]byte, error) {
-	prealloc := min(max(sizeHint, 0), limit, maxPrealloc) + bytes.MinRead
-	b := bytes.NewBuffer(make([]byte, receivedHeadroom, receivedHeadroom+prealloc))
-	n, err := b.ReadFrom(io.LimitReader(r, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if n > limit {
+// has no limit (see sizeAdvert). The buffer is taken from budget as it
+// grows (doubling, so a message costs at most twice its size for a moment);
+// held is what it took, to be given back by the caller once the message is
+// published, also after an error. Past the limit or the budget the rest is
+// read and dropped, so the reply comes at the end of the data, where the
+// client expects it.
+func readBody(r io.Reader, sizeHint, limit int64, budget *memoryBudget) (buf []byte, held int64, err error) {
+	maxCap := receivedHeadroom + limit + 1 // one byte over the limit tells it is over
+	size := min(receivedHeadroom+min(max(sizeHint, 0), limit, maxPrealloc)+bytes.MinRead, maxCap)
+	if !budget.take(size) {
 		_, _ = io.Copy(io.Discard, r)
-		return nil, errBodyTooBig
+		return nil, 0, errBudgetSpent
 	}
-	return b.Bytes(), nil
+	held = size
+	buf = make([]byte, receivedHeadroom, size)
+	for {
+		if len(buf) == cap(buf) {
+			if int64(len(buf)) == maxCap {
+				_, _ = io.Copy(io.Discard, r)
+				return nil, held, errBodyTooBig
+			}
+			grown := min(2*int64(cap(buf)), maxCap)
+			if !budget.take(grown) {
+				_, _ = io.Copy(io.Discard, r)
+				return nil, held, errBudgetSpent
+			}
+			next := make([]byte, len(buf), grown)
+			copy(next, buf)
+			budget.give(held)
+			buf, held = next, grown
+		}
+		n, rerr := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		switch {
+		case rerr == io.EOF:
+			if int64(len(buf)) == maxCap {
+				return nil, held, errBodyTooBig
+			}
+			return buf, held, nil
+		case rerr != nil:
+			return nil, held, rerr
+		}
+	}
 }
 
 // readFailed decides the reply when DATA could not be read completely.
@@ -156,6 +187,8 @@ func (s *session) readFailed(err error) (reply, string) {
 	switch {
 	case errors.Is(err, smtp.ErrDataTooLarge), errors.Is(err, errBodyTooBig):
 		return replyTooBig, resultRejected
+	case errors.Is(err, errBudgetSpent):
+		return replyMemoryFull, resultDeferred
 	case errors.Is(err, smtp.ErrTooLongLine):
 		// go-smtp cannot resynchronise after an overlong line: make this
 		// reply the last one instead of letting go-smtp add its own 500.

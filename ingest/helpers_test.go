@@ -51,6 +51,25 @@ func (p *fakePublisher) Publish(ctx context.Context, m *mail.Message) (queue.Pub
 	return queue.PublishResult{Duplicate: dup}, nil
 }
 
+// blockingPublisher holds every publish until release is closed (or the
+// publish's context ends), then accepts it: transactions waiting on a slow
+// queue.
+func blockingPublisher(release <-chan struct{}) *fakePublisher {
+	p := &fakePublisher{}
+	p.fn = func(ctx context.Context, m *mail.Message) (queue.PublishResult, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return queue.PublishResult{}, ctx.Err()
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.msgs = append(p.msgs, m)
+		return queue.PublishResult{}, nil
+	}
+	return p
+}
+
 func (p *fakePublisher) messages() []*mail.Message {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -1,15 +1,11 @@
 package ingest
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/levee-mail/levee/mail"
-	"github.com/levee-mail/levee/queue"
 )
 
 // TestPressureIsTheAverageOfWaitingTransactions: the average follows the
@@ -37,14 +33,7 @@ func TestPressureIsTheAverageOfWaitingTransactions(t *testing.T) {
 // number; answered, it falls back.
 func TestPressureRisesWhileSendersWaitOnTheQueue(t *testing.T) {
 	release := make(chan struct{})
-	pub := &fakePublisher{fn: func(ctx context.Context, m *mail.Message) (queue.PublishResult, error) {
-		select {
-		case <-release:
-			return queue.PublishResult{}, nil
-		case <-ctx.Done():
-			return queue.PublishResult{}, ctx.Err()
-		}
-	}}
+	pub := blockingPublisher(release)
 	srv, addr := startServer(t, baseConfig(), pub, nil)
 	if p := srv.Pressure(); p != 0 {
 		t.Fatalf("pressure %v with nobody connected", p)

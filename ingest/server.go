@@ -35,6 +35,8 @@ type Server struct {
 	pressure *pressure
 	// sizeAdvert corrects the SIZE go-smtp advertises in the EHLO reply.
 	sizeAdvert sizeAdvert
+	// budget bounds the message bytes sessions hold (smtp.max_bytes_in_flight).
+	budget *memoryBudget
 
 	// ctx is the server's lifetime context. go-smtp gives sessions no
 	// context, so every Publish derives its context from this one (bounded
@@ -86,6 +88,13 @@ func New(cfg Config, pub Publisher, fill FillGauge, reg prometheus.Registerer, l
 	}
 	for _, d := range cfg.Domains {
 		s.domains[d] = struct{}{}
+	}
+	s.budget = newMemoryBudget(cfg.MaxBytesInFlight)
+	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "levee_smtp_bytes_in_flight",
+		Help: "Message bytes SMTP sessions hold in memory, read but not yet queued; at smtp.max_bytes_in_flight new mail gets 452 4.3.1.",
+	}, func() float64 { return float64(s.budget.inFlight()) })); err != nil {
+		return nil, fmt.Errorf("ingest: metrics: %w", err)
 	}
 	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "levee_smtp_intake_pressure",

@@ -58,6 +58,15 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) (err error) {
 	if opts != nil && opts.Size > s.srv.cfg.MaxMessageBytes {
 		return s.srv.refuse(replyTooBig)
 	}
+	// Room for the message in memory: what SIZE= announces, or at least a
+	// small message's worth. Refused here, the sender wastes no bandwidth.
+	need := int64(minRoomAtMail)
+	if opts != nil {
+		need = max(need, min(opts.Size, s.srv.cfg.MaxMessageBytes))
+	}
+	if s.srv.budget.room() < need {
+		return s.srv.refuse(replyMemoryFull)
+	}
 	// Checked before any DATA is read: a sender refused here wastes no
 	// bandwidth and the queue takes no more work while nearly full.
 	if s.srv.wm.refuse() {
