@@ -148,3 +148,54 @@ func TestStoreRefusesUnknownSchemes(t *testing.T) {
 		}
 	}
 }
+
+// TestUnknownFlagIsOneLine: a mistyped flag gets its error and where to
+// look, not every flag there is (levee serve printed 93 lines).
+func TestUnknownFlagIsOneLine(t *testing.T) {
+	for _, args := range [][]string{
+		{"serve", "--bogus"},
+		{"worker", "--smtp-adr", "x"},
+		{"loadtest", "--bogus"},
+		{"queue", "status", "--bogus"},
+		{"queue", "limits", "set", "--bogus"},
+		{"dlq", "list", "--bogus"},
+		{"dlq", "show", "7", "--bogus"},
+	} {
+		var out, errOut bytes.Buffer
+		code := run(args, nil, &out, &errOut)
+		msg := strings.TrimRight(errOut.String(), "\n")
+		cmd := "levee " + args[0]
+		if code != 2 || strings.Count(msg, "\n") > 0 || !strings.Contains(msg, "flag provided but not defined") ||
+			!strings.Contains(msg, "--help") || !strings.HasPrefix(msg, cmd) || out.Len() > 0 {
+			t.Errorf("levee %s: exit %d, stdout %d bytes, stderr:\n%s\nwant exit 2 and one line: the error and a hint", strings.Join(args, " "), code, out.Len(), msg)
+		}
+	}
+	// --help still shows every flag.
+	var errOut bytes.Buffer
+	if code := run([]string{"queue", "status", "--help"}, nil, io.Discard, &errOut); code != 0 || !strings.Contains(errOut.String(), "-interval") {
+		t.Errorf("queue status --help: exit %d:\n%s", code, errOut.String())
+	}
+}
+
+// TestHelpSaysWhoseFlagsTheyAre: the role commands share the config flags;
+// loadtest, queue and dlq have their own, and the usage says how to see
+// them; --target is optional (it has a default).
+func TestHelpSaysWhoseFlagsTheyAre(t *testing.T) {
+	var out bytes.Buffer
+	run([]string{"help"}, nil, &out, io.Discard)
+	help := out.String()
+	if strings.Contains(help, "Every command takes the same flags") {
+		t.Errorf("levee help says every command takes the same flags:\n%s", help)
+	}
+	for _, want := range []string{"serve, smtpd, worker and web", "levee loadtest --help", "levee queue help", "levee dlq help"} {
+		if !strings.Contains(help, want) {
+			t.Errorf("levee help lacks %q", want)
+		}
+	}
+	var errOut bytes.Buffer
+	run([]string{"loadtest", "--help"}, nil, io.Discard, &errOut)
+	first, _, _ := strings.Cut(errOut.String(), "\n")
+	if !strings.Contains(first, "[--target HOST:PORT]") {
+		t.Errorf("loadtest usage line marks --target as required: %q", first)
+	}
+}

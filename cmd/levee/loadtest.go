@@ -16,7 +16,7 @@ import (
 	"github.com/levee-mail/levee/loadtest"
 )
 
-const loadtestUsage = `Usage: levee loadtest --target HOST:PORT [--api URL] SCHEDULE [flags]
+const loadtestUsage = `Usage: levee loadtest [--target HOST:PORT] [--api URL] SCHEDULE [flags]
 
 Replays a traffic burst at an SMTP server (Levee or any other), retrying 4xx
 like an MTA, then audits through Levee's API that every accepted message was
@@ -265,10 +265,11 @@ func (o *loadtestOpts) source(runID *string) (loadtest.Source, error) {
 func loadtestCmd(args []string, stdout, stderr io.Writer) int {
 	var o loadtestOpts
 	fs := loadtestFlags(&o, stderr)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
+		fmt.Fprintf(stderr, "levee loadtest: %v\n", err)
 		return 2
 	}
 	if fs.NArg() > 0 {

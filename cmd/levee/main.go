@@ -26,10 +26,12 @@ Usage:
   levee loadtest [flags] replay a traffic shape at an SMTP server and audit delivery (see docs/loadtesting.md)
   levee queue status|limits [set ...]   watch the queue, change its limits live ('levee queue help')
   levee dlq list|show|replay|purge      dead letters, with the reason each was given up on ('levee dlq help')
-  levee help             show this help and every flag
+  levee help             show this help and the role commands' flags
 
-Every command takes the same flags (one configuration for every role); run
-'levee serve --help' for them, their defaults and environment variables.
+serve, smtpd, worker and web take the same flags (one configuration for
+every role), listed below and by 'levee serve --help' with their defaults and
+environment variables. The tools have their own: 'levee loadtest --help',
+'levee queue help', 'levee dlq help'.
 Every process serves /metrics, /healthz and /readyz on --http-addr.
 `
 
@@ -59,7 +61,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return dlqCmd(args[1:], environ, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
-		fmt.Fprintln(stdout, "\nFlags (each also a LEVEE_* environment variable and a YAML key):")
+		fmt.Fprintln(stdout, "\nFlags of serve, smtpd, worker and web (each also a LEVEE_* environment variable and a YAML key):")
 		cfg := app.DefaultConfig()
 		newServeFlags("levee serve", stdout, &cfg).PrintDefaults()
 		return 0
@@ -91,7 +93,7 @@ func newServeFlags(name string, out io.Writer, cfg *app.Config) serveFlags {
 func loadConfig(name string, out io.Writer, args, environ []string) (app.Config, error) {
 	cfg := app.DefaultConfig()
 	fs := newServeFlags(name, out, &cfg)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs.FlagSet, args); err != nil {
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
@@ -134,6 +136,32 @@ func serve(roles app.Role, args, environ []string, stderr io.Writer) int {
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// parseFlags parses args without the flag package's own printing: --help
+// shows fs.Usage (and returns flag.ErrHelp); a bad flag is returned with a
+// one-line hint for the caller to print, instead of the error followed by
+// every flag.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	out, usage := fs.Output(), fs.Usage
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	fs.Usage = usage
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		if usage != nil {
+			usage()
+		} else {
+			fmt.Fprintf(out, "Usage of %s:\n", fs.Name())
+			fs.PrintDefaults()
+		}
+		return err
+	case err != nil:
+		return fmt.Errorf("%w (run '%s --help' for its flags)", err, fs.Name())
+	}
+	return nil
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {

@@ -127,7 +127,7 @@ func envLookup(environ []string, key string) (string, bool) {
 func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
-		if err := fs.Parse(args); err != nil {
+		if err := parseFlags(fs, args); err != nil {
 			return nil, err
 		}
 		args = fs.Args()
@@ -217,10 +217,12 @@ func queueStatusCmd(args, environ []string, stdout, stderr io.Writer) int {
 }
 
 func usageError(fs *flag.FlagSet, stderr io.Writer, pos []string, err error) int {
-	if errors.Is(err, flag.ErrHelp) {
+	switch {
+	case errors.Is(err, flag.ErrHelp):
 		return 0
-	}
-	if err == nil {
+	case err != nil:
+		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
+	default:
 		fmt.Fprintf(stderr, "%s: unexpected argument %q\n", fs.Name(), pos[0])
 	}
 	return 2
