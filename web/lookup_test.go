@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -69,5 +72,43 @@ func TestLookupByMessageID(t *testing.T) {
 	}
 	if code, _ := do("POST", "/api/v1/messages/lookup", `{"message_ids":["`+strings.Repeat("a", 2<<20)+`"]}`); code != http.StatusRequestEntityTooLarge {
 		t.Fatalf("lookup with a 2 MiB body: %d, want 413", code)
+	}
+}
+
+// TestREADMEShowsTheLookupBody: the README's example of POST
+// /api/v1/messages/lookup has a body, and this server answers it as the
+// README says: the stored id under "found", the missing one absent.
+func TestREADMEShowsTheLookupBody(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?s)-X POST \S*/api/v1/messages/lookup.*?-d '([^']+)'.*?# (\{"found".*?)\n`).FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README shows no request body for POST /api/v1/messages/lookup (curl -X POST ... -d '{...}' followed by '# {\"found\": ...}')")
+	}
+	body, answer := string(m[1]), string(m[2])
+	var req lookupRequest
+	if err := json.Unmarshal([]byte(body), &req); err != nil || len(req.MessageIDs) < 2 {
+		t.Fatalf("README's body %s: %v, want two or more message_ids", body, err)
+	}
+	f := newFixture(t, fixtureOpts{})
+	stored := req.MessageIDs[0]
+	raw := []byte("From: a@x.test\r\nSubject: hi\r\nMessage-ID: " + stored + "\r\n\r\nbody\r\n")
+	f.reader.deliver("a@x.test", []string{"r@example.test"}, raw, time.Now())
+	httpReq := httptest.NewRequest(http.MethodPost, "/api/v1/messages/lookup", strings.NewReader(body))
+	httpReq.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	f.srv.Handler().ServeHTTP(rec, httpReq)
+	var resp lookupResponse
+	if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &resp) != nil {
+		t.Fatalf("README's request: %d %s", rec.Code, rec.Body)
+	}
+	key := strings.Trim(stored, "<>")
+	if len(resp.Found) != 1 || len(resp.Found[key]) != 1 {
+		t.Fatalf("README's request found %+v, want only %s", resp.Found, key)
+	}
+	if !strings.Contains(answer, `"`+key+`"`) {
+		t.Errorf("README's answer %s does not show the found id %q as the key", answer, key)
 	}
 }
