@@ -3,7 +3,6 @@ package loadtest
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -200,12 +199,7 @@ func TestRunRefusesAnAPIWithoutLookup(t *testing.T) {
 // used to wait out the audit's timeout, print "lost 10" and exit 0).
 func TestRunFailsFastWhenAPIIsDown(t *testing.T) {
 	sink := startSink(t, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	api := "http://" + ln.Addr().String()
-	ln.Close()
+	api := "http://" + deadAddr(t)
 	cfg := quickConfig(t, sink.addr, mustConstant(t, 50, 100*time.Millisecond))
 	cfg.API = api
 	res, err := Run(context.Background(), cfg)
