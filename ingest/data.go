@@ -154,13 +154,20 @@ func readBody(r io.Reader, sizeHint, limit int64, budget *memoryBudget) (buf []b
 	for {
 		if len(buf) == cap(buf) {
 			if int64(len(buf)) == maxCap {
+				budget.give(held)
+				buf = nil
 				_, _ = io.Copy(io.Discard, r)
-				return nil, held, errBodyTooBig
+				return nil, 0, errBodyTooBig
 			}
 			grown := min(2*int64(cap(buf)), maxCap)
 			if !budget.take(grown) {
+				// Given back before the rest is read and dropped (which
+				// takes as long as the client sends), so that the
+				// sessions still within the budget can finish.
+				budget.give(held)
+				buf = nil
 				_, _ = io.Copy(io.Discard, r)
-				return nil, held, errBudgetSpent
+				return nil, 0, errBudgetSpent
 			}
 			next := make([]byte, len(buf), grown)
 			copy(next, buf)
