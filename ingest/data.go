@@ -85,12 +85,13 @@ func (s *session) data(r io.Reader) (reply, string) {
 	if err != nil {
 		return s.readFailed(err)
 	}
+	buf = normalizeBareLF(buf)
 	body := buf[receivedHeadroom:]
 	receivedAt := time.Now()
 
-	// The id is computed on the body exactly as the client sent it (dot
-	// stuffing undone, nothing else), before Levee adds anything: a
-	// retransmission of the same message gets the same id.
+	// The id is computed on the body as the client sent it (dot stuffing
+	// undone, bare LFs made CRLF, nothing else), before Levee adds
+	// anything: a retransmission of the same message gets the same id.
 	id := mail.ID(tx.from, tx.rcpts, body)
 	s.srv.validate(id, body)
 
@@ -186,6 +187,39 @@ func readBody(r io.Reader, sizeHint, limit int64, budget *memoryBudget) (buf []b
 			return nil, held, rerr
 		}
 	}
+}
+
+// normalizeBareLF makes every LF not preceded by CR a CRLF, in buf after
+// its receivedHeadroom (Postfix's default since 3.9, smtpd_forbid_bare_newline
+// = normalize: such a line is taken as if it ended in CRLF). The end of
+// DATA is still only CRLF "." CRLF (go-smtp's reader): a bare-LF "." line is
+// content, never the end of the message, and stored as CRLF "." CRLF it is
+// what any relay dot-stuffs. buf is returned as is when it has no bare LF
+// (nearly always), else copied once.
+func normalizeBareLF(buf []byte) []byte {
+	body := buf[receivedHeadroom:]
+	bare := 0
+	for i := bytes.IndexByte(body, '\n'); i >= 0; {
+		if i == 0 || body[i-1] != '\r' {
+			bare++
+		}
+		j := bytes.IndexByte(body[i+1:], '\n')
+		if j < 0 {
+			break
+		}
+		i += 1 + j
+	}
+	if bare == 0 {
+		return buf
+	}
+	out := make([]byte, receivedHeadroom, len(buf)+bare)
+	for i, c := range body {
+		if c == '\n' && (i == 0 || body[i-1] != '\r') {
+			out = append(out, '\r')
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 // readFailed decides the reply when DATA could not be read completely.

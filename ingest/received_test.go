@@ -15,7 +15,8 @@ var receivedRE = regexp.MustCompile(`^Received: from client\.example \(\[127\.0\
 	`\tfor <rcpt@example\.com>; ([^\r\n]+)\r\n`)
 
 // The queued bytes are Levee's Received header followed by exactly the
-// bytes the client sent (dot-stuffing undone, nothing else touched).
+// bytes the client sent (dot-stuffing undone, a bare LF made CRLF, nothing
+// else touched).
 func TestReceivedHeaderPrepended(t *testing.T) {
 	pub := &fakePublisher{}
 	_, addr := startServer(t, baseConfig(), pub, nil)
@@ -37,10 +38,10 @@ func TestReceivedHeaderPrepended(t *testing.T) {
 		t.Fatalf("no well-formed Received header at the start:\n%q", m.Raw[:min(len(m.Raw), 300)])
 	}
 	id, date := string(m.Raw[loc[2]:loc[3]]), string(m.Raw[loc[4]:loc[5]])
-	if got := string(m.Raw[loc[1]:]); got != body {
-		t.Fatalf("body changed:\n got %q\nwant %q", got, body)
+	if got, want := string(m.Raw[loc[1]:]), strings.Replace(body, "bare\nLF", "bare\r\nLF", 1); got != want {
+		t.Fatalf("body changed:\n got %q\nwant %q", got, want)
 	}
-	if id != m.ID || id != mail.ID("a@sender.org", []string{"rcpt@example.com"}, []byte(body)) {
+	if id != m.ID || id != mail.ID("a@sender.org", []string{"rcpt@example.com"}, m.Raw[loc[1]:]) {
 		t.Fatalf("header id %s, message id %s: want the id of the body as sent", id, m.ID)
 	}
 	at, err := time.Parse(time.RFC1123Z, date)
