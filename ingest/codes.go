@@ -95,6 +95,12 @@ var (
 	// 452 "insufficient system storage"; RFC 3463 4.3.1 "Mail system full".
 	replyMemoryFull = reply{452, smtp.EnhancedCode{4, 3, 1}, "Too much mail in transit, try again later"}
 
+	// replyRateLimited: the client, or its network, started more messages
+	// this minute than smtp.max_messages_per_client / _per_network allow.
+	// RFC 5321 451 "local error in processing" (temporary); RFC 3463 4.7.1
+	// "Delivery not authorized", as large receivers answer rate limits.
+	replyRateLimited = reply{451, smtp.EnhancedCode{4, 7, 1}, "Too many messages from your address or network, try again later"}
+
 	// replyWatermark: MAIL while the queue is above the high watermark
 	// (hysteresis down to the low one). Same meaning as replyQueueFull, said
 	// before the sender spends bandwidth on DATA.

@@ -60,6 +60,12 @@ type Config struct {
 	// MaxBytesInFlight bounds the message bytes all sessions hold in memory
 	// at once (see memoryBudget); past it, 452 4.3.1.
 	MaxBytesInFlight int64 `config:"max_bytes_in_flight" unit:"bytes" help:"message bytes all SMTP sessions may hold in memory at once, read but not yet queued (more: 452 4.3.1); at least twice smtp.max_message_bytes"`
+	// MaxMessagesPerClient and MaxMessagesPerNetwork limit the messages a
+	// client (an IPv4 address, an IPv6 /64) and its network (IPv4 /24, IPv6
+	// /48) may start a minute; over either, MAIL gets 451 4.7.1. 0: no limit
+	// (the default, as Postfix's smtpd_client_message_rate_limit).
+	MaxMessagesPerClient  int `config:"max_messages_per_client" help:"messages a minute one client may send (an IPv4 address, an IPv6 /64; more: 451 4.7.1); 0: no limit"`
+	MaxMessagesPerNetwork int `config:"max_messages_per_network" help:"messages a minute one network may send (an IPv4 /24, an IPv6 /48; more: 451 4.7.1); 0: no limit"`
 	// MaxRecipients caps RCPTs per transaction; more get 452 4.5.3.
 	MaxRecipients int `config:"max_recipients" help:"recipients per message (more: 452 4.5.3)"`
 	// MaxLineLength caps any line, commands and DATA alike (at least 1000).
@@ -214,6 +220,12 @@ func (c Config) Validate() error {
 		if t.d <= 0 {
 			bad(t.key, "must be > 0")
 		}
+	}
+	if c.MaxMessagesPerClient < 0 {
+		bad("max_messages_per_client", "must be >= 0 (0: no limit)")
+	}
+	if c.MaxMessagesPerNetwork < 0 {
+		bad("max_messages_per_network", "must be >= 0 (0: no limit)")
 	}
 	if c.MinDataRate <= 0 {
 		bad("min_data_rate", "must be > 0")

@@ -46,6 +46,7 @@ type metrics struct {
 	watermark   prometheus.Gauge
 	parse       *prometheus.CounterVec
 	timeouts    *prometheus.CounterVec
+	rateLimited *prometheus.CounterVec
 
 	// The same outcomes as plain counters, for Stats (the ops API sums
 	// them over processes without scraping).
@@ -89,8 +90,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "levee_smtp_timeouts_total",
 			Help: "SMTP connections closed with 421 4.4.2 by a deadline, by reason: idle (smtp.read_timeout), data_rate (smtp.min_data_rate), session_duration (smtp.max_session_duration), stalled (slot given to a new client after smtp.stress_timeout).",
 		}, []string{"reason"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "levee_smtp_rate_limited_total",
+			Help: "Messages refused at MAIL with 451 4.7.1 by a rate limit, by scope: client (smtp.max_messages_per_client), network (smtp.max_messages_per_network).",
+		}, []string{"scope"}),
 	}
-	for _, c := range []prometheus.Collector{m.sessions, m.active, m.messages, m.size, m.dataSeconds, m.watermark, m.parse, m.timeouts} {
+	for _, c := range []prometheus.Collector{m.sessions, m.active, m.messages, m.size, m.dataSeconds, m.watermark, m.parse, m.timeouts, m.rateLimited} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("ingest: register metrics: %w", err)
 		}
@@ -104,6 +109,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, r := range timeoutReasons {
 		m.timeouts.WithLabelValues(r)
+	}
+	for _, s := range []rateScope{rateClientLimited, rateNetLimited} {
+		m.rateLimited.WithLabelValues(string(s))
 	}
 	return m, nil
 }

@@ -37,6 +37,8 @@ type Server struct {
 	sizeAdvert sizeAdvert
 	// budget bounds the message bytes sessions hold (smtp.max_bytes_in_flight).
 	budget *memoryBudget
+	// rates limits the messages per client and network (smtp.max_messages_per_*).
+	rates *clientRates
 
 	// ctx is the server's lifetime context. go-smtp gives sessions no
 	// context, so every Publish derives its context from this one (bounded
@@ -90,6 +92,7 @@ func New(cfg Config, pub Publisher, fill FillGauge, reg prometheus.Registerer, l
 		s.domains[d] = struct{}{}
 	}
 	s.budget = newMemoryBudget(cfg.MaxBytesInFlight)
+	s.rates = newClientRates(cfg.MaxMessagesPerClient, cfg.MaxMessagesPerNetwork)
 	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "levee_smtp_bytes_in_flight",
 		Help: "Message bytes SMTP sessions hold in memory, read but not yet queued; at smtp.max_bytes_in_flight new mail gets 452 4.3.1.",

@@ -1,9 +1,11 @@
 package ingest
 
 import (
+	"net"
 	"runtime/debug"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/emersion/go-smtp"
 )
@@ -71,6 +73,11 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) (err error) {
 	// bandwidth and the queue takes no more work while nearly full.
 	if s.srv.wm.refuse() {
 		return s.srv.refuse(replyWatermark)
+	}
+	// Last, so that only a transaction that starts takes from the allowance.
+	if scope := s.srv.rates.allow(hostOf(s.remote), time.Now()); scope != rateAllowed {
+		s.srv.metrics.rateLimited.WithLabelValues(string(scope)).Inc()
+		return s.srv.refuse(replyRateLimited)
 	}
 	tx := transaction{active: true, from: from, seen: map[string]struct{}{}, helo: s.smtpConn.Hostname()}
 	if opts != nil {
@@ -163,4 +170,12 @@ func domainPart(addr string) string {
 		return ""
 	}
 	return addr[at+1:]
+}
+
+// hostOf is the host of an ip:port, or the whole string if it has no port.
+func hostOf(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return hostport
 }
