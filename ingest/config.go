@@ -60,6 +60,11 @@ type Config struct {
 	// MaxBytesInFlight bounds the message bytes all sessions hold in memory
 	// at once (see memoryBudget); past it, 452 4.3.1.
 	MaxBytesInFlight int64 `config:"max_bytes_in_flight" unit:"bytes" help:"message bytes all SMTP sessions may hold in memory at once, read but not yet queued (more: 452 4.3.1); at least twice smtp.max_message_bytes"`
+	// ProxyProtocolFrom lists the load balancers (addresses or CIDRs) whose
+	// connections start with a PROXY protocol header (v1 or v2) naming the
+	// real client, which then counts for the per-IP limits and the Received
+	// header. Connections from elsewhere are taken as they come.
+	ProxyProtocolFrom []string `config:"proxy_protocol_from" help:"load balancers (addresses or CIDRs, comma-separated) whose connections start with a PROXY protocol v1/v2 header naming the real client; empty: none"`
 	// MaxMessagesPerClient and MaxMessagesPerNetwork limit the messages a
 	// client (an IPv4 address, an IPv6 /64) and its network (IPv4 /24, IPv6
 	// /48) may start a minute; over either, MAIL gets 451 4.7.1. 0: no limit
@@ -220,6 +225,9 @@ func (c Config) Validate() error {
 		if t.d <= 0 {
 			bad(t.key, "must be > 0")
 		}
+	}
+	if _, err := parseProxySources(c.ProxyProtocolFrom); err != nil {
+		bad("proxy_protocol_from", "%v", err)
 	}
 	if c.MaxMessagesPerClient < 0 {
 		bad("max_messages_per_client", "must be >= 0 (0: no limit)")

@@ -27,9 +27,31 @@ type listener struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	// With smtp.proxy_protocol_from, acceptProxied accepts on its own
+	// goroutine and hands admitted connections over on ready until closed.
+	ready  chan accepted
+	closed chan struct{}
+}
+
+func newListener(l net.Listener, srv *Server) *listener {
+	ln := &listener{Listener: l, srv: srv, closed: make(chan struct{})}
+	if len(srv.proxies) > 0 {
+		ln.ready = make(chan accepted)
+		go ln.acceptProxied()
+	}
+	return ln
 }
 
 func (l *listener) Accept() (net.Conn, error) {
+	if l.ready != nil {
+		select {
+		case a := <-l.ready:
+			return a.conn, a.err
+		case <-l.closed:
+			return nil, net.ErrClosed
+		}
+	}
 	for {
 		nc, err := l.Listener.Accept()
 		if err != nil {
@@ -43,7 +65,10 @@ func (l *listener) Accept() (net.Conn, error) {
 
 // Close is idempotent: both Shutdown and go-smtp close the listener.
 func (l *listener) Close() error {
-	l.closeOnce.Do(func() { l.closeErr = l.Listener.Close() })
+	l.closeOnce.Do(func() {
+		close(l.closed)
+		l.closeErr = l.Listener.Close()
+	})
 	return l.closeErr
 }
 

@@ -39,6 +39,8 @@ type Server struct {
 	budget *memoryBudget
 	// rates limits the messages per client and network (smtp.max_messages_per_*).
 	rates *clientRates
+	// proxies are the peers trusted to send a PROXY protocol header.
+	proxies proxySources
 
 	// ctx is the server's lifetime context. go-smtp gives sessions no
 	// context, so every Publish derives its context from this one (bounded
@@ -93,6 +95,7 @@ func New(cfg Config, pub Publisher, fill FillGauge, reg prometheus.Registerer, l
 	}
 	s.budget = newMemoryBudget(cfg.MaxBytesInFlight)
 	s.rates = newClientRates(cfg.MaxMessagesPerClient, cfg.MaxMessagesPerNetwork)
+	s.proxies, _ = parseProxySources(cfg.ProxyProtocolFrom) // checked by Validate
 	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "levee_smtp_bytes_in_flight",
 		Help: "Message bytes SMTP sessions hold in memory, read but not yet queued; at smtp.max_bytes_in_flight new mail gets 452 4.3.1.",
@@ -180,7 +183,7 @@ func (s *Server) register(l net.Listener, serveDone chan struct{}) (*listener, e
 	if s.ln != nil {
 		return nil, errors.New("ingest: already serving")
 	}
-	s.ln = &listener{Listener: l, srv: s}
+	s.ln = newListener(l, s)
 	s.serveDone = serveDone
 	return s.ln, nil
 }
