@@ -55,7 +55,10 @@ var DefaultBackoff = []time.Duration{time.Second, 5 * time.Second, 30 * time.Sec
 // keys (queue.max_msgs ...).
 type Config struct {
 	// URL of an external JetStream (nats://...); "" starts an embedded server.
-	URL string `config:"nats_url" flag:"nats-url" help:"external JetStream URL; empty runs the embedded server"`
+	URL string `config:"nats_url" flag:"nats-url" help:"external JetStream URL (nats://host:4222, tls://... for TLS, several comma-separated; a user:password in it is never logged); empty runs the embedded server"`
+	// Security authenticates Levee to the external server and checks the
+	// server's certificate (queue.nats_creds, queue.nats_tls_ca ...).
+	Security Security `config:",inline"`
 	// DataDir is the embedded server's JetStream store directory. Required for
 	// the embedded server; it has no default here because the caller derives
 	// it from its own data directory (e.g. ./levee-data/jetstream).
@@ -267,6 +270,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("queue.max_batch: must be between 1 and %d, got %d", maxAtomicBatch, c.MaxBatch)
 	case c.MinBatch < 1 || c.MinBatch > maxAtomicBatch:
 		return fmt.Errorf("queue.min_batch: must be between 1 and %d, got %d", maxAtomicBatch, c.MinBatch)
+	}
+	if err := c.Security.validate(c.URL); err != nil {
+		return err
 	}
 	for i, b := range c.Backoff {
 		if b <= 0 {

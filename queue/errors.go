@@ -30,6 +30,9 @@ var (
 	ErrInvalidMessage = errors.New("queue: invalid message")
 	// ErrMalformed: a queued message lacks Levee's headers (see Delivery).
 	ErrMalformed = errors.New("queue: malformed message")
+	// ErrServerTooOld: the NATS server is older than MinServerVersion, so
+	// Open refuses it rather than fail later in a way that names neither.
+	ErrServerTooOld = errors.New("queue: NATS server too old")
 )
 
 // JetStream API error codes Levee acts on (nats-server errors.json).

@@ -16,7 +16,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/levee-mail/levee/internal/redact"
 	"github.com/levee-mail/levee/queue/natsserver"
 )
 
@@ -123,7 +122,7 @@ func Open(ctx context.Context, cfg Config, reg prometheus.Registerer, log *slog.
 		return nil, err
 	}
 	q.startBackground()
-	log.Info("queue: open", "url", q.nc.ConnectedUrlRedacted(), "embedded", q.srv != nil, "stream", cfg.Stream,
+	log.Info("queue: open", "url", q.nc.ConnectedUrlRedacted(), "server_version", q.nc.ConnectedServerVersion(), "embedded", q.srv != nil, "stream", cfg.Stream,
 		"partitions", len(q.layout), "old_streams_draining", len(q.mailStreams())-len(q.layout), "sync_always", cfg.SyncAlways, "max_batch", cfg.MaxBatch, "atomic_batches", q.batching)
 	return q, nil
 }
@@ -214,6 +213,11 @@ func (q *Queue) connect(url string) error {
 			q.connCtx, q.connCancel = context.WithCancel(context.Background())
 			q.connMu.Unlock()
 			q.log.Info("queue: reconnected to NATS", "url", c.ConnectedUrlRedacted())
+			if err := CheckServerVersion(c); err != nil {
+				// A cluster mid-downgrade, or an old server in the URL list:
+				// the streams already exist, so say what will fail.
+				q.log.Error("queue: reconnected to a server Levee does not support", "err", err)
+			}
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			q.log.Warn("queue: NATS async error", "err", err)
@@ -226,9 +230,9 @@ func (q *Queue) connect(url string) error {
 		// publishes). Its client port stays open for the CLI and tools.
 		opts = append(opts, nats.InProcessServer(inProcess{srv: q.srv, url: url}))
 	}
-	nc, err := nats.Connect(url, opts...)
+	nc, err := Dial(url, q.cfg.Security, opts...)
 	if err != nil {
-		return fmt.Errorf("queue: connect %s: %w", redact.URL(url), err)
+		return err
 	}
 	q.nc = nc
 	return nil
