@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/levee-mail/levee/internal/bytesize"
+	"github.com/levee-mail/levee/internal/config"
+	"github.com/levee-mail/levee/queue"
 	"github.com/levee-mail/levee/queue/admin"
 	"github.com/levee-mail/levee/web/opsclient"
 	"github.com/levee-mail/levee/web/opsdoc"
@@ -63,6 +65,19 @@ type opsFlags struct {
 	tokenSet bool
 	environ  []string
 	warn     io.Writer
+
+	// nats is how --nats-url authenticates: the server's own keys
+	// (--nats-creds, LEVEE_QUEUE_NATS_PASSWORD ...), read by natsSecurity.
+	nats      natsAccess
+	natsGiven map[string]string
+}
+
+// natsAccess holds the server's queue.nats_* security keys alone, so that
+// the tools take them under the server's flag and environment names.
+type natsAccess struct {
+	Queue struct {
+		queue.Security `config:",inline"`
+	} `config:"queue"`
 }
 
 // The admin token's names are the server's (http.admin_token), so that one
@@ -89,6 +104,27 @@ func (f *opsFlags) register(fs *flag.FlagSet, environ []string) {
 		return nil
 	})
 	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "time limit of each request")
+	f.natsGiven = config.Flags(fs, &f.nats)
+}
+
+// natsSecurity is --nats-url's credentials and TLS: the flags, else the
+// server's environment variables (LEVEE_QUEUE_NATS_*), so that one
+// environment serves both sides.
+func (f *opsFlags) natsSecurity() (queue.Security, error) {
+	if f.natsURL == "" {
+		for name := range f.natsGiven {
+			return queue.Security{}, fmt.Errorf("--%s: only with --nats-url", strings.ReplaceAll(strings.TrimPrefix(name, "queue."), "_", "-"))
+		}
+		return queue.Security{}, nil
+	}
+	var env []string
+	for _, kv := range f.environ {
+		if strings.HasPrefix(kv, "LEVEE_QUEUE_NATS_") {
+			env = append(env, kv)
+		}
+	}
+	err := config.Load(&f.nats, config.Sources{Environ: env, Flags: f.natsGiven})
+	return f.nats.Queue.Security, err
 }
 
 // adminToken is the flag's token, else the environment's.
@@ -107,8 +143,12 @@ func (f *opsFlags) adminToken() string {
 }
 
 func (f *opsFlags) client(rateWindow time.Duration) (opsclient.Client, error) {
+	sec, err := f.natsSecurity()
+	if err != nil {
+		return nil, err
+	}
 	if f.natsURL != "" {
-		return opsclient.NATS(f.natsURL, rateWindow)
+		return opsclient.NATS(f.natsURL, sec, rateWindow)
 	}
 	return opsclient.HTTP(f.server, f.adminToken())
 }

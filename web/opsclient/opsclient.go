@@ -14,7 +14,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/levee-mail/levee/internal/redact"
 	"github.com/levee-mail/levee/queue"
 	"github.com/levee-mail/levee/queue/admin"
 	"github.com/levee-mail/levee/web/opsdoc"
@@ -37,17 +36,19 @@ type natsOps struct {
 	prev       admin.Status
 }
 
-// NATS reaches the queue straight through JetStream at url, under Levee's
+// NATS reaches the queue straight through JetStream at url, with the
+// server's credentials and TLS settings (queue.Security), under Levee's
 // default names (stream, consumer, dead stream), which no option renames.
 // It knows no Levee config, so its Limits report no drift. Status waits
 // rateWindow for a second sample the first time, to give rates (0: none).
-func NATS(url string, rateWindow time.Duration) (Client, error) {
-	nc, err := nats.Connect(url, nats.Name("levee-cli"), nats.Timeout(5*time.Second))
+// A server older than queue.MinServerVersion is refused, as Levee does.
+func NATS(url string, sec queue.Security, rateWindow time.Duration) (Client, error) {
+	nc, err := queue.Dial(url, sec, nats.Name("levee-cli"), nats.Timeout(5*time.Second))
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", redact.URL(url), err)
+		return nil, err
 	}
 	cfg := queue.DefaultConfig()
-	cfg.URL = url
+	cfg.URL, cfg.Security = url, sec
 	a, err := admin.New(nc, admin.Config{Queue: cfg})
 	if err != nil {
 		nc.Close()
