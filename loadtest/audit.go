@@ -102,9 +102,14 @@ func (r *run) lookup(ctx context.Context, ids []string) (map[string][]storedSumm
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		err := fmt.Errorf("POST /api/v1/messages/lookup: %s: %s", resp.Status, bytes.TrimSpace(msg))
-		if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed || resp.StatusCode == http.StatusBadRequest {
+		switch resp.StatusCode {
+		case http.StatusNotFound, http.StatusMethodNotAllowed, http.StatusBadRequest:
 			// Asking again will not help: not Levee, or not this version.
 			err = fmt.Errorf("%w: %w", errLookupUnsupported, err)
+		case http.StatusUnauthorized, http.StatusForbidden, http.StatusMisdirectedRequest:
+			// Nor will it without the right token or host name.
+			err = fmt.Errorf("%w: %w (the server's http.read_token goes in --api-token or $LEVEE_HTTP_READ_TOKEN; "+
+				"a 421 wants the host in its http.allowed_hosts or --api by IP)", errLookupUnsupported, err)
 		}
 		return nil, err
 	}

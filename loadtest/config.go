@@ -21,6 +21,10 @@ type Config struct {
 	// the audit, the reader probe and the queue figures: the run then works
 	// against any SMTP server.
 	API string
+	// APIToken, when set, is sent to API as "Authorization: Bearer": the
+	// server's http.read_token (or its admin token), which the audit and
+	// the reader probe need once the server has one.
+	APIToken string
 
 	// Schedule says when messages arrive. Required.
 	Schedule Schedule

@@ -186,6 +186,31 @@ type fakeAPI struct {
 	// scrapes counts GET /metrics: the fake process's CPU time is half a
 	// second a scrape, its RSS 90 MB at the second scrape, 60 MB otherwise.
 	scrapes int
+	// token, when set, is the bearer token the mail routes want (Levee's
+	// http.read_token); refused counts the requests without it.
+	token   string
+	refused int
+}
+
+// needsToken answers 401 to a mail route's request without a.token, as
+// Levee with http.read_token does.
+func (a *fakeAPI) needsToken(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.mu.Lock()
+		token := a.token
+		mail := strings.HasPrefix(r.URL.Path, "/api/v1/mailboxes") || strings.HasPrefix(r.URL.Path, "/api/v1/messages")
+		refuse := token != "" && mail && r.Header.Get("Authorization") != "Bearer "+token
+		if refuse {
+			a.refused++
+		}
+		a.mu.Unlock()
+		if refuse {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="levee"`)
+			http.Error(w, `{"error":"read token missing or wrong (Authorization: Bearer <http.read_token>)"}`, http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func startAPI(t *testing.T, sink *sinkServer) *fakeAPI {
@@ -249,7 +274,7 @@ func startAPI(t *testing.T, sink *sinkServer) *fakeAPI {
 		a.read()
 		fmt.Fprint(w, `{"id": "m1"}`)
 	})
-	a.Server = httptest.NewServer(mux)
+	a.Server = httptest.NewServer(a.needsToken(mux))
 	t.Cleanup(a.Close)
 	return a
 }

@@ -110,8 +110,50 @@ func newRun(cfg Config) (*run, error) {
 			IdleConnTimeout:     30 * time.Second,
 		}}
 	}
+	if cfg.APIToken != "" {
+		r.http = withBearer(r.http, cfg.API, cfg.APIToken)
+	}
 	r.splitTo()
 	return r, nil
+}
+
+// withBearer is a copy of c (the caller's client is left as it was) that
+// sends token to the API's host, and only there: not along a redirect to
+// another host.
+func withBearer(c *http.Client, api, token string) *http.Client {
+	host := ""
+	if u, err := url.Parse(api); err == nil {
+		host = u.Host
+	}
+	base := c.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	cc := *c
+	cc.Transport = &bearerTransport{base: base, host: host, token: token}
+	return &cc
+}
+
+type bearerTransport struct {
+	base        http.RoundTripper
+	host, token string
+}
+
+func (t *bearerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Host != t.host || req.Header.Get("Authorization") != "" {
+		return t.base.RoundTrip(req)
+	}
+	req = req.Clone(req.Context()) // a RoundTripper must not change the request
+	req.Header.Set("Authorization", "Bearer "+t.token)
+	return t.base.RoundTrip(req)
+}
+
+// CloseIdleConnections lets http.Client.CloseIdleConnections reach the
+// transport underneath.
+func (t *bearerTransport) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }
 
 // probeTarget opens a first session before the clock starts: a wrong
@@ -129,9 +171,9 @@ func (r *run) probeTarget(ctx context.Context) (pipelining bool, err error) {
 }
 
 // probeAPI asks the API once before the clock starts, as the audit will (or
-// for /healthz when there is no audit): a wrong --api fails the run at
-// once, not after the load and the audit's timeout with every message
-// counted lost.
+// as the readers will, or for /healthz when there is neither): a wrong
+// --api or --api-token fails the run at once, not after the load and the
+// audit's timeout with every message counted lost.
 func (r *run) probeAPI(ctx context.Context) error {
 	if r.cfg.API == "" {
 		return nil
@@ -139,9 +181,15 @@ func (r *run) probeAPI(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var err error
-	if !r.cfg.Audit.Disabled {
+	switch {
+	case !r.cfg.Audit.Disabled:
 		_, err = r.lookup(ctx, []string{"probe." + r.runID + "@loadtest.levee"})
-	} else {
+	case r.cfg.Readers > 0:
+		var uerr *url.Error
+		if err = r.getOK(ctx, "/api/v1/mailboxes"); err != nil && !errors.As(err, &uerr) {
+			err = fmt.Errorf("%w (with http.read_token set on the server, give it in --api-token or $LEVEE_HTTP_READ_TOKEN)", err)
+		}
+	default:
 		err = r.getOK(ctx, "/healthz")
 	}
 	var uerr *url.Error

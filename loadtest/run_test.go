@@ -3,6 +3,7 @@ package loadtest
 import (
 	"context"
 	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -243,3 +244,54 @@ func (f *fixedSchedule) Phases() []Phase              { return []Phase{{Name: Ph
 func (f *fixedSchedule) Duration() time.Duration      { return time.Millisecond }
 func (f *fixedSchedule) RateAt(time.Duration) float64 { return 0 }
 func (f *fixedSchedule) String() string               { return "fixed" }
+
+// Against a Levee with http.read_token, the audit and the reader probe send
+// --api-token; without it the run stops before sending, saying what is
+// missing (it would otherwise count every message lost).
+func TestRunSendsTheAPIToken(t *testing.T) {
+	sink := startSink(t, nil)
+	api := startAPI(t, sink)
+	api.mu.Lock()
+	api.token = "r3ad-tok"
+	api.mu.Unlock()
+
+	cfg := quickConfig(t, sink.addr, mustConstant(t, 50, 100*time.Millisecond))
+	cfg.API = api.URL
+	cfg.Readers = 1
+	cfg.ReaderThink = 10 * time.Millisecond
+	res, err := Run(context.Background(), cfg)
+	if err == nil || res != nil || !strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), "--api-token") {
+		t.Fatalf("Run without the token = %+v, %v; want no result and an error naming 401 and --api-token", res, err)
+	}
+	if msgs, _ := sink.storedCount(); msgs != 0 {
+		t.Fatalf("%d messages sent to a run that cannot be audited", msgs)
+	}
+	// The readers alone, without the audit, are refused before the start too.
+	cfg.Audit.Disabled = true
+	if res, err := Run(context.Background(), cfg); err == nil || res != nil || !strings.Contains(err.Error(), "--api-token") {
+		t.Fatalf("Run of readers without the token = %+v, %v; want an error naming --api-token", res, err)
+	}
+
+	cfg.Audit.Disabled = false
+	cfg.APIToken = "r3ad-tok"
+	client := &http.Client{Timeout: 10 * time.Second}
+	cfg.HTTPClient = client
+	res, err = Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := res.Audit; a == nil || !a.Complete || a.Accepted != 5 || a.Stored != 5 || a.Lost != 0 {
+		t.Fatalf("audit = %+v, want all 5 stored", a)
+	}
+	if res.Readers == nil || res.Readers.Requests == 0 || res.Readers.Errors != 0 {
+		t.Fatalf("reader probe = %+v, want requests and no errors", res.Readers)
+	}
+	if client.Transport != nil {
+		t.Error("the caller's client was changed")
+	}
+	api.mu.Lock()
+	defer api.mu.Unlock()
+	if api.refused != 2 || api.reads == 0 {
+		t.Errorf("the API refused %d requests (want the 2 probes of the runs without the token) and served %d reads", api.refused, api.reads)
+	}
+}

@@ -39,6 +39,15 @@ type Config struct {
 	// AdminToken is the bearer token that the ops API's changes (limits,
 	// dead-letter replay and purge) require; empty turns them off.
 	AdminToken string `config:"admin_token" help:"bearer token that changes over the ops API need (queue limits, dead-letter replay and purge); empty turns them off. Prefer the environment variable: flags show in ps"`
+	// ReadToken, when set, is the bearer token that reading mail needs: the
+	// mailbox API and the dead letters (AdminToken is accepted too). The
+	// dashboard, queue figures, health and metrics stay open.
+	ReadToken string `config:"read_token" help:"bearer token that reading mail over HTTP needs (mailbox API, dead letters; http.admin_token works too); empty leaves them open. Dashboard, queue figures, /healthz, /readyz, /metrics stay open. Prefer the environment variable: flags show in ps"`
+	// AllowedHosts are the Host names the server answers to (not
+	// /healthz, /readyz, /metrics); IP literals and localhost always pass.
+	// Empty: only those on a loopback address, any name elsewhere. See
+	// newHostPolicy.
+	AllowedHosts []string `config:"allowed_hosts" help:"comma-separated Host names the HTTP server answers to, against DNS rebinding (others get 421; IP literals, localhost, /healthz, /readyz and /metrics always pass); * for any. Empty: only those when http.addr is loopback, any name otherwise"`
 }
 
 // WithDefaults fills in the zero fields.
@@ -97,5 +106,5 @@ func (c Config) Validate() error {
 	case c.QueueStatusTimeout >= c.WriteTimeout:
 		return fmt.Errorf("http.queue_status_timeout: must be < http.write_timeout (%s), got %s", c.WriteTimeout, c.QueueStatusTimeout)
 	}
-	return nil
+	return checkAllowedHosts(c.AllowedHosts)
 }

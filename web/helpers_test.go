@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -65,7 +66,7 @@ func newFixture(t *testing.T, o fixtureOpts) *fixture {
 func (f *fixture) do(t *testing.T, method, target string) *httptest.ResponseRecorder {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	f.srv.Handler().ServeHTTP(rec, httptest.NewRequest(method, target, nil))
+	f.srv.Handler().ServeHTTP(rec, newRequest(method, target, nil))
 	return rec
 }
 
@@ -116,4 +117,13 @@ func simpleMessage(n int) []byte {
 	return fmt.Appendf(nil, "From: Sender <s@example.org>\r\nTo: a@example.com\r\n"+
 		"Subject: message %d\r\nMessage-ID: <m%d@example.org>\r\n"+
 		"Date: Mon, 24 Nov 2025 09:00:00 +0000\r\n\r\nbody %d\r\n", n, n, n)
+}
+
+// newRequest is httptest.NewRequest addressed as `curl localhost:8025`
+// would be: its default Host, example.com, is not one a server on the
+// default loopback address answers to (hostPolicy).
+func newRequest(method, target string, body io.Reader) *http.Request {
+	r := httptest.NewRequest(method, target, body)
+	r.Host = "localhost:8025"
+	return r
 }

@@ -23,7 +23,7 @@ func TestLookupByMessageID(t *testing.T) {
 	reader.deliver("b@x.test", []string{"r@example.test"}, raw, now.Add(time.Second)) // same header, other envelope
 
 	do := func(method, path, body string) (int, []byte) {
-		req := httptest.NewRequest(method, path, strings.NewReader(body))
+		req := newRequest(method, path, strings.NewReader(body))
 		rec := httptest.NewRecorder()
 		f.srv.Handler().ServeHTTP(rec, req)
 		return rec.Code, rec.Body.Bytes()
@@ -96,7 +96,7 @@ func TestREADMEShowsTheLookupBody(t *testing.T) {
 	stored := req.MessageIDs[0]
 	raw := []byte("From: a@x.test\r\nSubject: hi\r\nMessage-ID: " + stored + "\r\n\r\nbody\r\n")
 	f.reader.deliver("a@x.test", []string{"r@example.test"}, raw, time.Now())
-	httpReq := httptest.NewRequest(http.MethodPost, "/api/v1/messages/lookup", strings.NewReader(body))
+	httpReq := newRequest(http.MethodPost, "/api/v1/messages/lookup", strings.NewReader(body))
 	httpReq.Header.Set("Content-Type", "application/json")
 	rec := httptest.NewRecorder()
 	f.srv.Handler().ServeHTTP(rec, httpReq)

@@ -68,8 +68,13 @@ func routeOf(w http.ResponseWriter) string {
 
 // handle registers h under pattern and makes it stamp its route (the
 // pattern's path, "/" for the index) on the recorder for metrics and logs.
+// Every route but the probes and /metrics answers only to the allowed
+// hosts (checkHost).
 func (s *Server) handle(pattern string, h http.HandlerFunc) {
 	route := routeLabel(pattern)
+	if !hostExempt[route] {
+		h = s.checkHost(h)
+	}
 	s.patterns = append(s.patterns, pattern)
 	s.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if rw, ok := w.(*recorder); ok {

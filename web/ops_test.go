@@ -53,7 +53,7 @@ func (f *fakeOps) Replay(_ context.Context, seq uint64) error {
 
 func (f *fakeOps) send(t *testing.T, srv *Server, method, target, token, body string) *httptest.ResponseRecorder {
 	t.Helper()
-	req := httptest.NewRequest(method, target, strings.NewReader(body))
+	req := newRequest(method, target, strings.NewReader(body))
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}

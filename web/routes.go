@@ -15,12 +15,13 @@ func (s *Server) routes(gatherer prometheus.Gatherer) {
 	if s.reader != nil {
 		// What a web app's readers do; their latency sets the drain's pace
 		// (ReadLatency). The bulk lookup is a tool's, not a reader's.
-		s.handleRead("GET /api/v1/mailboxes", s.listMailboxes)
-		s.handleRead("GET /api/v1/mailboxes/{address}/messages", s.listMessages)
-		s.handleRead("GET /api/v1/messages", s.findMessages)
-		s.handle("POST /api/v1/messages/lookup", s.lookupMessages)
-		s.handleRead("GET /api/v1/messages/{id}", s.getMessage)
-		s.handleRead("GET /api/v1/messages/{id}/raw", s.getRaw)
+		// All of it needs http.read_token when one is set.
+		s.handleRead("GET /api/v1/mailboxes", s.needsReadToken(s.listMailboxes))
+		s.handleRead("GET /api/v1/mailboxes/{address}/messages", s.needsReadToken(s.listMessages))
+		s.handleRead("GET /api/v1/messages", s.needsReadToken(s.findMessages))
+		s.handle("POST /api/v1/messages/lookup", s.needsReadToken(s.lookupMessages))
+		s.handleRead("GET /api/v1/messages/{id}", s.needsReadToken(s.getMessage))
+		s.handleRead("GET /api/v1/messages/{id}/raw", s.needsReadToken(s.getRaw))
 	}
 	s.opsRoutes()
 	s.handle("GET /healthz", s.healthz)

@@ -50,6 +50,7 @@ type Server struct {
 	mux      *http.ServeMux
 	handler  http.Handler
 	patterns []string
+	hosts    hostPolicy
 	// reads is the mailbox API's read latency (see ReadLatency), fed by
 	// the routes in readRoutes.
 	reads      *readLatency
@@ -108,7 +109,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		log = slog.Default()
 	}
 	s := &Server{cfg: cfg, reader: deps.Reader, queue: deps.Queue, ready: checks, log: log, mux: http.NewServeMux(),
-		reads: newReadLatency(time.Now), readRoutes: map[string]bool{}}
+		reads: newReadLatency(time.Now), readRoutes: map[string]bool{}, hosts: newHostPolicy(cfg)}
 	s.routes(gatherer)
 	routes := make([]string, len(s.patterns))
 	for i, p := range s.patterns {
@@ -158,6 +159,10 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 	}()
 	s.log.Info("http server listening", "addr", ln.Addr().String())
+	if s.reader != nil && s.cfg.ReadToken == "" && !listensOnLoopback(s.cfg.Addr) {
+		s.log.Warn("the mailbox API answers anyone who reaches this address: set http.read_token (LEVEE_HTTP_READ_TOKEN) and http.allowed_hosts unless a network policy or proxy guards it",
+			"addr", ln.Addr().String())
+	}
 	return nil
 }
 

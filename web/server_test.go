@@ -25,7 +25,7 @@ func TestNilReaderServesOpsOnly(t *testing.T) {
 	}
 	for path, want := range map[string]int{"/healthz": 200, "/metrics": 200, "/readyz": 200, "/api/v1/mailboxes": 404, "/api/v1/messages/x": 404} {
 		rec := httptest.NewRecorder()
-		srv.Handler().ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		srv.Handler().ServeHTTP(rec, newRequest("GET", path, nil))
 		if rec.Code != want {
 			t.Errorf("GET %s: %d, want %d", path, rec.Code, want)
 		}

@@ -13,7 +13,7 @@ import (
 
 func (f *fixture) getWith(t *testing.T, method, target string, header http.Header) *httptest.ResponseRecorder {
 	t.Helper()
-	req := httptest.NewRequest(method, target, nil)
+	req := newRequest(method, target, nil)
 	for k, vs := range header {
 		req.Header[k] = vs
 	}
@@ -246,7 +246,7 @@ func TestAcceptsHTML(t *testing.T) {
 		"application/json":            false,
 		"text/plain":                  false,
 	} {
-		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r := newRequest(http.MethodGet, "/", nil)
 		if accept != "" {
 			r.Header.Set("Accept", accept)
 		}

@@ -35,6 +35,10 @@ Exit status: 0 all thresholds passed, 1 a threshold failed, 2 bad flags,
 Flags:
 `
 
+// readTokenEnv is the server's name for http.read_token, so that one
+// environment serves both sides.
+const readTokenEnv = "LEVEE_HTTP_READ_TOKEN"
+
 // loadtestOpts is the command line before it becomes a loadtest.Config.
 type loadtestOpts struct {
 	cfg                                            loadtest.Config
@@ -61,6 +65,7 @@ type loadtestOpts struct {
 	retryMultiplier                                float64
 	readers, connections, mailboxes, perConnection int
 	target, api, to, from, helo, runID             string
+	apiToken                                       string
 	noPipelining, starttls                         bool
 }
 
@@ -73,6 +78,8 @@ func loadtestFlags(o *loadtestOpts, out io.Writer) *flag.FlagSet {
 	}
 	fs.StringVar(&o.target, "target", "127.0.0.1:2525", "SMTP server to load, host:port")
 	fs.StringVar(&o.api, "api", "", "Levee's HTTP base URL (http://127.0.0.1:8025) for the audit, the reader probe and the queue figures; empty: SMTP only")
+	// No default shown: the environment's token must not appear in --help.
+	fs.StringVar(&o.apiToken, "api-token", "", "bearer token for --api, the server's http.read_token or http.admin_token (default $"+readTokenEnv+", which the server reads too)")
 	fs.StringVar(&o.to, "to", loadtest.DefaultTo, "recipient address; {n} is replaced by 0..--mailboxes-1, spreading mail over that many mailboxes")
 	fs.StringVar(&o.from, "from", loadtest.DefaultFrom, "envelope sender")
 	fs.IntVar(&o.mailboxes, "mailboxes", loadtest.DefaultMailboxes, "how many mailboxes {n} in --to spreads over")
@@ -135,7 +142,7 @@ func loadtestFlags(o *loadtestOpts, out io.Writer) *flag.FlagSet {
 func buildLoadtest(o *loadtestOpts, set map[string]bool) (loadtest.Config, func(), error) {
 	cleanup := func() {}
 	c := loadtest.Config{
-		Target: o.target, API: strings.TrimRight(o.api, "/"), From: o.from, To: o.to, Mailboxes: o.mailboxes,
+		Target: o.target, API: strings.TrimRight(o.api, "/"), APIToken: o.apiToken, From: o.from, To: o.to, Mailboxes: o.mailboxes,
 		Connections: o.connections, NoPipelining: o.noPipelining, StartTLS: o.starttls, Helo: o.helo,
 		MessagesPerConnection: o.perConnection, CommandTimeout: o.commandTimeout,
 		Retry:        loadtest.RetryPolicy{Initial: o.retryInitial, Max: o.retryMax, Multiplier: o.retryMultiplier, GiveUpAfter: o.retryFor},
@@ -278,6 +285,9 @@ func loadtestCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !set["api-token"] {
+		o.apiToken = os.Getenv(readTokenEnv)
+	}
 	cfg, cleanup, err := buildLoadtest(&o, set)
 	defer cleanup()
 	if err != nil {

@@ -212,3 +212,34 @@ func TestLoadtestUnreachableAPIFailsAtOnce(t *testing.T) {
 		t.Errorf("%d messages sent by a run that could not be audited", len(got))
 	}
 }
+
+// Against a Levee with http.read_token, the audit and the reader probe work
+// with --api-token or the server's own LEVEE_HTTP_READ_TOKEN, and a run
+// without the token stops before sending anything.
+func TestLoadtestWithReadToken(t *testing.T) {
+	cfg := apptest.Config(t)
+	cfg.HTTP.ReadToken = "r3ad-tok"
+	l := apptest.Start(t, cfg)
+	args := []string{"--target", l.SMTPAddr, "--api", l.HTTPURL, "--to", "rcpt@example.test",
+		"--rate", "50/s", "--duration", "200ms", "--readers", "1", "--reader-think", "20ms"}
+
+	var stdout, stderr apptest.SyncBuffer
+	code := loadtestCmd(append(args, "--progress", "never"), &stdout, &stderr)
+	if code != 3 || !strings.Contains(stderr.String(), "401") || !strings.Contains(stderr.String(), "--api-token") {
+		t.Fatalf("without the token: exit %d, stderr %q; want 3 and the 401 with a hint", code, stderr.String())
+	}
+	check := func(how string, code int, res *loadtest.Result, out string) {
+		t.Helper()
+		if code != 0 || res.Audit == nil || res.Audit.Stored != 10 || res.Audit.Lost != 0 {
+			t.Fatalf("%s: exit %d, audit %+v\n%s", how, code, res.Audit, out)
+		}
+		if res.Readers == nil || res.Readers.Requests == 0 || res.Readers.Errors != 0 {
+			t.Fatalf("%s: reader probe %+v", how, res.Readers)
+		}
+	}
+	code, res, out := runLoadtest(t, append(args, "--api-token", "r3ad-tok", "--run-id", "flag")...)
+	check("--api-token", code, res, out)
+	t.Setenv(readTokenEnv, "r3ad-tok")
+	code, res, out = runLoadtest(t, append(args, "--run-id", "env")...)
+	check(readTokenEnv, code, res, out)
+}
