@@ -190,6 +190,9 @@ func tryUserJWT(o nats.Option) error {
 // show a password, and say which keys to look at when the server refuses
 // Levee's credentials or certificates.
 func Dial(natsURL string, sec Security, opts ...nats.Option) (*nats.Conn, error) {
+	if err := sec.validate(natsURL); err != nil {
+		return nil, err
+	}
 	secOpts, err := sec.options()
 	if err != nil {
 		return nil, err
