@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/textproto"
 	"runtime/debug"
 	"time"
 
@@ -87,13 +88,15 @@ func (s *session) data(r io.Reader) (reply, string) {
 	}
 	buf = normalizeBareLF(buf)
 	body := buf[receivedHeadroom:]
-	receivedAt := time.Now()
+	receivedAt := s.srv.now()
 
 	// The id is computed on the body as the client sent it (dot stuffing
 	// undone, bare LFs made CRLF, nothing else), before Levee adds
 	// anything: a retransmission of the same message gets the same id.
 	id := mail.ID(tx.from, tx.rcpts, body)
-	s.srv.validate(id, body)
+	if hdr := s.srv.validate(id, body); hdr != nil && hdr.Get("Message-Id") == "" && hdr.Get("Date") == "" {
+		id = mail.UndatedID(tx.from, tx.rcpts, body, receivedAt)
+	}
 
 	forRcpt := ""
 	if len(tx.rcpts) == 1 {
@@ -283,14 +286,17 @@ func publishReply(id string, dup bool, err error) (reply, string) {
 	}
 }
 
-// validate reads the header block only to observe it: Levee never refuses
-// messy mail, and even a header block that cannot be read is accepted. The
-// MIME parse is the worker's, once per message (levee_worker_parse_total).
-func (srv *Server) validate(id string, body []byte) {
-	if _, err := mail.ReadHeader(body); err != nil {
+// validate reads the header block to observe it and returns it (nil if it
+// cannot be read): Levee never refuses messy mail, and even a header block
+// that cannot be read is accepted. The MIME parse is the worker's, once per
+// message (levee_worker_parse_total).
+func (srv *Server) validate(id string, body []byte) textproto.MIMEHeader {
+	h, err := mail.ReadHeader(body)
+	if err != nil {
 		srv.metrics.parse.WithLabelValues(parseUnreadable).Inc()
 		srv.log.Info("smtp message headers unreadable; accepted anyway", "id", id, "err", err)
-		return
+		return nil
 	}
 	srv.metrics.parse.WithLabelValues(parseOK).Inc()
+	return h
 }

@@ -41,6 +41,8 @@ type Server struct {
 	rates *clientRates
 	// proxies are the peers trusted to send a PROXY protocol header.
 	proxies proxySources
+	// now is the clock of ReceivedAt (a test's own clock in tests).
+	now func() time.Time
 
 	// ctx is the server's lifetime context. go-smtp gives sessions no
 	// context, so every Publish derives its context from this one (bounded
@@ -94,6 +96,7 @@ func New(cfg Config, pub Publisher, fill FillGauge, reg prometheus.Registerer, l
 		s.domains[d] = struct{}{}
 	}
 	s.budget = newMemoryBudget(cfg.MaxBytesInFlight)
+	s.now = time.Now
 	s.rates = newClientRates(cfg.MaxMessagesPerClient, cfg.MaxMessagesPerNetwork)
 	s.proxies, _ = parseProxySources(cfg.ProxyProtocolFrom) // checked by Validate
 	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -75,7 +75,10 @@ type Attachment struct {
 // without Levee's own Received header, which carries a timestamp. An MTA that
 // retransmits a message after a lost 250 therefore produces the same ID, and
 // JetStream's duplicate window and the store's unique key both catch it.
-func ID(from string, to []string, body []byte) string {
+func ID(from string, to []string, body []byte) string { return id(from, to, "", body) }
+
+// id hashes the envelope, then salt (if any), then the body.
+func id(from string, to []string, salt string, body []byte) string {
 	rcpts := make([]string, len(to))
 	for i, r := range to {
 		rcpts[i] = strings.ToLower(r)
@@ -89,8 +92,22 @@ func ID(from string, to []string, body []byte) string {
 		h.Write([]byte{0})
 	}
 	h.Write([]byte{0})
+	if salt != "" {
+		h.Write([]byte(salt))
+		h.Write([]byte{0})
+	}
 	h.Write(body)
 	return hex.EncodeToString(h.Sum(nil)[:20])
+}
+
+// UndatedID is ID for a message with neither a Message-ID nor a Date: the
+// day it arrived (UTC) is part of its identity. Such a message's content
+// alone does not tell a retransmission from the same alert sent again
+// tomorrow, and with ID alone tomorrow's was merged into today's as a
+// duplicate, forever. A retransmission (after a lost 250) comes within
+// minutes and gets the same day, unless it straddles midnight UTC.
+func UndatedID(from string, to []string, body []byte, arrived time.Time) string {
+	return id(from, to, "undated "+arrived.UTC().Format(time.DateOnly), body)
 }
 
 // Domain returns the lower-cased domain part of an address, or "" if it has none.
