@@ -70,7 +70,9 @@ type Deps struct {
 	// mailboxes (`levee smtpd`, `levee worker`): the mailbox routes are then
 	// not registered, and only the ops endpoints answer.
 	Reader MailReader
-	// Queue serves the ops API; nil answers its routes with 503.
+	// Queue serves the ops API; nil answers its routes with 503. With a
+	// Reader, Start asks it for its history once, which starts an
+	// admin.Ops's sampling: the dashboard's charts begin with the process.
 	Queue QueueOps
 	// Gatherer serves /metrics; nil uses Registerer if that is also a
 	// Gatherer (a *prometheus.Registry), and one of the two is required.
@@ -159,6 +161,14 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 	}()
 	s.log.Info("http server listening", "addr", ln.Addr().String())
+	if s.reader != nil && s.queue != nil {
+		// The queue samples its history only once asked (admin.Ops: most
+		// smtpd and worker processes never serve a dashboard). The process
+		// the web app and its operators open asks now, before SMTP
+		// listens, so that the charts hold the mail of the first seconds
+		// too rather than starting at the dashboard's first poll.
+		s.queue.History(time.Now())
+	}
 	if s.reader != nil && s.cfg.ReadToken == "" && !listensOnLoopback(s.cfg.Addr) {
 		s.log.Warn("the mailbox API answers anyone who reaches this address: set http.read_token (LEVEE_HTTP_READ_TOKEN) and http.allowed_hosts unless a network policy or proxy guards it",
 			"addr", ln.Addr().String())

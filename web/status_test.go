@@ -7,10 +7,12 @@ import (
 	"math"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/levee-mail/levee/queue/admin"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // queueFunc is a QueueOps whose Status is the function (and whose other
@@ -27,6 +29,8 @@ type statusOnly struct {
 func (s statusOnly) Status(ctx context.Context) (admin.Status, error) { return s.status(ctx) }
 
 func (s statusOnly) SampleInterval() time.Duration { return 2 * time.Second }
+
+func (s statusOnly) History(time.Time) []admin.Sample { return []admin.Sample{} }
 
 func TestQueueStatus(t *testing.T) {
 	want := admin.Status{Stream: "LEVEE", Messages: 42, Fill: admin.Fill{Max: 0.25}}
@@ -210,5 +214,51 @@ func TestReadyzJSONShape(t *testing.T) {
 	}
 	if _, ok := raw["error"]; ok {
 		t.Errorf("ready response carries an error field: %v", raw)
+	}
+}
+
+// historyAsks counts History calls: an admin.Ops samples only once asked.
+type historyAsks struct {
+	fakeOps
+	mu    sync.Mutex
+	asked int
+}
+
+func (h *historyAsks) History(since time.Time) []admin.Sample {
+	h.mu.Lock()
+	h.asked++
+	h.mu.Unlock()
+	return h.fakeOps.History(since)
+}
+
+// The process that serves mailboxes (and so the dashboard people open)
+// starts the queue's history when it starts listening, not at the first
+// poll; one that serves no mail (smtpd, worker) leaves it to the first
+// ask, as sampling costs a stats round over every process.
+func TestStartStartsTheHistory(t *testing.T) {
+	t.Parallel()
+	for _, withReader := range []bool{true, false} {
+		q := &historyAsks{}
+		reg := prometheus.NewRegistry()
+		deps := Deps{Queue: q, Gatherer: reg}
+		if withReader {
+			deps.Reader = newMemReader()
+		}
+		srv, err := New(Config{Addr: "127.0.0.1:0"}, deps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Start(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		q.mu.Lock()
+		asked := q.asked
+		q.mu.Unlock()
+		if want := map[bool]int{true: 1, false: 0}[withReader]; asked != want {
+			t.Errorf("with a reader %v: Start asked for the history %d times, want %d", withReader, asked, want)
+		}
 	}
 }
