@@ -46,9 +46,12 @@ func renderKustomization(t *testing.T) *rendered {
 // decodes each object strictly: an unknown or misspelt field, a duplicate
 // key, a value of the wrong type, or a kind this deployment does not
 // expect fails the render.
-func render(dir string) (*rendered, error) {
+func render(dir string) (*rendered, error) { return renderFS(filesys.MakeFsOnDisk(), dir) }
+
+// renderFS is render on a file system of the test's making (an overlay).
+func renderFS(fsys filesys.FileSystem, dir string) (*rendered, error) {
 	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
-	resMap, err := k.Run(filesys.MakeFsOnDisk(), dir)
+	resMap, err := k.Run(fsys, dir)
 	if err != nil {
 		return nil, err
 	}
