@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -92,7 +93,11 @@ func (l *Levee) start(ctx context.Context) (err error) {
 		}
 	}
 	if l.Queue, err = queue.Open(ctx, cfg.Queue, l.Registry, l.log); err != nil {
-		return fmt.Errorf("queue: %w", err)
+		// Open's errors say "queue: ..." or name a queue.* key already.
+		if !strings.HasPrefix(err.Error(), "queue") {
+			err = fmt.Errorf("queue: %w", err)
+		}
+		return err
 	}
 	if l.Admin, err = admin.New(l.Queue.Conn(), admin.Config{Queue: cfg.Queue, Configured: true, LimitsChanged: l.Queue.Refresh, Log: l.log}); err != nil {
 		return err
