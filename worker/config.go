@@ -13,6 +13,11 @@ type Config struct {
 	Concurrency int `config:"concurrency" flag:"workers" help:"concurrent delivery loops; 0 pauses draining"`
 	// BatchSize is how many messages one loop fetches and stores per transaction.
 	BatchSize int `config:"batch_size" help:"messages fetched and stored per transaction"`
+	// BatchMaxBytes bounds a batch's bytes: with large messages a loop
+	// fetches fewer (at least one), sized by the largest message of the
+	// last batch fetched, so that memory does not grow with batch_size x
+	// message size (see batchSizer).
+	BatchMaxBytes int64 `config:"batch_max_bytes" unit:"bytes" help:"bytes of mail one loop fetches at once: fewer messages per batch when they are large (at least one)"`
 	// FetchWait bounds how long one fetch waits for messages to arrive.
 	FetchWait time.Duration
 	// RetryDelay is the first retry's delay; it doubles with each delivery,
@@ -47,6 +52,9 @@ func (c Config) WithDefaults() Config {
 	if c.BatchSize == 0 {
 		c.BatchSize = 32
 	}
+	if c.BatchMaxBytes == 0 {
+		c.BatchMaxBytes = 16 << 20
+	}
 	if c.FetchWait == 0 {
 		c.FetchWait = time.Second
 	}
@@ -75,6 +83,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("worker.concurrency: must be >= 0, got %d", c.Concurrency)
 	case c.BatchSize < 1 || c.BatchSize > 1000:
 		return fmt.Errorf("worker.batch_size: must be between 1 and 1000, got %d", c.BatchSize)
+	case c.BatchMaxBytes < 0:
+		return fmt.Errorf("worker.batch_max_bytes: must be > 0, got %d", c.BatchMaxBytes)
 	case c.FetchWait < 10*time.Millisecond:
 		return fmt.Errorf("worker.fetch_wait: must be >= 10ms, got %s", c.FetchWait)
 	case c.RetryDelay <= 0 || c.MaxRetryDelay < c.RetryDelay:

@@ -26,6 +26,7 @@ type Source interface {
 // Worker runs the delivery loops.
 type Worker struct {
 	cfg     Config
+	batch   *batchSizer
 	src     Source
 	st      store.Store
 	metrics *metrics
@@ -72,7 +73,7 @@ func New(cfg Config, src Source, st store.Store, reg prometheus.Registerer, log 
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &Worker{cfg: cfg, src: src, st: st, metrics: m, log: log, workCtx: ctx, cancelWork: cancel}
+	w := &Worker{cfg: cfg, batch: &batchSizer{max: cfg.BatchSize, maxBytes: cfg.BatchMaxBytes}, src: src, st: st, metrics: m, log: log, workCtx: ctx, cancelWork: cancel}
 	if cfg.MaxWritesPerSecond > 0 {
 		w.writes = newTokenBucket(cfg.MaxWritesPerSecond, cfg.BatchSize, nil)
 	}
@@ -176,7 +177,8 @@ func (w *Worker) loop(stop <-chan struct{}) {
 			return
 		}
 		fetchStart := time.Now()
-		ds, waited, err := w.src.Fetch(w.cfg.BatchSize, w.cfg.FetchWait)
+		want := w.batch.count()
+		ds, waited, err := w.src.Fetch(want, w.cfg.FetchWait)
 		if err != nil {
 			w.refundWrites(w.cfg.BatchSize)
 			// JetStream unreachable: the messages are safe in the stream; wait and retry.
@@ -192,9 +194,10 @@ func (w *Worker) loop(stop <-chan struct{}) {
 		if len(ds) == 0 {
 			continue
 		}
+		w.batch.observe(ds)
 		// A fetch that found mail waiting is part of the work; one that
 		// waited for mail to arrive is idle time.
-		full := len(ds) == w.cfg.BatchSize
+		full := len(ds) == want
 		busyFrom := fetchStart
 		if waited {
 			busyFrom = time.Now()
