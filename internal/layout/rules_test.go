@@ -90,15 +90,21 @@ var rules = []rule{
 	},
 	{
 		pkgs:  []string{"web"},
-		may:   []string{"store", "queue/admin", "queue/fleet", "queue", "mail", "internal/..."},
+		may:   []string{"web/opsdoc", "store", "queue/admin", "queue/fleet", "queue", "mail", "internal/..."},
 		never: []string{"ingest", "worker", "app"},
 		why:   "the HTTP read side and ops API: reads the store and operates the queue through queue/admin, with queue and queue/fleet for their types",
 	},
 	{
 		pkgs:  []string{"web/opsclient"},
-		may:   []string{"web", "store", "queue/admin", "queue/fleet", "queue", "mail", "internal/..."},
+		may:   []string{"web", "web/opsdoc", "store", "queue/admin", "queue/fleet", "queue", "mail", "internal/..."},
 		never: []string{"ingest", "worker", "app"},
 		why:   "a client of web's ops API: speaks web's and queue/admin's types",
+	},
+	{
+		pkgs:  []string{"web/opsdoc"},
+		may:   []string{"queue/admin", "queue", "internal/..."},
+		never: []string{"ingest", "worker", "app", "store/...", "web"},
+		why:   "the ops API's JSON documents, shared by the server (web), its client (web/opsclient) and the CLI",
 	},
 	{
 		pkgs:  []string{"loadtest"},
