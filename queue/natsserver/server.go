@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -48,10 +50,18 @@ type Config struct {
 	Log *slog.Logger
 }
 
+// ErrShutdown: the server was shut down (Shutdown), so Health has nothing
+// to say and Restart will not start it again.
+var ErrShutdown = errors.New("natsserver: the server was shut down")
+
 // Server is a running embedded nats-server.
 type Server struct {
-	ns   *server.Server
-	once sync.Once
+	cfg Config
+	// ns is the running server; Restart replaces it.
+	ns atomic.Pointer[server.Server]
+	// mu serialises Restart and Shutdown.
+	mu      sync.Mutex
+	stopped bool
 }
 
 // Start starts a nats-server with JetStream and waits until it takes
@@ -60,6 +70,25 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("natsserver: data dir is required")
 	}
+	ns, err := start(cfg)
+	if err != nil {
+		return nil, err
+	}
+	// A restart takes the same ports, not new random ones: clients and
+	// routes know these.
+	if a, ok := ns.Addr().(*net.TCPAddr); ok {
+		cfg.Port = a.Port
+	}
+	if a := ns.ClusterAddr(); a != nil {
+		cfg.ClusterPort = a.Port
+	}
+	s := &Server{cfg: cfg}
+	s.ns.Store(ns)
+	return s, nil
+}
+
+// start starts one server as cfg says and waits until it takes connections.
+func start(cfg Config) (*server.Server, error) {
 	port := cfg.Port
 	if port == 0 {
 		port = server.RANDOM_PORT
@@ -100,7 +129,10 @@ func Start(cfg Config) (*Server, error) {
 	logger := &serverLog{log: cfg.Log}
 	ns.SetLoggerV2(logger, false, false, false)
 	ns.Start()
-	s := &Server{ns: ns}
+	stop := func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	}
 	// The server reports start-up failures (port in use, store unusable)
 	// through Fatalf and keeps running half-started, so check both.
 	ready := false
@@ -108,23 +140,66 @@ func Start(cfg Config) (*Server, error) {
 		ready = ns.ReadyForConnections(100 * time.Millisecond)
 	}
 	if !ready {
-		s.Shutdown()
+		stop()
 		return nil, fmt.Errorf("natsserver: server on %s did not start: %s", net.JoinHostPort(host, strconv.Itoa(cfg.Port)), logger.fatal())
 	}
 	if msg := logger.fatal(); msg != "" || !ns.JetStreamEnabled() {
-		s.Shutdown()
+		stop()
 		return nil, fmt.Errorf("natsserver: JetStream did not start: %s", msg)
 	}
-	return s, nil
+	return ns, nil
+}
+
+// Restart stops the server and starts it again on the same data directory
+// and ports, as a process restart would, for what only that clears: a
+// stream whose store met a write error (a full disk) refuses every write
+// until it is opened again, and nats-server reopens streams only at start
+// (see Health). Clients reconnect as after any outage. On error the server
+// stays stopped; Restart may be called again.
+func (s *Server) Restart() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return ErrShutdown
+	}
+	old := s.ns.Load()
+	old.Shutdown()
+	old.WaitForShutdown()
+	ns, err := start(s.cfg)
+	if err != nil {
+		return fmt.Errorf("natsserver: restart: %w", err)
+	}
+	s.ns.Store(ns)
+	return nil
+}
+
+// Health is nil while the server's JetStream is healthy, else the reason
+// its health check gives: above all a stream or consumer whose store met a
+// write error, which nats-server keeps (refusing, or leaving unanswered,
+// every later write to it) until the stream is opened again by Restart.
+// Cheap enough to poll every second: it reads the store's directory
+// listing, not its data.
+func (s *Server) Health() error {
+	s.mu.Lock()
+	stopped := s.stopped
+	s.mu.Unlock()
+	if stopped {
+		return ErrShutdown
+	}
+	h := s.ns.Load().Healthz(&server.HealthzOptions{})
+	if h.StatusCode == http.StatusOK {
+		return nil
+	}
+	return fmt.Errorf("nats-server: %s", h.Error)
 }
 
 // ClientURL is the nats:// URL clients connect to.
-func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+func (s *Server) ClientURL() string { return s.ns.Load().ClientURL() }
 
 // Port is the client port actually bound (useful after a random port); 0
 // once the server has stopped.
 func (s *Server) Port() int {
-	if a, ok := s.ns.Addr().(*net.TCPAddr); ok {
+	if a, ok := s.ns.Load().Addr().(*net.TCPAddr); ok {
 		return a.Port
 	}
 	return 0
@@ -132,22 +207,28 @@ func (s *Server) Port() int {
 
 // ClusterURL is the nats-route:// URL other nodes route to ("" without clustering).
 func (s *Server) ClusterURL() string {
-	addr := s.ns.ClusterAddr()
+	addr := s.ns.Load().ClusterAddr()
 	if addr == nil {
 		return ""
 	}
 	return "nats-route://" + addr.String()
 }
 
-// NATS exposes the underlying server for tests and diagnostics.
-func (s *Server) NATS() *server.Server { return s.ns }
+// NATS exposes the underlying server for tests and diagnostics: the one
+// running now (Restart replaces it).
+func (s *Server) NATS() *server.Server { return s.ns.Load() }
 
 // Shutdown stops the server and waits until it has stopped; safe to call twice.
 func (s *Server) Shutdown() {
-	s.once.Do(func() {
-		s.ns.Shutdown()
-		s.ns.WaitForShutdown()
-	})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return
+	}
+	s.stopped = true
+	ns := s.ns.Load()
+	ns.Shutdown()
+	ns.WaitForShutdown()
 }
 
 // serverLog routes the server's log to slog: warnings and errors stay

@@ -1,8 +1,10 @@
 package natsserver
 
 import (
+	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 )
@@ -68,5 +70,66 @@ func TestRestartOnTheSameDirAndPortKeepsTheStreams(t *testing.T) {
 	info, err := js.StreamInfo("S")
 	if err != nil || info.State.Msgs != 1 {
 		t.Fatalf("after restart: %+v, %v; want the stream with its message", info, err)
+	}
+}
+
+// TestRestartKeepsPortStreamsAndClients: Restart brings the server back on
+// its port with its streams, a client reconnects by itself, and Health is
+// nil before and after (a store write error, which Restart exists for, is
+// tested with a full disk in package queue: TestFullDiskHealsWithoutRestart).
+func TestRestartKeepsPortStreamsAndClients(t *testing.T) {
+	s, err := Start(Config{DataDir: t.TempDir(), SyncAlways: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown()
+	if err := s.Health(); err != nil {
+		t.Fatalf("Health of a fresh server: %v", err)
+	}
+	port := s.Port()
+	nc, err := nats.Connect(s.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := nc.JetStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.AddStream(&nats.StreamConfig{Name: "S", Subjects: []string{"s.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish("s.x", []byte("kept")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if s.Port() != port {
+		t.Errorf("restarted on %d, want %d", s.Port(), port)
+	}
+	if err := s.Health(); err != nil {
+		t.Errorf("Health after Restart: %v", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !nc.IsConnected() {
+		if time.Now().After(deadline) {
+			t.Fatalf("client not reconnected 30s after the restart: %s", nc.Status())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := js.Publish("s.x", []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	info, err := js.StreamInfo("S")
+	if err != nil || info.State.Msgs != 2 {
+		t.Fatalf("after restart: %+v, %v; want the stream with both messages", info, err)
+	}
+	s.Shutdown()
+	if err := s.Restart(); !errors.Is(err, ErrShutdown) {
+		t.Errorf("Restart after Shutdown: %v, want ErrShutdown", err)
+	}
+	if err := s.Health(); !errors.Is(err, ErrShutdown) {
+		t.Errorf("Health after Shutdown: %v, want ErrShutdown", err)
 	}
 }
