@@ -17,6 +17,11 @@
 // batches (group commit), and fall back to single publishes whenever a
 // batch fails, so that every caller gets the answer about its own message.
 //
+// A full disk under the embedded server is a full queue: its store keeps
+// the write error until reopened, so the monitor watches the server's
+// health, refuses publishes as ErrQueueFull while there is no room, and
+// restarts the server once there is (storefault.go).
+//
 // The stream's limits have one writer: Open creates a missing stream with
 // the config's limits and otherwise leaves the live ones alone (reporting
 // drift), so a start never undoes an operator's live change or deletes

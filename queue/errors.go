@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"syscall"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -54,11 +55,16 @@ const (
 )
 
 // Classify maps a publish error onto one of ErrQueueFull, ErrTooLarge and
-// ErrUnavailable, by JetStream error code, never by message text. Anything
+// ErrUnavailable, by JetStream error code (or errno), never by message text. Anything
 // not known to be final is ErrUnavailable: a 4xx costs a retry, a wrong 5xx
 // loses mail. (A stream update refused for want of storage is ErrQueueFull
 // too: the servers cannot hold what was asked.)
 func Classify(err error) error {
+	// The embedded server's own disk is full (see storefault.go): as
+	// full as a queue at its limits, and as temporary.
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return ErrQueueFull
+	}
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		switch apiErr.ErrorCode {

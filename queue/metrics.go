@@ -34,6 +34,7 @@ type metrics struct {
 	deadLetters prometheus.Gauge
 	up          prometheus.Gauge
 	drift       *prometheus.GaugeVec
+	restarts    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -82,15 +83,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		up: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "levee_queue_up",
-			Help: "1 while JetStream answers this process's status refresh (every 500ms), 0 after one failed: the other levee_queue_* gauges then hold their last values.",
+			Help: "1 while JetStream answers this process's status refresh (every 500ms), 0 after one failed (the other levee_queue_* gauges then hold their last values) and while the embedded server cannot write its store (a full disk).",
 		}),
 		drift: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "levee_queue_limit_drift",
 			Help: "1 while the mail stream's live limit differs from this process's config (a start leaves live limits as they are), by limit: max_msgs, max_bytes, max_age, max_msg_size, per_domain_max_msgs.",
 		}, []string{"limit"}),
+		restarts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "levee_queue_server_restarts_total",
+			Help: "Restarts of the embedded JetStream server to reopen a store that met a write error (a full disk), once there was room again.",
+		}),
 	}
 	for _, c := range []prometheus.Collector{m.publish, m.batchSize, m.fallbacks, m.messages, m.partition, m.bytes, m.fill,
-		m.pending, m.ackPending, m.redelivered, m.oldestAge, m.deadLetters, m.up, m.drift} {
+		m.pending, m.ackPending, m.redelivered, m.oldestAge, m.deadLetters, m.up, m.drift, m.restarts} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -128,6 +128,9 @@ func (q *Queue) refresh(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	m := q.metrics
+	if q.srv != nil {
+		q.watchStore()
+	}
 	var (
 		msgs, bytes, pending, ackPending, redelivered uint64
 		layoutMsgs, layoutBytes                       uint64
@@ -173,6 +176,9 @@ func (q *Queue) refresh(ctx context.Context) {
 		}
 	}
 	m.up.Set(1)
+	if q.fault.Load() != nil {
+		m.up.Set(0)
+	}
 	m.messages.Set(float64(msgs))
 	m.bytes.Set(float64(bytes))
 	m.oldestAge.Set(oldest.Seconds())

@@ -78,7 +78,7 @@ func (q *Queue) Publish(ctx context.Context, m *mail.Message) (PublishResult, er
 	start := time.Now()
 	res, err := q.publish(ctx, m)
 	q.metrics.observePublish(start, res, err)
-	if err != nil && !errors.Is(err, ErrInvalidMessage) {
+	if err != nil && !errors.Is(err, ErrInvalidMessage) && !isStoreFault(err) {
 		q.kickMonitor() // let Fill catch up with a full (or vanished) stream now
 	}
 	return res, err
@@ -104,6 +104,11 @@ func (q *Queue) publish(ctx context.Context, m *mail.Message) (PublishResult, er
 	if q.closed {
 		q.mu.RUnlock()
 		return PublishResult{}, publishError(errClosed)
+	}
+	if f := q.fault.Load(); f != nil && f.full {
+		// The server would leave it unanswered (see storefault.go).
+		q.mu.RUnlock()
+		return PublishResult{}, publishError(f)
 	}
 	if !q.nc.IsConnected() {
 		// Fail fast: while reconnecting nothing can be acknowledged.

@@ -71,6 +71,14 @@ type Queue struct {
 	fill      atomicFloat
 	oldest    atomic.Int64 // nanoseconds; see Oldest
 
+	// The embedded server's store fault (see storefault.go): set and
+	// cleared by the monitor, read by Publish; the restart schedule is the
+	// monitor's alone.
+	fault                atomic.Pointer[storeFaultError]
+	unhealthySince       time.Time
+	restartAt, restarted time.Time
+	restartWait          time.Duration
+
 	// connCtx lives as long as the current connection to the server: it
 	// is cancelled on disconnect, so that publishes waiting for a reply
 	// that can no longer come fail at once instead of at their deadline.
