@@ -12,6 +12,7 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgsvg"
 )
 
 // The report's plots are drawn with gonum/plot as SVG without embedded
@@ -46,6 +47,7 @@ func newPlot(title, xLabel, yLabel string) *plot.Plot {
 		s.Legend.TextStyle.Font.Variant = "Sans"
 	}
 	p.Legend.Top = true
+	p.Legend.Padding = vg.Points(3)
 	p.Y.Min = 0
 	p.X.Tick.Marker = relabel{plot.DefaultTicks{}, plainNumber}
 	p.Y.Tick.Marker = relabel{plot.DefaultTicks{}, plainNumber}
@@ -67,6 +69,59 @@ func (r relabel) Ticks(lo, hi float64) []plot.Tick {
 		}
 	}
 	return ts
+}
+
+// countTicks marks whole numbers only, for axes that count things
+// (messages, sessions, delivery loops): the default ticks put 0.5 between
+// 0 and 1, a count nobody can have.
+type countTicks struct{}
+
+func (countTicks) Ticks(lo, hi float64) []plot.Tick {
+	lo, hi = math.Ceil(lo), math.Floor(hi)
+	if hi <= lo {
+		return []plot.Tick{{Value: lo, Label: strconv.FormatFloat(lo, 'f', 0, 64)}}
+	}
+	step := wholeStep((hi - lo) / 4) // 3 to 5 labels
+	minor := 0.0
+	switch {
+	case step >= 5 && math.Mod(step, 5) == 0:
+		minor = step / 5
+	case step >= 2 && math.Mod(step, 2) == 0:
+		minor = step / 2
+	}
+	var ts []plot.Tick
+	for v := math.Ceil(lo/step) * step; v <= hi; v += step {
+		ts = append(ts, plot.Tick{Value: v, Label: strconv.FormatFloat(v, 'f', 0, 64)})
+	}
+	if minor > 0 {
+		for v := math.Ceil(lo/minor) * minor; v <= hi; v += minor {
+			if math.Mod(v, step) != 0 {
+				ts = append(ts, plot.Tick{Value: v})
+			}
+		}
+	}
+	return ts
+}
+
+// wholeStep is the smallest of 1, 2, 5, 10, 20, 50... that is at least x.
+func wholeStep(x float64) float64 {
+	if x <= 1 {
+		return 1
+	}
+	mag := math.Pow(10, math.Floor(math.Log10(x)))
+	for _, m := range []float64{1, 2, 5, 10} {
+		if m*mag >= x {
+			return m * mag
+		}
+	}
+	return 10 * mag
+}
+
+// countAxis makes p's y axis a count's: whole-number ticks, and at least
+// 0..1 when every value is 0 (gonum would span -1..1).
+func countAxis(p *plot.Plot) {
+	p.Y.Tick.Marker = countTicks{}
+	p.Y.Max = max(p.Y.Max, 1)
 }
 
 // plainNumber drops the fixed two decimals of the default labels.
@@ -160,13 +215,55 @@ func toFloats[T int64 | uint64 | int](vs []T) []float64 {
 	return out
 }
 
-// render draws p in format ("svg" or "png"); for SVG the XML declaration
-// is dropped so that it can sit inline in HTML.
-func render(p *plot.Plot, format string) (string, error) {
-	wt, err := p.WriterTo(plotW, plotH, format)
+// legendGap separates the legend column from the data.
+const legendGap = vg.Length(10)
+
+// legendWidth is how wide p's legend is drawn.
+func legendWidth(p *plot.Plot) vg.Length {
+	c := draw.New(vgsvg.New(plotW, plotH))
+	return p.Legend.Rectangle(c).Size().X
+}
+
+// dataLeft is where render puts the left edge of p's data area, before
+// any indent.
+func dataLeft(p *plot.Plot, legendCol vg.Length) vg.Length {
+	c := draw.New(vgsvg.New(plotW, plotH))
+	return p.DataCanvas(plotArea(c, legendCol, 0)).Min.X
+}
+
+// plotArea is the part of c the plot itself is drawn in: without the
+// legend column on the right, indented by indent on the left.
+func plotArea(c draw.Canvas, legendCol, indent vg.Length) draw.Canvas {
+	right := vg.Length(0)
+	if legendCol > 0 {
+		right = legendCol + legendGap
+	}
+	return draw.Crop(c, indent, -right, 0, 0)
+}
+
+// render draws p in format ("svg" or "png"), its legend in a column of
+// width legendCol right of the data, never on it (gonum draws the legend
+// inside the data area, where it hid the lines it names), and indented by
+// indent. Every figure has the same column and its data area starts at
+// the same x, so that the time axes of the report line up. For SVG the XML
+// declaration is dropped so that it can sit inline in HTML.
+func render(p *plot.Plot, format string, legendCol, indent vg.Length) (string, error) {
+	wt, err := draw.NewFormattedCanvas(plotW, plotH, format)
 	if err != nil {
 		return "", err
 	}
+	c := draw.New(wt)
+	leg := p.Legend
+	p.Legend = plot.NewLegend() // nothing drawn inside; Draw still positions it
+	plotC := plotArea(c, legendCol, indent)
+	p.Draw(plotC)
+	data := p.DataCanvas(plotC)
+	leg.Left, leg.Top, leg.XOffs, leg.YOffs = true, true, 0, 0
+	leg.Draw(draw.Canvas{Canvas: c.Canvas, Rectangle: vg.Rectangle{
+		Min: vg.Point{X: data.Max.X + legendGap, Y: data.Min.Y},
+		Max: vg.Point{X: c.Max.X, Y: data.Max.Y},
+	}})
+	p.Legend = leg
 	var b bytes.Buffer
 	if _, err := wt.WriteTo(&b); err != nil {
 		return "", err
@@ -185,19 +282,34 @@ type figure struct {
 }
 
 func (res *Result) figures(format string) ([]figure, error) {
-	var figs []figure
+	type drawn struct {
+		p              *plot.Plot
+		title, caption string
+	}
+	var plots []drawn
 	s := res.Series
 	add := func(p *plot.Plot, title, caption string) error {
-		out, err := render(p, format)
-		if err != nil {
-			return fmt.Errorf("loadtest: plot %q: %w", title, err)
-		}
-		figs = append(figs, figure{Title: title, Caption: caption, SVG: out})
+		plots = append(plots, drawn{p, title, caption})
 		return nil
 	}
-	const tLabel = "seconds since start"
+	// Every time plot spans the whole run, so that one moment sits at
+	// the same place in all of them.
+	end := 0.0
+	for _, ts := range [][]float64{s.T, s.ReaderT} {
+		if n := len(ts); n > 0 {
+			end = max(end, ts[n-1])
+		}
+	}
+	if n := len(res.Queue); n > 0 {
+		end = max(end, res.Queue[n-1].T)
+	}
+	timePlot := func(title, yLabel string) *plot.Plot {
+		p := newPlot(title, "seconds since start", yLabel)
+		p.X.Min, p.X.Max = 0, end
+		return p
+	}
 
-	p := newPlot("Offered, accepted and deferred", tLabel, "messages per second")
+	p := timePlot("Offered, accepted and deferred", "messages per second")
 	top := maxOf(s.Scheduled, s.Offered, s.Accepted, s.Deferred)
 	steps := []struct {
 		name   string
@@ -229,18 +341,18 @@ func (res *Result) figures(format string) ([]figure, error) {
 	if err := addPhaseLines(p, res.Phases, top); err != nil {
 		return nil, err
 	}
-	p.Y.Max = max(p.Y.Max, top*1.3) // room for the legend
 	if err := add(p, "Load", "Messages per second in each interval: what the schedule asked for, what the load tester offered (arrivals, independent of the server's speed), what the server accepted, and the 4xx deferrals that senders will retry. Dashed verticals mark the phases."); err != nil {
 		return nil, err
 	}
 
-	p = newPlot("Sender side: backlog and sessions", tLabel, "messages / sessions")
+	p = timePlot("Sender side: backlog and sessions", "messages / sessions")
 	if err := addSeries(p, "backlog (waiting + deferred)", s.T, toFloats(s.Backlog), palette[2], false, false); err != nil {
 		return nil, err
 	}
 	if err := addSeries(p, "open SMTP sessions", s.T, toFloats(s.Sessions), palette[0], false, false); err != nil {
 		return nil, err
 	}
+	countAxis(p)
 	if err := add(p, "Sender backlog", "Arrivals waiting for a free session plus deferred messages waiting for their retry, and the SMTP sessions open. A growing backlog is the server not keeping up, seen from outside."); err != nil {
 		return nil, err
 	}
@@ -259,7 +371,7 @@ func (res *Result) figures(format string) ([]figure, error) {
 			}
 			workers = append(workers, w)
 		}
-		p = newPlot("Levee queue depth", tLabel, "messages")
+		p = timePlot("Levee queue depth", "messages")
 		if err := addSeries(p, "in the stream", qt, depth, palette[0], false, false); err != nil {
 			return nil, err
 		}
@@ -269,21 +381,23 @@ func (res *Result) figures(format string) ([]figure, error) {
 		if err := addSeries(p, "with workers, unacknowledged", qt, ack, palette[4], false, false); err != nil {
 			return nil, err
 		}
+		countAxis(p)
 		if err := add(p, "Queue depth", "From GET /api/v1/queue: messages held by the JetStream stream (the levee), those not yet handed to a worker, and those being stored."); err != nil {
 			return nil, err
 		}
 		if hasWorkers {
-			p = newPlot("Worker concurrency", tLabel, "delivery loops")
+			p = timePlot("Worker concurrency", "delivery loops")
 			if err := addSeries(p, "levee_worker_concurrency", qt, workers, palette[1], false, false); err != nil {
 				return nil, err
 			}
+			countAxis(p)
 			if err := add(p, "Worker concurrency", "levee_worker_concurrency from /metrics: how many delivery loops drained the queue into storage."); err != nil {
 				return nil, err
 			}
 		}
 	}
 
-	p = newPlot("SMTP: arrival to 250, p99 per interval", tLabel, "latency")
+	p = timePlot("SMTP: arrival to 250, p99 per interval", "latency")
 	p.Y.Tick.Marker = relabel{plot.DefaultTicks{}, secondsLabel}
 	if err := addSeries(p, "p99", s.T, s.SMTPP99, palette[0], false, true); err != nil {
 		return nil, err
@@ -293,7 +407,7 @@ func (res *Result) figures(format string) ([]figure, error) {
 	}
 
 	if res.Readers != nil && res.Readers.Requests > 0 {
-		p = newPlot("Reader probe latency", tLabel, "latency")
+		p = timePlot("Reader probe latency", "latency")
 		p.Y.Tick.Marker = relabel{plot.DefaultTicks{}, secondsLabel}
 		if err := addSeries(p, "p50", s.ReaderT, s.ReaderP50, palette[1], false, true); err != nil {
 			return nil, err
@@ -318,9 +432,28 @@ func (res *Result) figures(format string) ([]figure, error) {
 			h.Bins = append(h.Bins, plotter.HistogramBin{Min: math.Max(b.Min, 1e-6), Max: b.Max, Weight: float64(b.Count)})
 		}
 		p.Add(h)
+		countAxis(p)
 		if err := add(p, "End-to-end latency", "How long accepted messages took from their 250 to being readable through the API (stored_at), as found by the audit. Messages stored before the sender had read its 250 count as 0 and sit in the leftmost bar."); err != nil {
 			return nil, err
 		}
+	}
+
+	// One legend column for all, and the data areas' left edges (which
+	// move with the y axis's widest label) lined up.
+	var col, left vg.Length
+	for _, d := range plots {
+		col = max(col, legendWidth(d.p))
+	}
+	for _, d := range plots {
+		left = max(left, dataLeft(d.p, col))
+	}
+	figs := make([]figure, 0, len(plots))
+	for _, d := range plots {
+		out, err := render(d.p, format, col, left-dataLeft(d.p, col))
+		if err != nil {
+			return nil, fmt.Errorf("loadtest: plot %q: %w", d.title, err)
+		}
+		figs = append(figs, figure{Title: d.title, Caption: d.caption, SVG: out})
 	}
 	return figs, nil
 }
