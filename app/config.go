@@ -22,6 +22,9 @@ type Config struct {
 	Store           string        `config:"store" help:"mailbox store: a SQLite file path (default <data_dir>/levee.db) or a postgres:// URL"`
 	LogLevel        string        `config:"log_level" help:"log level: debug, info, warn, error"`
 	ShutdownTimeout time.Duration `config:"shutdown_timeout" help:"how long SIGTERM waits for in-flight sessions and deliveries"`
+	// DataMinFree is the free-space floor under the embedded JetStream
+	// store and the SQLite store (see diskFloor).
+	DataMinFree int64 `config:"data_min_free" unit:"bytes" help:"free space the embedded JetStream's and the SQLite store's filesystems keep: below it MAIL FROM gets 452 4.3.1 until space is back (Postfix's queue_minfree); 0: off"`
 
 	Queue  queue.Config  `config:"queue"`
 	SMTP   ingest.Config `config:"smtp"`
@@ -35,6 +38,7 @@ func DefaultConfig() Config {
 		DataDir:         "./levee-data",
 		LogLevel:        "info",
 		ShutdownTimeout: 30 * time.Second,
+		DataMinFree:     DefaultDataMinFree,
 		// example.com and localhost let a newcomer deliver test mail at once;
 		// a deployment names its own domains.
 		SMTP: ingest.Config{Addr: "127.0.0.1:2525", Domains: []string{"example.com", "localhost"}},
@@ -76,6 +80,9 @@ func (c *Config) Finish() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return fmt.Errorf("log_level: must be debug, info, warn or error, got %q", c.LogLevel)
+	}
+	if c.DataMinFree < 0 {
+		return fmt.Errorf("data_min_free: must be >= 0 (0: off), got %d", c.DataMinFree)
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("shutdown_timeout: must be > 0")

@@ -125,8 +125,12 @@ func (l *Levee) buildRoles(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	floor, err := l.diskFloor()
+	if err != nil {
+		return err
+	}
 	if l.roles&RoleSMTP != 0 {
-		if l.SMTP, err = ingest.New(cfg.SMTP, l.Queue, l.Queue, reg, log); err != nil {
+		if l.SMTP, err = ingest.New(cfg.SMTP, l.Queue, floorFill{queue: l.Queue, floor: floor}, reg, log); err != nil {
 			return err
 		}
 		l.warnIfSIZEBounces(ctx)
@@ -142,6 +146,7 @@ func (l *Levee) buildRoles(ctx context.Context) (err error) {
 	octx, cancel := context.WithCancel(context.Background())
 	l.stopOps = cancel
 	l.opsRunning.Go(func() { ops.Run(octx) })
+	l.opsRunning.Go(func() { floor.Run(octx) })
 	l.HTTP, err = web.New(cfg.HTTP, web.Deps{Reader: l.reader(), Queue: ops, Ready: l.readiness(), Registerer: reg, Log: log})
 	return err
 }
@@ -194,7 +199,8 @@ func (l *Levee) readiness() map[string]web.Check {
 			if !l.Queue.Conn().IsConnected() {
 				return errors.New("not connected to JetStream")
 			}
-			return nil
+			// A full disk under the embedded server: publishes fail.
+			return l.Queue.StoreFault()
 		}
 	}
 	if l.Store != nil {
