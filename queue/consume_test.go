@@ -15,7 +15,9 @@ import (
 // headers, once even when given up twice (a worker crashed between the
 // copy and the terminate), and leaves the mail stream.
 func TestGiveUpDeadLettersWithReasonOnce(t *testing.T) {
-	q := openQueue(t, testConfig(t))
+	cfg := testConfig(t)
+	cfg.GroupSync = false // the embedded server batches only with its own fsyncs
+	q := openQueue(t, cfg)
 	ctx := ctxT(t)
 	// Two messages published as one atomic batch: their stored copies
 	// carry Nats-Batch-* headers, which the dead copy must not.

@@ -305,7 +305,10 @@ func TestFetchWhileWaitingHandsOutAtMostMax(t *testing.T) {
 			ids = append(ids, id)
 		}
 	}
+	published := make(chan struct{})
+	defer func() { <-published }() // a publish returns after its sync, maybe after the fetch
 	go func() {
+		defer close(published)
 		time.Sleep(30 * time.Millisecond) // inside the first wait round
 		for _, id := range ids {
 			if _, err := q.Publish(ctx, testMessage(id, 100)); err != nil {

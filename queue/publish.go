@@ -122,17 +122,24 @@ func (q *Queue) publish(ctx context.Context, m *mail.Message) (PublishResult, er
 		q.mu.RUnlock()
 		return PublishResult{}, publishError(ctx.Err())
 	}
+	var o pubOutcome
 	select {
-	case o := <-r.res:
-		return o.res, o.err
+	case o = <-r.res:
 	case <-ctx.Done():
 		select {
-		case o := <-r.res: // answered just in time
-			return o.res, o.err
+		case o = <-r.res: // answered just in time
 		default:
+			return PublishResult{}, publishError(ctx.Err())
 		}
-		return PublishResult{}, publishError(ctx.Err())
 	}
+	if o.err == nil && q.groupSync != nil {
+		// Acknowledged means written, not yet synced. A duplicate waits
+		// too: its original's publish may still be waiting for the sync.
+		if err := q.groupSync.wait(ctx); err != nil {
+			return PublishResult{}, publishError(fmt.Errorf("sync to disk: %w", err))
+		}
+	}
+	return o.res, o.err
 }
 
 // msgSize approximates what the server counts against max_msg_size.

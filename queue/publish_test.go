@@ -140,6 +140,7 @@ func flushNow(q *Queue, msgs ...*mail.Message) []pubOutcome {
 // TestGroupCommit drives the flusher's batch logic deterministically.
 func TestGroupCommit(t *testing.T) {
 	cfg := testConfig(t)
+	cfg.GroupSync = false // the embedded server batches only with its own fsyncs
 	cfg.MaxMsgs = 9
 	reg := prometheus.NewRegistry()
 	q := openQueueReg(t, cfg, reg)

@@ -27,12 +27,15 @@ const maxSingles = 64
 // pull consumer, the dead-letter stream, and (by default) the embedded
 // server they live on.
 type Queue struct {
-	cfg     Config
-	log     *slog.Logger
-	srv     *natsserver.Server // nil with an external URL
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	metrics *metrics
+	cfg Config
+	log *slog.Logger
+	srv *natsserver.Server // nil with an external URL
+	// groupSync makes the embedded server's writes durable before a
+	// publish returns; nil without (see Config.GroupSync).
+	groupSync *groupSync
+	nc        *nats.Conn
+	js        jetstream.JetStream
+	metrics   *metrics
 	// layout is the partitions mail is published to (Config.Layout).
 	layout []Partition
 	// parts are the mail streams the workers drain: the layout's, then any
@@ -116,7 +119,8 @@ func Open(ctx context.Context, cfg Config, reg prometheus.Registerer, log *slog.
 		// store of its own, created, fsynced and deleted (~7ms here): worth
 		// it only to share the fsyncs that SyncAlways demands. Without
 		// them a single publish costs far less (see BenchmarkPublish).
-		batching: cfg.MaxBatch > 1 && (cfg.URL != "" || cfg.SyncAlways),
+		// Group sync shares the fsyncs without them.
+		batching: cfg.MaxBatch > 1 && (cfg.URL != "" || cfg.SyncAlways && !cfg.groupSync()),
 		minBatch: max(2, cfg.MinBatch),
 	}
 	q.connCtx, q.connCancel = context.WithCancel(context.Background())
@@ -131,7 +135,7 @@ func Open(ctx context.Context, cfg Config, reg prometheus.Registerer, log *slog.
 	}
 	q.startBackground()
 	log.Info("queue: open", "url", q.nc.ConnectedUrlRedacted(), "server_version", q.nc.ConnectedServerVersion(), "embedded", q.srv != nil, "stream", cfg.Stream,
-		"partitions", len(q.layout), "old_streams_draining", len(q.mailStreams())-len(q.layout), "sync_always", cfg.SyncAlways, "max_batch", cfg.MaxBatch, "atomic_batches", q.batching)
+		"partitions", len(q.layout), "old_streams_draining", len(q.mailStreams())-len(q.layout), "sync_always", cfg.SyncAlways, "group_sync", cfg.groupSync(), "max_batch", cfg.MaxBatch, "atomic_batches", q.batching)
 	return q, nil
 }
 
@@ -148,7 +152,7 @@ func (q *Queue) open(ctx context.Context, reg prometheus.Registerer) error {
 			DataDir:    cfg.DataDir,
 			Host:       cfg.Host,
 			Port:       cfg.Port,
-			SyncAlways: cfg.SyncAlways,
+			SyncAlways: cfg.SyncAlways && !cfg.groupSync(),
 			MaxPayload: cfg.MaxMsgSize + headerRoom,
 			ServerName: "levee",
 			Log:        q.log,
@@ -158,6 +162,13 @@ func (q *Queue) open(ctx context.Context, reg prometheus.Registerer) error {
 		}
 		q.srv = srv
 		url = srv.ClientURL()
+		if cfg.groupSync() {
+			gs, err := newGroupSync(cfg.DataDir, reg)
+			if err != nil {
+				return fmt.Errorf("queue: group sync: %w", err)
+			}
+			q.groupSync = gs
+		}
 	}
 	if err := q.connect(url); err != nil {
 		return err
@@ -326,6 +337,9 @@ func (q *Queue) close(ctx context.Context) error {
 		q.nc.Close()
 		<-q.ncClosed
 	}
+	if q.groupSync != nil {
+		q.groupSync.close()
+	}
 	if q.srv != nil {
 		q.srv.Shutdown()
 	}
@@ -338,6 +352,9 @@ func (q *Queue) abandon() {
 	defer q.connCancel()
 	if q.nc != nil {
 		q.nc.Close()
+	}
+	if q.groupSync != nil {
+		q.groupSync.close()
 	}
 	if q.srv != nil {
 		q.srv.Shutdown()
