@@ -48,6 +48,10 @@ type Config struct {
 	// Log receives the server's warnings and errors (notices at debug);
 	// nil discards them.
 	Log *slog.Logger
+
+	// maxStore is the JetStream store limit a Restart keeps (0: the
+	// server's default, 75% of the free disk space at start).
+	maxStore int64
 }
 
 // ErrShutdown: the server was shut down (Shutdown), so Health has nothing
@@ -107,6 +111,7 @@ func start(cfg Config) (*server.Server, error) {
 		MaxPayload: cfg.MaxPayload,
 		NoSigs:     true,
 		// No monitoring port, no pid file: the embedding process has its own.
+		JetStreamMaxStore: cfg.maxStore, // 0: the server's default
 	}
 	if cfg.ClusterName != "" || cfg.ClusterPort != 0 {
 		cport := cfg.ClusterPort
@@ -163,6 +168,13 @@ func (s *Server) Restart() error {
 		return ErrShutdown
 	}
 	old := s.ns.Load()
+	// The store limit it had, not 75% of the space free now: after a
+	// restart on a disk that has only just room again, the limit would be
+	// below what the queue holds, and every publish refused as over it
+	// (insufficient storage) until the queue drained below it.
+	if jsc := old.JetStreamConfig(); jsc != nil && jsc.MaxStore > 0 {
+		s.cfg.maxStore = jsc.MaxStore
+	}
 	old.Shutdown()
 	old.WaitForShutdown()
 	ns, err := start(s.cfg)

@@ -87,7 +87,10 @@ func TestRestartKeepsPortStreamsAndClients(t *testing.T) {
 		t.Fatalf("Health of a fresh server: %v", err)
 	}
 	port := s.Port()
-	nc, err := nats.Connect(s.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	maxStore := s.NATS().JetStreamConfig().MaxStore
+	reconnected := make(chan struct{})
+	nc, err := nats.Connect(s.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
+		nats.ReconnectHandler(func(*nats.Conn) { close(reconnected) }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,12 +114,15 @@ func TestRestartKeepsPortStreamsAndClients(t *testing.T) {
 	if err := s.Health(); err != nil {
 		t.Errorf("Health after Restart: %v", err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !nc.IsConnected() {
-		if time.Now().After(deadline) {
-			t.Fatalf("client not reconnected 30s after the restart: %s", nc.Status())
-		}
-		time.Sleep(10 * time.Millisecond)
+	if got := s.NATS().JetStreamConfig().MaxStore; got != maxStore {
+		t.Errorf("store limit after Restart: %d, want the one it had, %d", got, maxStore)
+	}
+	// Right after Restart the client may not have seen its connection
+	// go yet: wait for the reconnect itself.
+	select {
+	case <-reconnected:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("client not reconnected 30s after the restart: %s", nc.Status())
 	}
 	if _, err := js.Publish("s.x", []byte("after")); err != nil {
 		t.Fatal(err)
