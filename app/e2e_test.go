@@ -131,18 +131,21 @@ func TestSameMessageTwiceIsStoredOnce(t *testing.T) {
 func TestQueueAtLimitsDefersThenAcceptsAfterDrain(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
-		watermark float64 // 0: default
+		perDomain bool
 	}{
-		{"jetstream limit at DATA", 2}, // watermark out of reach: the PubAck error decides
-		{"high watermark at MAIL FROM", 0},
+		// The domain's cap (JetStream's per-subject limit) is reached while
+		// the queue's fill stays far below the watermark: the PubAck error
+		// decides, at DATA.
+		{"jetstream limit at DATA", true},
+		{"high watermark at MAIL FROM", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := apptest.Config(t)
 			cfg.Queue.MaxMsgs = 5
-			cfg.Worker.Concurrency = 0
-			if tc.watermark != 0 {
-				cfg.SMTP.HighWatermark, cfg.SMTP.LowWatermark = tc.watermark, tc.watermark-0.1
+			if tc.perDomain {
+				cfg.Queue.MaxMsgs, cfg.Queue.PerDomainMaxMsgs = 100000, 5
 			}
+			cfg.Worker.Concurrency = 0
 			l := apptest.Start(t, cfg)
 			var deferred []byte
 			for i := range 20 {
