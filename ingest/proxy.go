@@ -1,8 +1,10 @@
 package ingest
 
 import (
+	"errors"
 	"net"
 	"net/netip"
+	"syscall"
 	"time"
 
 	"github.com/pires/go-proxyproto"
@@ -64,6 +66,22 @@ func (l *listener) acceptProxied() {
 		nc, err := l.Listener.Accept()
 		if err != nil {
 			select {
+			case <-l.closed:
+				return
+			default:
+			}
+			if ne, ok := err.(net.Error); ok && ne.Timeout() || isTemporary(err) {
+				// Out of file descriptors, say: go-smtp would wait and
+				// call Accept again, so this loop must live on too.
+				l.srv.log.Warn("smtp accept failed; retrying", "err", err)
+				select {
+				case <-time.After(acceptRetry):
+					continue
+				case <-l.closed:
+					return
+				}
+			}
+			select {
 			case l.ready <- accepted{err: err}:
 			case <-l.closed:
 			}
@@ -105,4 +123,14 @@ func (l *listener) admitAndHandOver(nc net.Conn) {
 	case <-l.closed:
 		_ = c.Close()
 	}
+}
+
+// acceptRetry is the pause after a temporary accept error.
+const acceptRetry = 100 * time.Millisecond
+
+// isTemporary reports the accept errors a server waits out: the process or
+// the system out of file descriptors, or memory for a socket.
+func isTemporary(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) || errors.Is(err, syscall.ECONNABORTED)
 }

@@ -1,8 +1,11 @@
 package ingest
 
 import (
+	"context"
 	"net"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -79,4 +82,39 @@ func TestPROXYProtocolNamesTheClient(t *testing.T) {
 
 	// The silent peer was closed, after the others were served.
 	silent.expectClosed()
+}
+
+// flakyListener fails its first Accept as a process out of file
+// descriptors would, then accepts as usual.
+type flakyListener struct {
+	net.Listener
+	failed bool
+}
+
+func (f *flakyListener) Accept() (net.Conn, error) {
+	if !f.failed {
+		f.failed = true
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return f.Listener.Accept()
+}
+
+// TestPROXYAcceptSurvivesATemporaryError: with PROXY protocol on, the accept
+// loop runs on a goroutine of its own; a temporary error (EMFILE) must not
+// end it, or the port would take connections and never greet them.
+func TestPROXYAcceptSurvivesATemporaryError(t *testing.T) {
+	cfg := baseConfig()
+	cfg.ProxyProtocolFrom = []string{"127.0.0.1"}
+	srv, err := New(cfg, &fakePublisher{}, nil, nil, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(&flakyListener{Listener: l}) }()
+	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+	c := proxied(t, l.Addr().String(), v1Header("192.0.2.7"))
+	c.expect("", "220")
 }
