@@ -99,7 +99,7 @@ func (l *Levee) start(ctx context.Context) (err error) {
 		}
 		return err
 	}
-	if l.Admin, err = admin.New(l.Queue.Conn(), admin.Config{Queue: cfg.Queue, Configured: true, LimitsChanged: l.Queue.Refresh, Log: l.log}); err != nil {
+	if l.Admin, err = admin.New(l.Queue.Conn(), admin.Config{Queue: cfg.Queue, Configured: true, LimitsChanged: l.Queue.Refresh, Durable: l.Queue.WaitDurable, Log: l.log}); err != nil {
 		return err
 	}
 	if err := l.buildRoles(ctx); err != nil {

@@ -64,5 +64,12 @@ func (q *Queue) deadLetter(ctx context.Context, m jetstream.Msg, reason string) 
 	if _, err := q.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: h, Data: m.Data()}); err != nil {
 		return deadLetterError(id, err)
 	}
+	if q.groupSync != nil {
+		// The original is deleted next (Term): the copy must be on disk
+		// first, or a power cut could keep the deletion and lose the copy.
+		if err := q.groupSync.wait(ctx); err != nil {
+			return deadLetterError(id, fmt.Errorf("sync to disk: %w", err))
+		}
+	}
 	return nil
 }

@@ -131,3 +131,28 @@ func (g *groupSync) close() {
 func (c Config) groupSync() bool {
 	return c.URL == "" && c.SyncAlways && c.GroupSync && groupSyncSupported
 }
+
+// serverSyncInterval is how often the embedded server syncs by itself under
+// group sync: the writes no publish waits for (acknowledgements, deletions,
+// dead-letter replays by the CLI over NATS) are on disk within it. Losing
+// those costs a redelivery (the store is idempotent), never mail.
+const serverSyncInterval = 10 * time.Second
+
+func groupSyncInterval(c Config) time.Duration {
+	if c.groupSync() {
+		return serverSyncInterval
+	}
+	return 0
+}
+
+// WaitDurable returns once everything the embedded server acknowledged
+// before the call is on disk: at once without group sync (the server then
+// syncs each write before acknowledging it, or the operator chose not to).
+// For writes that delete something only after another is made (a
+// dead-letter replay).
+func (q *Queue) WaitDurable(ctx context.Context) error {
+	if q.groupSync == nil {
+		return nil
+	}
+	return q.groupSync.wait(ctx)
+}

@@ -103,3 +103,30 @@ func TestPublishWaitsForTheGroupSync(t *testing.T) {
 		t.Fatalf("%v syncs for 40 publishes", syncs)
 	}
 }
+
+// TestDeadLetterCopyIsSyncedBeforeTheOriginalGoes: giving a message up
+// publishes its copy to the dead-letter stream and then deletes the
+// original; under group sync the copy waits for a sync in between, or a
+// power cut could keep the deletion and lose the copy.
+func TestDeadLetterCopyIsSyncedBeforeTheOriginalGoes(t *testing.T) {
+	q := openQueue(t, testConfig(t))
+	ctx := ctxT(t)
+	if _, err := q.Publish(ctx, testMessage("dl-sync", 100)); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := q.Consumer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitPending(t, cons, 1)
+	ds, _, err := cons.Fetch(1, 5*time.Second)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("fetch: %d, %v", len(ds), err)
+	}
+	if err := ds[0].GiveUp(ctx, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(q.groupSync.messages); got != 2 {
+		t.Fatalf("group syncs served %v writes, want 2: the publish and the dead-letter copy", got)
+	}
+}

@@ -153,9 +153,12 @@ func (q *Queue) open(ctx context.Context, reg prometheus.Registerer) error {
 			Host:       cfg.Host,
 			Port:       cfg.Port,
 			SyncAlways: cfg.SyncAlways && !cfg.groupSync(),
-			MaxPayload: cfg.MaxMsgSize + headerRoom,
-			ServerName: "levee",
-			Log:        q.log,
+			// With group sync, what no publish waits for (acks, deletions,
+			// the tools' writes) is synced by the server this often.
+			SyncInterval: groupSyncInterval(cfg),
+			MaxPayload:   cfg.MaxMsgSize + headerRoom,
+			ServerName:   "levee",
+			Log:          q.log,
 		})
 		if err != nil {
 			return fmt.Errorf("queue: embedded server: %w", err)

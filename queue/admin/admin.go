@@ -21,6 +21,7 @@ type Admin struct {
 	cfg        queue.Config
 	configured bool
 	changed    func()
+	durable    func(context.Context) error
 	nc         *nats.Conn
 	js         jetstream.JetStream
 	log        *slog.Logger
@@ -45,6 +46,10 @@ type Config struct {
 	// LimitsChanged, if set, runs after UpdateLimits changed the limits:
 	// the process's queue refreshes its fill at once (queue.Queue.Refresh).
 	LimitsChanged func()
+	// Durable, if set, returns once the server's acknowledged writes are on
+	// disk (queue.Queue.WaitDurable): a replay syncs the message it put back
+	// before it deletes the dead letter.
+	Durable func(context.Context) error
 	// Log may be nil.
 	Log *slog.Logger
 }
@@ -59,7 +64,7 @@ func New(nc *nats.Conn, cfg Config) (*Admin, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Admin{cfg: cfg.Queue.WithDefaults(), configured: cfg.Configured, changed: cfg.LimitsChanged, nc: nc, js: js, log: log,
+	return &Admin{cfg: cfg.Queue.WithDefaults(), configured: cfg.Configured, changed: cfg.LimitsChanged, durable: cfg.Durable, nc: nc, js: js, log: log,
 		seen: map[string]freezeSighting{}}, nil
 }
 

@@ -565,3 +565,44 @@ func TestLoweringMaxMsgSizeBelowAReceiversSIZEIsRefused(t *testing.T) {
 		t.Errorf("forced: %+v %v", u, err)
 	}
 }
+
+// TestReplaySyncsBeforeItRemovesTheDeadLetter: under the embedded server's
+// group sync, a replay waits for the copy it put back to be on disk before
+// it removes the dead letter; if that sync fails the dead letter stays.
+func TestReplaySyncsBeforeItRemovesTheDeadLetter(t *testing.T) {
+	q := openQueue(t, testConfig(t))
+	ctx := ctxT(t)
+	for _, id := range ids("s", 2) {
+		if _, err := q.Publish(ctx, testMessage(id, 300)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadLetterAll(t, q, 2, func(queue.Delivery) string { return "test" })
+	var syncs atomic.Int64
+	failing := errors.New("EIO")
+	var fail atomic.Bool
+	a, err := New(q.Conn(), Config{Queue: q.Config(), Configured: true, Durable: func(ctx context.Context) error {
+		syncs.Add(1)
+		if fail.Load() {
+			return failing
+		}
+		return q.WaitDurable(ctx)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, _, err := a.DeadLetters(ctx, 0, 10)
+	if err != nil || len(list) != 2 {
+		t.Fatalf("dead letters: %d, %v", len(list), err)
+	}
+	if err := a.Replay(ctx, list[0].Seq); err != nil || syncs.Load() != 1 {
+		t.Fatalf("replay: %v after %d syncs, want success after 1", err, syncs.Load())
+	}
+	fail.Store(true)
+	if err := a.Replay(ctx, list[1].Seq); !errors.Is(err, failing) {
+		t.Fatalf("replay with a failing sync: %v, want its error", err)
+	}
+	if _, _, err := a.DeadLetter(ctx, list[1].Seq); err != nil {
+		t.Fatalf("the dead letter whose copy was not synced is gone: %v", err)
+	}
+}

@@ -146,6 +146,13 @@ func (a *Admin) Replay(ctx context.Context, seq uint64) error {
 	if _, err := a.js.PublishMsg(ctx, msg); err != nil {
 		return fmt.Errorf("admin: replay %d: %w: %w", seq, queue.Classify(err), err)
 	}
+	if a.durable != nil {
+		// On disk before the dead letter goes: a power cut must not keep
+		// the removal and lose the copy put back.
+		if err := a.durable(ctx); err != nil {
+			return fmt.Errorf("admin: replay %d: queued again, not yet on disk; the dead letter stays (a second replay is harmless): %w", seq, err)
+		}
+	}
 	// A concurrent replay or purge may have removed it first: that is done.
 	if err := a.deleteDead(ctx, s, seq); err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("admin: replay %d: queued again, but not removed from %s (a second replay is harmless): %w", seq, a.cfg.DeadStream, err)

@@ -31,6 +31,9 @@ type Config struct {
 	// SyncAlways fsyncs every JetStream write before it is acknowledged
 	// (the server's sync_interval: always). Off, the server syncs every 2m.
 	SyncAlways bool
+	// SyncInterval, without SyncAlways, is how often the server syncs its
+	// stores itself; 0 keeps its default (2m).
+	SyncInterval time.Duration
 	// MaxPayload is the largest NATS message (headers and body); 0 keeps the
 	// server's 1 MB default.
 	MaxPayload int32
@@ -102,14 +105,15 @@ func start(cfg Config) (*server.Server, error) {
 		host = DefaultHost
 	}
 	opts := &server.Options{
-		ServerName: cfg.ServerName,
-		Host:       host,
-		Port:       port,
-		JetStream:  true,
-		StoreDir:   cfg.DataDir,
-		SyncAlways: cfg.SyncAlways,
-		MaxPayload: cfg.MaxPayload,
-		NoSigs:     true,
+		ServerName:   cfg.ServerName,
+		Host:         host,
+		Port:         port,
+		JetStream:    true,
+		StoreDir:     cfg.DataDir,
+		SyncAlways:   cfg.SyncAlways,
+		SyncInterval: cfg.SyncInterval,
+		MaxPayload:   cfg.MaxPayload,
+		NoSigs:       true,
 		// No monitoring port, no pid file: the embedding process has its own.
 		JetStreamMaxStore: cfg.maxStore, // 0: the server's default
 	}
