@@ -2,8 +2,11 @@ package queue
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,9 +24,13 @@ import (
 // sync where they needed twenty fsyncs in a row on one stream's lane: the
 // receiver was bound by them (issue 10).
 //
-// A failed sync fails the publishes that waited on it (451 4.3.0). The
-// messages are in the stream all the same: the sender's retry is absorbed
-// by the duplicate window and answered 250, so nothing is lost or doubled.
+// A failed sync fails the publishes that waited on it (451 4.3.0), and every
+// publish after it, until the process is restarted: Linux reports a failed
+// writeback once and then marks the pages clean ("fsyncgate"), so a later
+// sync that succeeds proves nothing about them, and a sender's retry would
+// be answered 250 as a duplicate of a message that may never reach the
+// disk. The senders keep their mail meanwhile; StoreFault (readiness) says
+// why. This is PostgreSQL's answer to the same problem, without the panic.
 type groupSync struct {
 	dir  *os.File
 	sync func(*os.File) error // syncfs on Linux
@@ -35,6 +42,8 @@ type groupSync struct {
 	stopped chan struct{}
 
 	closeOnce sync.Once
+	// failed is the first sync error, for good (see above).
+	failed atomic.Pointer[error]
 
 	seconds  prometheus.Histogram
 	messages prometheus.Counter
@@ -71,6 +80,9 @@ func newGroupSync(dir string, reg prometheus.Registerer) (*groupSync, error) {
 // wait returns once a sync that began after the call has completed, with
 // its error, or ctx's.
 func (g *groupSync) wait(ctx context.Context) error {
+	if err := g.failure(); err != nil {
+		return err
+	}
 	ch := make(chan error, 1)
 	g.mu.Lock()
 	g.waiting = append(g.waiting, ch)
@@ -108,6 +120,10 @@ func (g *groupSync) loop() {
 		}
 		start := time.Now()
 		err := g.sync(g.dir)
+		if err != nil {
+			err = fmt.Errorf("%w: syncing %s: %w", errSyncFailed, g.dir.Name(), err)
+			g.failed.CompareAndSwap(nil, &err)
+		}
 		g.seconds.Observe(time.Since(start).Seconds())
 		g.messages.Add(float64(len(batch)))
 		for _, ch := range batch {
@@ -115,6 +131,18 @@ func (g *groupSync) loop() {
 		}
 	}
 }
+
+// failure is the sync error that stopped intake, or nil.
+func (g *groupSync) failure() error {
+	if p := g.failed.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// errSyncFailed marks a failed group sync: the disk did not take writes
+// already acknowledged; intake stops until a restart.
+var errSyncFailed = errors.New("the disk failed a sync of acknowledged writes; restart Levee once the disk is checked")
 
 // close stops the loop; publishes still waiting fail with errClosed.
 // Idempotent (Close and an abandoned Open both call it).

@@ -62,6 +62,14 @@ func TestGroupSyncSharesOneSyncAndNeverAnEarlierOne(t *testing.T) {
 	if n := syncs.Load(); n != 2 {
 		t.Fatalf("%d syncs for 21 publishes in two waves, want 2", n)
 	}
+	// After a failed sync nothing is trusted to reach the disk: every
+	// later publish fails too, without a sync that would say "fine".
+	if err := g.wait(ctx); !errors.Is(err, boom) || !errors.Is(err, errSyncFailed) {
+		t.Fatalf("a publish after the failed sync: %v, want the failure", err)
+	}
+	if n := syncs.Load(); n != 2 {
+		t.Fatalf("a sync ran after the failure (%d)", n)
+	}
 }
 
 func waitUntil(t *testing.T, what string, cond func() bool) {

@@ -30,7 +30,7 @@ import (
 //   - once there is room, the server is restarted on its data directory,
 //     which recovers the streams from their files as a process restart
 //     would: acknowledged messages are in the files (fsynced with
-//     SyncAlways), a record cut short by the failed write is dropped, and
+//     SyncAlways, or by the group sync before their 250), a record cut short by the failed write is dropped, and
 //     a message that did land though its publish went unanswered is found
 //     by its Nats-Msg-Id when the sender retries (a duplicate, not a copy).
 //
@@ -59,6 +59,11 @@ func (e *storeFaultError) Unwrap() error { return e.err }
 func (q *Queue) StoreFault() error {
 	if f := q.fault.Load(); f != nil {
 		return f
+	}
+	if q.groupSync != nil {
+		if err := q.groupSync.failure(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
