@@ -139,10 +139,11 @@ var (
 	// reconnects for the rest.
 	replySessionTooLong = reply{421, smtp.EnhancedCode{4, 4, 2}, "Session too long, closing connection"}
 
-	// replyStalled: every connection slot is taken and this connection had
-	// completed no command for smtp.stress_timeout, so its slot went to a new
-	// client (Postfix's stress-dependent smtpd_timeout). RFC 5321 421; RFC
-	// 3463 4.4.2.
+	// replyStalled: every connection slot is taken and this connection was
+	// stalled: it moved no mail forward (MAIL, RCPT, a message read) for
+	// smtp.stress_timeout, or its DATA fell behind smtp.min_data_rate, so
+	// its slot went to a new client (Postfix's stress-dependent timeouts).
+	// RFC 5321 421; RFC 3463 4.4.2.
 	replyStalled = reply{421, smtp.EnhancedCode{4, 4, 2}, "Too slow while the server is busy, closing connection"}
 
 	// replyBadSequence: a second MAIL inside a transaction (go-smtp would

@@ -88,11 +88,14 @@ type Config struct {
 	MinDataRate int64 `config:"min_data_rate" unit:"bytes" help:"slowest DATA transfer kept, in bytes a second after a grace of smtp.read_timeout (slower: 421 4.4.2)"`
 	// MaxSessionDuration caps a connection's lifetime, however busy.
 	MaxSessionDuration time.Duration `config:"max_session_duration" help:"longest SMTP connection, however active (then 421 4.4.2; the sender reconnects)"`
-	// StressTimeout: when every connection slot is taken, a new client takes
-	// the slot of the connection that has completed no command for longest,
-	// if that is longer than this. Well-behaved senders answer within
-	// milliseconds; connections held open by trickling bytes give way.
-	StressTimeout time.Duration `config:"stress_timeout" help:"when every connection slot is taken, a connection that completed no command for this long gives its slot to a new client (421 4.4.2)"`
+	// StressTimeout: when every connection slot is taken, a new client
+	// takes the slot of a stalled connection: one that moved no mail
+	// forward (MAIL, RCPT, a message read; NOOP and RSET do not count) for
+	// this long, or whose DATA, counted from this long after it began, is
+	// behind MinDataRate. Well-behaved senders move on within milliseconds
+	// or stream at speed; connections held by trickled bytes or idle
+	// commands give way.
+	StressTimeout time.Duration `config:"stress_timeout" help:"when every connection slot is taken, a connection that moved no mail forward for this long (NOOPs do not count), or whose DATA is behind smtp.min_data_rate after it, gives its slot to a new client (421 4.4.2)"`
 	// WriteTimeout bounds each reply write.
 	WriteTimeout time.Duration `config:"write_timeout" help:"write deadline per reply"`
 	// PublishTimeout bounds one Publish call; past it the sender gets 451 4.3.0.

@@ -88,8 +88,8 @@ func (s *Server) admit(nc net.Conn) net.Conn {
 		writeTimeout: s.cfg.WriteTimeout,
 		endOfSession: now.Add(s.cfg.MaxSessionDuration),
 	}
-	c.lastReply.Store(now.UnixNano())
-	admitted, stalled := s.conns.add(c, now.Add(-s.cfg.StressTimeout))
+	c.progressAt.Store(now.UnixNano())
+	admitted, stalled := s.conns.add(c, now)
 	if !admitted {
 		s.metrics.sessions.WithLabelValues(sessionRejectedLimit).Inc()
 		s.log.Warn("smtp connection refused: limit reached", "remote_ip", c.ip)
@@ -152,9 +152,13 @@ type trackedConn struct {
 
 	// endOfSession is when smtp.max_session_duration ends the connection.
 	endOfSession time.Time
-	// lastReply is when the last reply was written (UnixNano): the last
-	// command completed. Stalled connections give their slot away first.
-	lastReply atomic.Int64
+	// progressAt is when the session last moved mail forward (UnixNano):
+	// admitted, a MAIL or RCPT taken, a message read to its end. NOOP, RSET
+	// and the like do not count, so a client cannot hold its slot with them
+	// while the slots are short (see stalledSince).
+	progressAt atomic.Int64
+	// publishing: the message is read and waits on the queue; never evicted.
+	publishing atomic.Bool
 	// dataStart is when the current DATA or BDAT began (UnixNano; 0 outside
 	// one) and dataBytes what has been read since, for smtp.min_data_rate.
 	dataStart, dataBytes atomic.Int64
@@ -227,6 +231,46 @@ func (c *trackedConn) readDeadline(now time.Time) (time.Time, reply) {
 	return deadline, why
 }
 
+// stalledSince says whether the connection may give its slot to a new
+// client while every slot is taken (Postfix's stress mode shortens its
+// timeouts to the same end), and since when it has been stalled:
+//
+//   - inside DATA, when its bytes are behind smtp.min_data_rate counted
+//     from smtp.stress_timeout after the DATA began (a sender streaming a
+//     large message at any real speed is never behind);
+//   - otherwise, when it moved no mail forward (MAIL, RCPT, a message
+//     read) for smtp.stress_timeout;
+//   - never while its message waits on the queue, or once evicted.
+func (c *trackedConn) stalledSince(now time.Time) (time.Time, bool) {
+	if c.publishing.Load() || c.evicted.Load() {
+		return time.Time{}, false
+	}
+	grace := c.srv.cfg.StressTimeout
+	if start := c.dataStart.Load(); start != 0 {
+		begun := time.Unix(0, start)
+		earned := time.Duration(float64(c.dataBytes.Load()) / float64(c.srv.cfg.MinDataRate) * float64(time.Second))
+		due := begun.Add(grace + earned) // when the bytes so far fall behind
+		return due, now.After(due)
+	}
+	last := time.Unix(0, c.progressAt.Load())
+	return last, now.Sub(last) > grace
+}
+
+// progress notes that the session moved mail forward.
+func (c *trackedConn) progress() {
+	if c != nil {
+		c.progressAt.Store(time.Now().UnixNano())
+	}
+}
+
+// setPublishing marks the wait on the queue, during which the connection
+// keeps its slot whatever the pressure.
+func (c *trackedConn) setPublishing(p bool) {
+	if c != nil {
+		c.publishing.Store(p)
+	}
+}
+
 // beginData and endData bracket a DATA or BDAT transfer for the rate check.
 func (c *trackedConn) beginData() {
 	if c != nil {
@@ -259,7 +303,6 @@ func (c *trackedConn) Write(b []byte) (int, error) {
 	if c.closed {
 		return 0, net.ErrClosed
 	}
-	c.lastReply.Store(time.Now().UnixNano())
 	if c.tls.Load() {
 		// TLS records: the reply inside was written by go-smtp through
 		// the TLS connection, past the reach of cleanReply and sizeAdvert.
@@ -432,21 +475,21 @@ func newConnRegistry(max, maxPerIP int, onChange func(int)) *connRegistry {
 }
 
 // add admits c if its IP is under its cap and a slot is free, or if every
-// slot is taken but one connection has written no reply since stalledBefore:
-// the one stalled longest gives up its slot (removed here, returned for the
-// caller to evict), so that connections held open by trickled bytes cannot
-// lock out well-behaved senders.
-func (r *connRegistry) add(c *trackedConn, stalledBefore time.Time) (admitted bool, stalled *trackedConn) {
+// slot is taken but a connection is stalled (see stalledSince): the one
+// stalled longest gives up its slot (removed here, returned for the caller
+// to evict), so that connections held open by trickled bytes or idle
+// commands cannot lock out well-behaved senders.
+func (r *connRegistry) add(c *trackedConn, now time.Time) (admitted bool, stalled *trackedConn) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.perIP[c.ip] >= r.maxPerIP {
 		return false, nil
 	}
 	if len(r.conns) >= r.max {
-		oldest := stalledBefore.UnixNano()
+		var oldest time.Time
 		for other := range r.conns {
-			if last := other.lastReply.Load(); last < oldest && !other.evicted.Load() {
-				stalled, oldest = other, last
+			if since, ok := other.stalledSince(now); ok && (stalled == nil || since.Before(oldest)) {
+				stalled, oldest = other, since
 			}
 		}
 		if stalled == nil {

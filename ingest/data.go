@@ -80,6 +80,8 @@ func (s *session) data(r io.Reader) (reply, string) {
 		return replyBadSequence, resultRejected
 	}
 	buf, held, err := readBody(r, tx.size, s.srv.cfg.MaxMessageBytes, s.srv.budget)
+	s.conn.endData()
+	s.conn.progress()
 	// Given back once the queue has the message (or the read failed): the
 	// queue's copy is the one that counts from then on.
 	defer s.srv.budget.give(held)
@@ -126,7 +128,10 @@ func (s *session) data(r io.Reader) (reply, string) {
 
 	ctx, cancel := context.WithTimeout(s.srv.ctx, s.srv.cfg.PublishTimeout)
 	defer cancel()
+	s.conn.setPublishing(true)
 	dup, err := s.srv.publish(ctx, msg)
+	s.conn.setPublishing(false)
+	s.conn.progress()
 	rep, result := publishReply(id, dup, err)
 	switch result {
 	case resultAccepted, resultDuplicate:

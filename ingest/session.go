@@ -87,6 +87,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) (err error) {
 	s.tx = tx
 	s.mu.Unlock()
 	s.conn.setBusy(true)
+	s.conn.progress()
 	return nil
 }
 
@@ -121,6 +122,7 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) (err error) {
 	}
 	s.tx.seen[key] = struct{}{}
 	s.tx.rcpts = append(s.tx.rcpts, to)
+	s.conn.progress()
 	return nil
 }
 

@@ -156,14 +156,15 @@ func TestSessionLifetimeIsCapped(t *testing.T) {
 
 // TestSlowlorisCannotHoldEverySlot: connections from several addresses, each
 // under the per-IP cap, take every slot and trickle DATA slowly enough to be
-// kept by the rate check (issue 12: 1,000 such connections gave every real
-// sender 421). A new client still gets in and delivers: the connection that
-// has completed no command for smtp.stress_timeout gives up its slot.
+// kept by the rate check for a while (issue 12: 1,000 such connections gave
+// every real sender 421). A new client still gets in and delivers: under
+// stress a DATA behind smtp.min_data_rate after smtp.stress_timeout gives up
+// its slot.
 func TestSlowlorisCannotHoldEverySlot(t *testing.T) {
 	cfg := baseConfig()
 	cfg.MaxConnections, cfg.MaxConnectionsPerIP = 4, 2
-	cfg.ReadTimeout = 10 * time.Second
-	cfg.MinDataRate = 1
+	cfg.ReadTimeout = 10 * time.Second // the rate's own cut-off is far away
+	cfg.MinDataRate = 100              // the trickle (20 B/s) falls behind it under stress
 	cfg.StressTimeout = 200 * time.Millisecond
 	pub := &fakePublisher{}
 	srv, addr := startServer(t, cfg, pub, nil)
@@ -203,5 +204,78 @@ func TestSlowlorisCannotHoldEverySlot(t *testing.T) {
 	}
 	if goodbyes == 0 {
 		t.Fatalf("no slowloris connection was told 421 4.4.2")
+	}
+}
+
+// TestStressSparesStreamingSendersNotIdlers: with every slot taken, a new
+// client takes the slot of a client idling with NOOPs, never that of a
+// sender streaming a large message (whose last reply, the 354, is old) nor
+// that of one whose message waits on the queue.
+func TestStressSparesStreamingSendersNotIdlers(t *testing.T) {
+	cfg := baseConfig()
+	cfg.MaxConnections, cfg.MaxConnectionsPerIP = 3, 3
+	cfg.MinDataRate = 100
+	cfg.StressTimeout = 200 * time.Millisecond
+	release := make(chan struct{})
+	pub := blockingPublisher(release)
+	_, addr := startServer(t, cfg, pub, nil)
+
+	waiting := greet(t, addr) // its message will wait on the queue
+	waiting.expect("MAIL FROM:<w@sender.org>", "250")
+	waiting.expect("RCPT TO:<rcpt@example.com>", "250")
+	waiting.expect("DATA", "354")
+	waiting.write("Subject: waiting\r\n\r\nbody\r\n.\r\n")
+	waitFor(t, "a message waiting on the queue", func() bool { return pub.calls.Load() == 1 })
+
+	streamer := greet(t, addr)
+	streamer.expect("MAIL FROM:<s@sender.org>", "250")
+	streamer.expect("RCPT TO:<rcpt@example.com>", "250")
+	streamer.expect("DATA", "354")
+	streamer.write("Subject: large\r\n\r\n")
+	stop := make(chan struct{})
+	streamed := make(chan struct{})
+	go func() { // 2 KB/s, twenty times the minimum rate
+		defer close(streamed)
+		line := []byte(strings.Repeat("s", 198) + "\r\n")
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+				if _, err := streamer.nc.Write(line); err != nil {
+					return
+				}
+			}
+		}
+	}()
+
+	idler := greet(t, addr)
+	deadline := time.Now().Add(10 * time.Second)
+	var newcomer *client
+	for newcomer == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("no slot for a newcomer")
+		}
+		if r := idler.cmd("NOOP"); r.code != 250 {
+			if r.status() != "421 4.4.2" {
+				t.Fatalf("the idler got %v", r)
+			}
+			break // evicted: its slot is free
+		}
+		c := dialFrom(t, addr, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}) // the others' IP is at its cap
+		if r := c.mustRead(); r.code == 220 {
+			newcomer = c
+		}
+		time.Sleep(50 * time.Millisecond) // the idler's NOOP pace, not synchronisation
+	}
+	close(stop)
+	<-streamed
+	streamer.write(".\r\n")
+	close(release)
+	if r := streamer.mustRead(); r.code != 250 {
+		t.Fatalf("the streaming sender: %v, want its message taken", r)
+	}
+	if r := waiting.mustRead(); r.code != 250 {
+		t.Fatalf("the sender waiting on the queue: %v, want 250", r)
 	}
 }
