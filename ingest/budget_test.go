@@ -1,8 +1,10 @@
 package ingest
 
 import (
+	"bytes"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestMemoryBudgetBoundsMailInTransit: the bytes of messages read but not yet
@@ -54,5 +56,32 @@ func TestMemoryBudgetBoundsMailInTransit(t *testing.T) {
 	}
 	if msgs := pub.messages(); len(msgs) != 3 {
 		t.Fatalf("%d messages queued, want 3", len(msgs))
+	}
+}
+
+// TestClaimedSizeHoldsNoBudget: SIZE= costs nothing to claim, so a session
+// that claims a large message and sends a byte holds a small buffer of the
+// budget, not its claim: ten such sessions do not lock out a real sender.
+func TestClaimedSizeHoldsNoBudget(t *testing.T) {
+	cfg := baseConfig()
+	cfg.MaxMessageBytes = 1 << 20
+	cfg.MaxBytesInFlight = 4 << 20
+	cfg.ReadTimeout = 10 * time.Second
+	srv, addr := startServer(t, cfg, &fakePublisher{}, nil)
+	for range 10 {
+		c := greet(t, addr)
+		c.expect("MAIL FROM:<a@claim.example> SIZE=1000000", "250")
+		c.expect("RCPT TO:<rcpt@example.com>", "250")
+		c.expect("DATA", "354")
+		c.write("x")
+	}
+	waitFor(t, "ten DATAs begun", func() bool { return srv.budget.inFlight() > 0 && srv.metrics.sessionsOpen.Load() == 10 })
+	time.Sleep(50 * time.Millisecond) // let the last buffers be taken: what is measured is their size
+	if held := srv.budget.inFlight(); held > 10*(maxPrealloc+receivedHeadroom+bytes.MinRead) {
+		t.Fatalf("ten one-byte messages claiming 1 MB hold %d KiB of the budget", held>>10)
+	}
+	real := greet(t, addr)
+	if r := real.send("b@sender.org", []string{"rcpt@example.com"}, simpleBody); r.code != 250 {
+		t.Fatalf("a real sender beside them: %v", r)
 	}
 }
