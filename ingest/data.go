@@ -87,11 +87,11 @@ func (s *session) data(r io.Reader) (reply, string) {
 	s.conn.progress()
 	// Given back once the queue has the message (or the read failed): the
 	// queue's copy is the one that counts from then on.
-	defer s.srv.budget.give(held)
+	defer func() { s.srv.budget.give(held) }()
 	if err != nil {
 		return s.readFailed(err)
 	}
-	buf = normalizeBareLF(buf)
+	buf, held = s.normalizeBareLF(buf, held)
 	body := buf[receivedHeadroom:]
 	receivedAt := s.srv.now()
 
@@ -206,9 +206,21 @@ func readBody(r io.Reader, sizeHint, limit int64, budget *memoryBudget) (buf []b
 // DATA is still only CRLF "." CRLF (go-smtp's reader): a bare-LF "." line is
 // content, never the end of the message, and stored as CRLF "." CRLF it is
 // what any relay dot-stuffs. buf is returned as is when it has no bare LF
-// (nearly always), else copied once.
-func normalizeBareLF(buf []byte) []byte {
-	body := buf[receivedHeadroom:]
+// (nearly always), else copied once into a buffer taken from the memory
+// budget (held is what the session holds then). A message the CRs would
+// take past smtp.max_message_bytes (up to one byte a line), or whose copy
+// the budget cannot hold, is kept as sent: the queue might refuse it as too
+// large (552, a bounce), and bare LFs are not worth a refusal.
+func (s *session) normalizeBareLF(buf []byte, held int64) ([]byte, int64) {
+	bare := countBareLF(buf[receivedHeadroom:])
+	if bare == 0 || int64(len(buf)-receivedHeadroom+bare) > s.srv.cfg.MaxMessageBytes || !s.srv.budget.take(int64(len(buf)+bare)) {
+		return buf, held
+	}
+	return withCRLF(buf, bare), held + int64(len(buf)+bare)
+}
+
+// countBareLF counts the LFs of body not preceded by CR.
+func countBareLF(body []byte) int {
 	bare := 0
 	for i := bytes.IndexByte(body, '\n'); i >= 0; {
 		if i == 0 || body[i-1] != '\r' {
@@ -220,9 +232,13 @@ func normalizeBareLF(buf []byte) []byte {
 		}
 		i += 1 + j
 	}
-	if bare == 0 {
-		return buf
-	}
+	return bare
+}
+
+// withCRLF copies buf (headroom and body) with a CR before each of the
+// body's bare LFs.
+func withCRLF(buf []byte, bare int) []byte {
+	body := buf[receivedHeadroom:]
 	out := make([]byte, receivedHeadroom, len(buf)+bare)
 	for i, c := range body {
 		if c == '\n' && (i == 0 || body[i-1] != '\r') {

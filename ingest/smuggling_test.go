@@ -65,3 +65,28 @@ func TestBareLFIsNormalised(t *testing.T) {
 		t.Fatalf("stored %q, want the body ending %q", msgs[0].Raw, want)
 	}
 }
+
+// TestBareLFsNeverMakeAMessageTooLarge: CRs added before bare LFs (one a
+// line) must not take a message within smtp.max_message_bytes over it,
+// where the queue could refuse it as too large, a bounce: such a message is
+// kept as sent. Every byte the session held is given back.
+func TestBareLFsNeverMakeAMessageTooLarge(t *testing.T) {
+	cfg := baseConfig()
+	cfg.MaxMessageBytes = 4096
+	pub := &fakePublisher{}
+	srv, addr := startServer(t, cfg, pub, nil)
+	c := greet(t, addr)
+	body := "Subject: lf\r\n\r\n" + strings.Repeat("abcdefg\n", (4096-17)/8) + "\r\n"
+	if r := c.send("a@sender.org", []string{"rcpt@example.com"}, body); r.code != 250 {
+		t.Fatalf("got %v", r)
+	}
+	msgs := pub.messages()
+	if len(msgs) != 1 || !strings.HasSuffix(string(msgs[0].Raw), body) {
+		t.Fatalf("a message the CRs would take past the limit was not kept as sent")
+	}
+	small := "Subject: lf\nX: 1\r\n\r\nbody\n"
+	if r := c.send("a@sender.org", []string{"rcpt@example.com"}, small); r.code != 250 {
+		t.Fatalf("got %v", r)
+	}
+	waitFor(t, "the budget given back", func() bool { return srv.budget.inFlight() == 0 })
+}
