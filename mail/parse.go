@@ -137,11 +137,14 @@ func withDefaultContentTypes(root *enmime.Part) {
 // Inlines hold only parts with a Content-Disposition (and count an inline
 // text body as an inline); its OtherParts the rest. Walking the tree once
 // gives one list that misses nothing: signatures, multipart/related images,
-// TNEF, forwarded messages.
+// TNEF, forwarded messages, and text parts enmime did not take for the
+// body (the second HTML part of Apple Mail's layout). A body part with a
+// file name is a file as well, and listed.
 func nonBodyParts(root *enmime.Part) []Attachment {
+	body := bodyParts(root)
 	var out []Attachment
 	_ = root.DepthMatchAll(func(part *enmime.Part) bool {
-		if strings.HasPrefix(part.ContentType, "multipart/") || isBodyPart(part) {
+		if strings.HasPrefix(part.ContentType, "multipart/") || body[part] && part.FileName == "" {
 			return false
 		}
 		out = append(out, Attachment{
@@ -156,15 +159,38 @@ func nonBodyParts(root *enmime.Part) []Attachment {
 	return out
 }
 
-// isBodyPart says whether part is text the reader sees as the message
-// itself: text/plain or text/html, not marked as an attachment and without
-// a file name. An inline text part with a file name is a file.
-func isBodyPart(part *enmime.Part) bool {
-	switch part.ContentType {
-	case "text/plain", "text/html", "":
-		return part.Disposition != "attachment" && part.FileName == ""
+// bodyParts are the parts enmime made Text and HTML of, found as it finds
+// them (envelope.go, parseMultiPartBody): in a multipart/alternative the
+// first text/plain, elsewhere every text/plain, and the first text/html,
+// none of them marked as attachments; a single-part message is its own
+// body when it is text.
+func bodyParts(root *enmime.Part) map[*enmime.Part]bool {
+	used := map[*enmime.Part]bool{}
+	notAttachment := func(ct string) func(*enmime.Part) bool {
+		return func(p *enmime.Part) bool { return p.ContentType == ct && p.Disposition != "attachment" }
 	}
-	return false
+	if !strings.HasPrefix(root.ContentType, "multipart/") {
+		switch root.ContentType {
+		case "text/plain", "text/html", "":
+			if root.Disposition != "attachment" {
+				used[root] = true
+			}
+		}
+		return used
+	}
+	if root.ContentType == "multipart/alternative" {
+		if p := root.BreadthMatchFirst(notAttachment("text/plain")); p != nil {
+			used[p] = true
+		}
+	} else {
+		for _, p := range root.DepthMatchAll(notAttachment("text/plain")) {
+			used[p] = true
+		}
+	}
+	if p := root.DepthMatchFirst(notAttachment("text/html")); p != nil {
+		used[p] = true
+	}
+	return used
 }
 
 // errBudgetSpent stops enmime (as a panic, which parseWithRecover turns back

@@ -86,3 +86,30 @@ func TestAlternativeWithoutContentTypeIsText(t *testing.T) {
 		t.Fatalf("attachments %v, want none", partSummary(p))
 	}
 }
+
+// TestTextPartsNotInTheBodyAreListed: Apple Mail sends an HTML body in two
+// halves around an inline image (alternative: text, mixed: html, image,
+// html). enmime's HTML is the first half only; the second half was neither
+// body nor attachment, so it showed nowhere.
+func TestTextPartsNotInTheBodyAreListed(t *testing.T) {
+	raw := "From: a@x.test\r\nSubject: apple\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=a\r\n\r\n" +
+		"--a\r\nContent-Type: text/plain\r\n\r\nplain version\r\n" +
+		"--a\r\nContent-Type: multipart/mixed; boundary=m\r\n\r\n" +
+		"--m\r\nContent-Type: text/html\r\n\r\n<p>first half</p>\r\n" +
+		"--m\r\nContent-Type: image/png; name=\"pic.png\"\r\nContent-Disposition: inline; filename=\"pic.png\"\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n" +
+		"--m\r\nContent-Type: text/html\r\n\r\n<p>second half</p>\r\n" +
+		"--m--\r\n--a--\r\n"
+	p, err := Parse([]byte(raw), DefaultParseLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(partSummary(p), ", "), "image/png|pic.png|, text/html||"; got != want {
+		t.Fatalf("parts:\n got %s\nwant %s", got, want)
+	}
+	if last := p.Attachments[len(p.Attachments)-1]; !strings.Contains(string(last.Content), "second half") {
+		t.Fatalf("the listed text/html part is %q, want the second half", last.Content)
+	}
+	if !strings.Contains(p.HTML, "first half") || !strings.Contains(p.Text, "plain version") {
+		t.Fatalf("body: text %q, html %q", p.Text, p.HTML)
+	}
+}
