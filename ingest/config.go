@@ -103,7 +103,7 @@ type Config struct {
 	// MaxConnections caps open SMTP connections; past it, 421 4.7.0.
 	MaxConnections int `config:"max_connections" help:"concurrent SMTP connections (more: 421 4.7.0)"`
 	// MaxConnectionsPerIP caps open connections from one client IP.
-	MaxConnectionsPerIP int `config:"max_connections_per_ip" help:"concurrent SMTP connections per client IP (more: 421 4.7.0)"`
+	MaxConnectionsPerIP int `config:"max_connections_per_ip" help:"concurrent SMTP connections per client IP, an IPv6 client counted by its /64 (more: 421 4.7.0)"`
 	// HighWatermark is the queue fill ratio at which MAIL is refused with
 	// 452 4.3.1 until the fill drops below LowWatermark.
 	HighWatermark float64 `config:"high_watermark" help:"queue fill ratio at which MAIL FROM is deferred with 452 4.3.1"`

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -108,6 +109,18 @@ func refuseConn(nc net.Conn, r reply) {
 	_ = nc.SetWriteDeadline(time.Now().Add(refuseWriteTimeout))
 	_, _ = io.WriteString(nc, r.line())
 	_ = nc.Close()
+}
+
+// clientKey is what smtp.max_connections_per_ip counts by: an IPv4
+// address, or the /64 of an IPv6 one (what one host or customer is given;
+// one machine can take any number of addresses in it).
+func clientKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil || !a.Unmap().Is6() {
+		return ip
+	}
+	p, _ := a.Prefix(64)
+	return p.String()
 }
 
 func remoteIP(a net.Addr) string {
@@ -482,7 +495,7 @@ func newConnRegistry(max, maxPerIP int, onChange func(int)) *connRegistry {
 func (r *connRegistry) add(c *trackedConn, now time.Time) (admitted bool, stalled *trackedConn) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.perIP[c.ip] >= r.maxPerIP {
+	if r.perIP[clientKey(c.ip)] >= r.maxPerIP {
 		return false, nil
 	}
 	if len(r.conns) >= r.max {
@@ -498,7 +511,7 @@ func (r *connRegistry) add(c *trackedConn, now time.Time) (admitted bool, stalle
 		r.removeLocked(stalled)
 	}
 	r.conns[c] = struct{}{}
-	r.perIP[c.ip]++
+	r.perIP[clientKey(c.ip)]++
 	r.onChange(len(r.conns))
 	return true, stalled
 }
@@ -514,8 +527,9 @@ func (r *connRegistry) removeLocked(c *trackedConn) {
 		return
 	}
 	delete(r.conns, c)
-	if r.perIP[c.ip]--; r.perIP[c.ip] <= 0 {
-		delete(r.perIP, c.ip)
+	key := clientKey(c.ip)
+	if r.perIP[key]--; r.perIP[key] <= 0 {
+		delete(r.perIP, key)
 	}
 	r.onChange(len(r.conns))
 	close(r.changed)

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -128,5 +129,24 @@ func TestLongLinesAreAccepted(t *testing.T) {
 	}
 	if msgs := pub.messages(); len(msgs) != 1 || !strings.HasSuffix(string(msgs[0].Raw), body) {
 		t.Fatalf("the long lines were not published byte for byte")
+	}
+}
+
+// TestPerIPCapCountsAnIPv6Slash64: one machine can take any number of
+// addresses in its /64, so the per-IP cap counts IPv6 clients by /64.
+func TestPerIPCapCountsAnIPv6Slash64(t *testing.T) {
+	r := newConnRegistry(10, 2, func(int) {})
+	add := func(ip string) bool {
+		ok, _ := r.add(&trackedConn{ip: ip}, time.Now())
+		return ok
+	}
+	if !add("2001:db8:1:2::1") || !add("2001:db8:1:2::2") {
+		t.Fatal("two addresses of a /64 within a cap of 2 refused")
+	}
+	if add("2001:db8:1:2:ffff::3") {
+		t.Fatal("a third address of the same /64 admitted over the per-IP cap of 2")
+	}
+	if !add("2001:db8:1:3::1") || !add("192.0.2.1") || !add("192.0.2.2") {
+		t.Fatal("another /64 or IPv4 addresses refused")
 	}
 }
