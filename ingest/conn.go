@@ -316,6 +316,12 @@ func (c *trackedConn) Write(b []byte) (int, error) {
 	if c.closed {
 		return 0, net.ErrClosed
 	}
+	if c.tls.Load() && c.tlsConn == nil && len(b) > 0 && b[0] >= '0' && b[0] <= '9' {
+		// A plain reply where TLS records were due (their first byte is a
+		// record type, 20 to 24): go-smtp's "Handshake error". The
+		// session goes on unencrypted.
+		c.tls.Store(false)
+	}
 	if c.tls.Load() {
 		// TLS records: the reply inside was written by go-smtp through
 		// the TLS connection, past the reach of cleanReply and sizeAdvert.

@@ -202,3 +202,32 @@ func TestSTARTTLSKeepsTheDeadlinesAndTheSize(t *testing.T) {
 		t.Fatalf("silent TLS session: %v, want 421 4.4.2", r)
 	}
 }
+
+// TestFailedHandshakeGoesOnInPlainText: after a STARTTLS whose handshake
+// fails half-way (the client does not trust the certificate and aborts),
+// the session goes on unencrypted and is treated so: the idle deadline's
+// goodbye is written, in plain text.
+func TestFailedHandshakeGoesOnInPlainText(t *testing.T) {
+	_, _, _, addr, _ := tlsServer(t, func(c *Config) { c.ReadTimeout = 300 * time.Millisecond })
+	c := dial(t, addr)
+	c.expect("", "220")
+	c.expect("EHLO old.test", "250")
+	c.expect("STARTTLS", "220")
+	distrustful := tls.Client(c.nc, &tls.Config{ServerName: "mx.test"}) // the test CA is not in its roots
+	if err := distrustful.Handshake(); err == nil {
+		t.Fatal("a handshake with an untrusted certificate succeeded")
+	}
+	// What follows the failed handshake on the wire: go-smtp's reply to
+	// it, then the idle goodbye, both in plain text.
+	var lines []string
+	for {
+		r, err := c.read()
+		if err != nil {
+			break
+		}
+		lines = append(lines, r.status())
+	}
+	if len(lines) == 0 || lines[len(lines)-1] != "421 4.4.2" {
+		t.Fatalf("after a failed handshake the session ended with %q, want the idle goodbye 421 4.4.2", lines)
+	}
+}
