@@ -3,16 +3,10 @@ package queue
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -27,6 +21,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/levee-mail/levee/internal/redact"
+	"github.com/levee-mail/levee/internal/testcert"
 )
 
 // These tests run Levee's queue against real nats-servers that demand
@@ -294,13 +289,23 @@ func TestOpenWithCredentials(t *testing.T) {
 func TestOpenWithTLSClientCertificates(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	ca := newTestCA(t, "Levee test CA")
-	other := newTestCA(t, "Some other CA")
-	serverCert, serverKey := ca.issue(t, dir, "server", x509.ExtKeyUsageServerAuth)
-	clientCert, clientKey := ca.issue(t, dir, "client", x509.ExtKeyUsageClientAuth)
-	strangerCert, strangerKey := other.issue(t, dir, "stranger", x509.ExtKeyUsageClientAuth)
-	caFile := ca.write(t, dir, "ca.crt")
-	otherCAFile := other.write(t, dir, "other-ca.crt")
+	ca := testcert.NewCA(t, "Levee test CA")
+	other := testcert.NewCA(t, "Some other CA")
+	// issue writes a certificate of ca for this machine as <name>.crt and
+	// <name>.key.
+	issue := func(ca *testcert.CA, name string, usage x509.ExtKeyUsage) (certFile, keyFile string) {
+		leaf := ca.Issue(t, name, []string{"127.0.0.1", "localhost"}, usage)
+		certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+		writeFile(t, certFile, string(leaf.CertPEM))
+		writeFile(t, keyFile, string(leaf.KeyPEM))
+		return certFile, keyFile
+	}
+	serverCert, serverKey := issue(ca, "server", x509.ExtKeyUsageServerAuth)
+	clientCert, clientKey := issue(ca, "client", x509.ExtKeyUsageClientAuth)
+	strangerCert, strangerKey := issue(other, "stranger", x509.ExtKeyUsageClientAuth)
+	caFile, otherCAFile := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "other-ca.crt")
+	writeFile(t, caFile, string(ca.PEM))
+	writeFile(t, otherCAFile, string(other.PEM))
 
 	s := secureServer(t, func(o *server.Options) {
 		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: serverCert, KeyFile: serverKey, CaFile: caFile, Verify: true})
@@ -505,77 +510,4 @@ func writeFile(t *testing.T, path, content string) {
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// testCA is a certificate authority made for one test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	der  []byte
-}
-
-func newTestCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key, der: der}
-}
-
-func (ca *testCA) write(t *testing.T, dir, name string) string {
-	t.Helper()
-	path := filepath.Join(dir, name)
-	writeFile(t, path, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.der})))
-	return path
-}
-
-// issue makes a certificate for 127.0.0.1 and localhost, signed by ca, and
-// writes it and its key as <name>.crt and <name>.key.
-func (ca *testCA) issue(t *testing.T, dir, name string, usage x509.ExtKeyUsage) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		DNSNames:     []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
-	writeFile(t, certFile, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
-	writeFile(t, keyFile, string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})))
-	return certFile, keyFile
 }

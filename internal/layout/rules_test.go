@@ -128,6 +128,11 @@ var rules = []rule{
 		why:  "leaf helpers used across the tree: they import no Levee package",
 	},
 	{
+		pkgs:   []string{"internal/testcert"},
+		helper: true,
+		why:    "certificates for tests (a CA and what it signs): for _test.go files only, importing no Levee package",
+	},
+	{
 		pkgs: []string{"internal/layout"},
 		why:  "this test: it reads the tree through go list and imports no Levee package",
 	},
