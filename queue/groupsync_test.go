@@ -41,7 +41,7 @@ func TestGroupSyncSharesOneSyncAndNeverAnEarlierOne(t *testing.T) {
 	for range late {
 		wg.Go(func() { errs <- g.wait(ctx) })
 	}
-	waitUntil(t, "20 publishes waiting", func() bool { g.mu.Lock(); defer g.mu.Unlock(); return len(g.waiting) == late })
+	waitFor(t, "20 publishes waiting", func() bool { g.mu.Lock(); defer g.mu.Unlock(); return len(g.waiting) == late })
 	release <- nil
 	if err := <-first; err != nil {
 		t.Fatal(err)
@@ -69,17 +69,6 @@ func TestGroupSyncSharesOneSyncAndNeverAnEarlierOne(t *testing.T) {
 	}
 	if n := syncs.Load(); n != 2 {
 		t.Fatalf("a sync ran after the failure (%d)", n)
-	}
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 
