@@ -235,13 +235,22 @@ func (c *trackedConn) readDeadline(now time.Time) (time.Time, reply) {
 	if c.endOfSession.Before(deadline) {
 		deadline, why = c.endOfSession, replySessionTooLong
 	}
-	if start := c.dataStart.Load(); start != 0 {
-		earned := time.Duration(float64(c.dataBytes.Load()) / float64(c.srv.cfg.MinDataRate) * float64(time.Second))
-		if end := time.Unix(0, start).Add(c.idle + earned); end.Before(deadline) {
-			deadline, why = end, replyDataTooSlow
-		}
+	if due, inData := c.dataDue(c.idle); inData && due.Before(deadline) {
+		deadline, why = due, replyDataTooSlow
 	}
 	return deadline, why
+}
+
+// dataDue is, inside a DATA or BDAT transfer, when the bytes read so far
+// fall behind smtp.min_data_rate counted from grace after the transfer
+// began (each byte earns 1/MinDataRate of a second).
+func (c *trackedConn) dataDue(grace time.Duration) (due time.Time, inData bool) {
+	start := c.dataStart.Load()
+	if start == 0 {
+		return time.Time{}, false
+	}
+	earned := time.Duration(float64(c.dataBytes.Load()) / float64(c.srv.cfg.MinDataRate) * float64(time.Second))
+	return time.Unix(0, start).Add(grace + earned), true
 }
 
 // stalledSince says whether the connection may give its slot to a new
@@ -259,10 +268,7 @@ func (c *trackedConn) stalledSince(now time.Time) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	grace := c.srv.cfg.StressTimeout
-	if start := c.dataStart.Load(); start != 0 {
-		begun := time.Unix(0, start)
-		earned := time.Duration(float64(c.dataBytes.Load()) / float64(c.srv.cfg.MinDataRate) * float64(time.Second))
-		due := begun.Add(grace + earned) // when the bytes so far fall behind
+	if due, inData := c.dataDue(grace); inData {
 		return due, now.After(due)
 	}
 	last := time.Unix(0, c.progressAt.Load())
