@@ -83,7 +83,6 @@ func (s *session) data(r io.Reader) (reply, string) {
 		return replyBadSequence, resultRejected
 	}
 	buf, held, err := readBody(r, tx.size, s.srv.cfg.MaxMessageBytes, s.srv.budget)
-	s.conn.endData()
 	s.conn.progress()
 	// Given back once the queue has the message (or the read failed): the
 	// queue's copy is the one that counts from then on.
@@ -98,9 +97,15 @@ func (s *session) data(r io.Reader) (reply, string) {
 	// The id is computed on the body as the client sent it (dot stuffing
 	// undone, bare LFs made CRLF, nothing else), before Levee adds
 	// anything: a retransmission of the same message gets the same id.
-	id := mail.ID(tx.from, tx.rcpts, body)
-	if hdr := s.srv.validate(id, body); hdr != nil && hdr.Get("Message-Id") == "" && hdr.Get("Date") == "" {
+	header, herr := s.srv.readHeader(body)
+	var id string
+	if header != nil && header.Get("Message-Id") == "" && header.Get("Date") == "" {
 		id = mail.UndatedID(tx.from, tx.rcpts, body, receivedAt)
+	} else {
+		id = mail.ID(tx.from, tx.rcpts, body)
+	}
+	if herr != nil {
+		s.srv.log.Info("smtp message headers unreadable; accepted anyway", "id", id, "err", herr)
 	}
 
 	forRcpt := ""
@@ -310,17 +315,16 @@ func publishReply(id string, dup bool, err error) (reply, string) {
 	}
 }
 
-// validate reads the header block to observe it and returns it (nil if it
-// cannot be read): Levee never refuses messy mail, and even a header block
-// that cannot be read is accepted. The MIME parse is the worker's, once per
-// message (levee_worker_parse_total).
-func (srv *Server) validate(id string, body []byte) textproto.MIMEHeader {
+// readHeader reads the header block and counts the outcome: Levee never
+// refuses messy mail, and even a header block that cannot be read is
+// accepted (the header is then nil). The MIME parse is the worker's, once
+// per message (levee_worker_parse_total).
+func (srv *Server) readHeader(body []byte) (textproto.MIMEHeader, error) {
 	h, err := mail.ReadHeader(body)
 	if err != nil {
 		srv.metrics.parse.WithLabelValues(parseUnreadable).Inc()
-		srv.log.Info("smtp message headers unreadable; accepted anyway", "id", id, "err", err)
-		return nil
+		return nil, err
 	}
 	srv.metrics.parse.WithLabelValues(parseOK).Inc()
-	return h
+	return h, nil
 }
