@@ -186,7 +186,20 @@ type trackedConn struct {
 	wmu    sync.Mutex // serialises writes with kick and close
 	closed bool       // guarded by wmu
 	lastCR bool       // guarded by wmu: the previous write ended in CR
+	// pending (guarded by wmu) holds replies not yet sent: go-smtp flushes
+	// every reply line on its own (an EHLO answer is a dozen writes), so
+	// the replies wait here until the session next needs input, when they
+	// leave in one write. A pipelining client's MAIL, RCPT and DATA then
+	// cost one reply packet instead of three, and a non-pipelining client
+	// loses nothing: the session always reads right after it replies.
+	pending []byte
+	// writeDeadline (guarded by wmu) is the last write deadline set.
+	writeDeadline time.Time
 }
+
+// maxPendingReplies is how many reply bytes are held before they are sent
+// anyway (more than any one reply go-smtp writes).
+const maxPendingReplies = 8 << 10
 
 // kickedError is what Read returns after the connection was closed with a
 // final reply. It matches net.ErrClosed, so go-smtp ends the session
@@ -197,6 +210,9 @@ func (e *kickedError) Error() string        { return "ingest: connection closed:
 func (e *kickedError) Is(target error) bool { return target == net.ErrClosed }
 
 func (c *trackedConn) Read(b []byte) (int, error) {
+	if err := c.flush(); err != nil {
+		return 0, err
+	}
 	for {
 		deadline, why := c.readDeadline(time.Now())
 		// An error here means the connection is closed (or, for net.Pipe,
@@ -331,25 +347,36 @@ func (c *trackedConn) Write(b []byte) (int, error) {
 	if c.tls.Load() {
 		// TLS records: the reply inside was written by go-smtp through
 		// the TLS connection, past the reach of cleanReply and sizeAdvert.
-		n, err := c.Conn.Write(b)
-		if c.closeAfterWrite.Load() {
-			c.closeLocked()
-		}
-		return n, err
+		c.pending = append(c.pending, b...)
+	} else {
+		c.pending = append(c.pending, c.cleanReply(c.srv.sizeAdvert.fix(b))...)
 	}
-	out := c.srv.sizeAdvert.fix(b)
-	n, err := c.Conn.Write(c.cleanReply(out))
-	if len(out) != len(b) {
-		// go-smtp's count is of what it wrote, not of the corrected reply.
-		n = min(n, len(b))
-		if err == nil {
-			n = len(b)
-		}
-	}
+	// go-smtp's count is of what it wrote, not of the corrected reply.
 	if c.closeAfterWrite.Load() {
+		err := c.flushLocked()
 		c.closeLocked()
+		return len(b), err
 	}
-	return n, err
+	if len(c.pending) >= maxPendingReplies {
+		return len(b), c.flushLocked()
+	}
+	return len(b), nil
+}
+
+// flush sends the replies held back; Read calls it before it may block.
+func (c *trackedConn) flush() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.flushLocked()
+}
+
+func (c *trackedConn) flushLocked() error {
+	if len(c.pending) == 0 || c.closed {
+		return nil
+	}
+	_, err := c.Conn.Write(c.pending)
+	c.pending = c.pending[:0]
+	return err
 }
 
 // cleanReply makes sure every reply line is well formed. go-smtp echoes
@@ -399,7 +426,22 @@ func (c *trackedConn) cleanReply(b []byte) []byte {
 func (c *trackedConn) SetReadDeadline(time.Time) error { return nil }
 
 // SetDeadline sets only the write deadline, for the same reason.
-func (c *trackedConn) SetDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(t) }
+func (c *trackedConn) SetDeadline(t time.Time) error { return c.SetWriteDeadline(t) }
+
+// SetWriteDeadline sends the held replies first when the new deadline is
+// earlier than the one they were written under: tls.Conn's Close writes its
+// close_notify and then sets the deadline to now, which would otherwise
+// fail the last reply's flush. go-smtp moves the deadline later before
+// every reply, which keeps them held.
+func (c *trackedConn) SetWriteDeadline(t time.Time) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if earlier := !t.IsZero() && (c.writeDeadline.IsZero() || t.Before(c.writeDeadline)); earlier && len(c.pending) > 0 {
+		_ = c.flushLocked()
+	}
+	c.writeDeadline = t
+	return c.Conn.SetWriteDeadline(t)
+}
 
 func (c *trackedConn) Close() error {
 	c.wmu.Lock()
@@ -411,6 +453,7 @@ func (c *trackedConn) closeLocked() error {
 	if c.closed {
 		return nil
 	}
+	_ = c.flushLocked()
 	c.closed = true
 	err := c.Conn.Close()
 	c.srv.conns.remove(c)
@@ -429,8 +472,9 @@ func (c *trackedConn) kick(r reply) error {
 		c.srv.metrics.timeouts.WithLabelValues(reason).Inc()
 	}
 	if !c.closed {
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
-		_, _ = io.WriteString(c.Conn, r.line())
+		c.writeDeadline = time.Now().Add(c.writeTimeout)
+		_ = c.Conn.SetWriteDeadline(c.writeDeadline)
+		c.pending = append(c.pending, r.line()...)
 		c.closeLocked()
 	}
 	return &kickedError{reply: r}
@@ -453,7 +497,7 @@ func (c *trackedConn) kickTLS(r reply) error {
 	c.wmu.Unlock()
 	if tc != nil && !closed {
 		c.closeAfterWrite.Store(true)
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+		_ = c.SetWriteDeadline(time.Now().Add(c.writeTimeout))
 		_, _ = tc.Write([]byte(r.line()))
 		_ = c.Close()
 	}
