@@ -17,6 +17,19 @@ import (
 // limit for POST /api/v1/messages/lookup).
 const maxLookup = 1000
 
+// pollWindow is how many of the oldest pending messages a polling round
+// asks for while the drain is under way. The drain stores them first, so
+// asking for them says how far it got; asking for every pending message
+// each round would load the API with the audit's own look-ups (tens of
+// thousands a second after a surge) exactly while the readers' latency
+// during the drain is being measured.
+const pollWindow = 100
+
+// everythingEvery: a polling round whose window found nothing is followed
+// by one that asks for every pending message, at most once in this many
+// polls (the oldest might be lost while the rest is stored).
+const everythingEvery = 10
+
 // AuditResult says whether every accepted message was stored exactly once.
 type AuditResult struct {
 	// Complete: every accepted message was found before the deadline.
@@ -239,9 +252,12 @@ func (r *run) auditedMessages() (accepted []acceptedMsg, refused []string) {
 	return accepted, refused
 }
 
-// pollUntilStored looks the accepted messages up every Audit.Poll until
-// each one is found or ctx ends, and returns the earliest copy of each
-// found. It sets res.Complete and counts failed look-ups in
+// pollUntilStored looks the accepted messages up until each one is found or
+// ctx ends, and returns the earliest copy of each found. A round asks for
+// the pollWindow oldest pending messages; when it finds most of them the
+// next round follows at once, otherwise after Audit.Poll. So the audit
+// follows the drain with about one look-up per message stored, and goes
+// through mail stored long ago at the API's speed. It sets res.Complete and counts failed look-ups in
 // res.LookupErrors. It gives up with an error, and what it found so far,
 // when the API cannot answer look-ups at all (errLookupUnsupported) or
 // answered none for Audit.Unanswered (errAPIUnanswered): polling until the
@@ -253,8 +269,13 @@ func (r *run) pollUntilStored(ctx context.Context, accepted []acceptedMsg, res *
 	}
 	first := map[string]storedSummary{}
 	lastAnswer := time.Now()
+	everything, lastEverything := false, time.Now()
 	for len(pending) > 0 {
-		round := r.lookupAll(ctx, pending)
+		ask := pending
+		if !everything && len(ask) > pollWindow {
+			ask = ask[:pollWindow]
+		}
+		round := r.lookupAll(ctx, ask)
 		res.LookupErrors += round.errs
 		if round.fatal != nil {
 			return first, round.fatal
@@ -263,6 +284,12 @@ func (r *run) pollUntilStored(ctx context.Context, accepted []acceptedMsg, res *
 			lastAnswer = time.Now()
 		} else if ctx.Err() == nil && time.Since(lastAnswer) >= r.cfg.Audit.Unanswered {
 			return first, fmt.Errorf("%w at %s for %s: %v", errAPIUnanswered, r.cfg.API, r.cfg.Audit.Unanswered, round.lastErr)
+		}
+		found := 0 // of ask, counted before pending (which ask shares) shrinks
+		for _, mid := range ask {
+			if len(round.found[mid]) > 0 {
+				found++
+			}
 		}
 		pending = slices.DeleteFunc(pending, func(mid string) bool {
 			copies := round.found[mid]
@@ -276,6 +303,15 @@ func (r *run) pollUntilStored(ctx context.Context, accepted []acceptedMsg, res *
 		if len(pending) == 0 || ctx.Err() != nil {
 			break
 		}
+		if everything {
+			everything, lastEverything = false, time.Now()
+		}
+		if 2*found >= len(ask) {
+			continue // the drain is past most of these: on to the next ones at once
+		}
+		// Nothing found among the oldest for a while: perhaps they are lost
+		// and the rest is stored, so the next round asks for everything.
+		everything = found == 0 && round.errs == 0 && time.Since(lastEverything) >= everythingEvery*r.cfg.Audit.Poll
 		sleep(ctx, r.cfg.Audit.Poll)
 	}
 	res.Complete = len(pending) == 0
@@ -355,6 +391,9 @@ func (r *run) tallyAccepted(res *AuditResult, accepted []acceptedMsg, first map[
 	res.Distribution = e2e.Bins(40)
 	if end := r.loadEnd.Load(); end != 0 && !lastStored.IsZero() {
 		res.CatchUp = max(0, lastStored.Sub(time.Unix(0, end)).Seconds())
+	}
+	if res.Stored == res.Accepted && !lastStored.IsZero() {
+		r.caughtUp.Store(lastStored.UnixNano())
 	}
 }
 

@@ -179,7 +179,13 @@ type fakeAPI struct {
 	// copies overrides how many stored copies the look-up reports.
 	copies func(mid string, stored int) int
 	// down, when it says so for the nth look-up (from 1), answers it 503.
-	down    func(n int) bool
+	down func(n int) bool
+	// lag makes each message found only this long after the sink took it
+	// (a queue the workers drain behind the receiver), stored_at then.
+	lag time.Duration
+	// askedWhileDraining is the most Message-IDs one look-up asked for
+	// while some message the sink took was not yet "stored".
+	askedWhileDraining int
 	mu      sync.Mutex
 	lookups int
 	reads   int
@@ -233,14 +239,26 @@ func startAPI(t *testing.T, sink *sinkServer) *fakeAPI {
 			return
 		}
 		found := map[string][]storedSummary{}
+		now := time.Now()
 		sink.mu.Lock()
+		for _, at := range sink.storedAt {
+			if a.lag > 0 && now.Before(at.Add(a.lag)) {
+				a.mu.Lock()
+				a.askedWhileDraining = max(a.askedWhileDraining, len(req.MessageIDs))
+				a.mu.Unlock()
+				break
+			}
+		}
 		for _, mid := range req.MessageIDs {
 			n := sink.stored[mid]
 			if a.copies != nil {
 				n = a.copies(mid, n)
 			}
+			if a.lag > 0 && now.Before(sink.storedAt[mid].Add(a.lag)) {
+				n = 0
+			}
 			for i := range n {
-				at := sink.storedAt[mid].Add(time.Duration(i) * time.Millisecond)
+				at := sink.storedAt[mid].Add(a.lag + time.Duration(i)*time.Millisecond)
 				found[mid] = append(found[mid], storedSummary{ID: fmt.Sprintf("%s-%d", mid, i), MessageID: mid, ReceivedAt: at.Add(-time.Millisecond), StoredAt: at})
 			}
 		}

@@ -130,10 +130,17 @@ type ReaderPhase struct {
 // result summarises the samples: overall, per phase, and as a series of
 // windows `window` wide (wide enough to hold a few dozen requests, so that
 // a p99 means something), returned as start times, p50 and p99 in seconds.
-func (p *readerProbe) result(window time.Duration) (res *ReaderResult, ts, p50, p99 []float64) {
+// Drain samples from auditFrom on (the last message was stored by then)
+// belong to the audit phase.
+func (p *readerProbe) result(window, auditFrom time.Duration) (res *ReaderResult, ts, p50, p99 []float64) {
 	p.mu.Lock()
 	samples := slices.Clone(p.samples)
 	p.mu.Unlock()
+	for i := range samples {
+		if samples[i].phase == PhaseDrain && samples[i].at >= auditFrom {
+			samples[i].phase = PhaseAudit
+		}
+	}
 	res = &ReaderResult{Readers: p.r.cfg.Readers}
 	all := newHistogram()
 	byPhase := map[string]*histogram{}
@@ -180,7 +187,7 @@ func (p *readerProbe) result(window time.Duration) (res *ReaderResult, ts, p50, 
 }
 
 func phaseRank(p string) int {
-	return map[string]int{PhaseBefore: 0, PhaseLoad: 1, PhaseDuring: 2, PhaseAfter: 3, PhaseDrain: 4}[p]
+	return map[string]int{PhaseBefore: 0, PhaseLoad: 1, PhaseDuring: 2, PhaseAfter: 3, PhaseDrain: 4, PhaseAudit: 5}[p]
 }
 
 // worstP99 is the highest per-phase p99: the figure --max-reader-p99

@@ -138,7 +138,14 @@ func (r *run) result(sendEnd time.Time, audit *AuditResult, pipelining, interrup
 		SMTPLatency:        st.smtpLat.Summary(),
 		TransactionLatency: st.txLat.Summary(),
 		Audit:              audit,
-		Phases:             append(r.cfg.Schedule.Phases(), Phase{Name: PhaseDrain, Start: loadEnd.Sub(r.start), End: time.Since(r.start)}),
+	}
+	drainEnd := r.drainEnd(loadEnd)
+	res.Phases = r.cfg.Schedule.Phases()
+	if from := loadEnd.Sub(r.start); drainEnd > from {
+		res.Phases = append(res.Phases, Phase{Name: PhaseDrain, Start: from, End: drainEnd})
+	}
+	if end := time.Since(r.start); end > drainEnd {
+		res.Phases = append(res.Phases, Phase{Name: PhaseAudit, Start: drainEnd, End: end})
 	}
 	if res.LoadDuration > 0 {
 		res.OfferedRate = float64(st.offered) / res.LoadDuration
@@ -183,7 +190,7 @@ func (r *run) result(sendEnd time.Time, audit *AuditResult, pipelining, interrup
 	if r.readers != nil {
 		w := readerWindow(iv, time.Duration(n)*iv)
 		s.ReaderWindow = w.Seconds()
-		res.Readers, s.ReaderT, s.ReaderP50, s.ReaderP99 = r.readers.result(w)
+		res.Readers, s.ReaderT, s.ReaderP50, s.ReaderP99 = r.readers.result(w, drainEnd)
 	}
 	res.Series = s
 	if r.scraper != nil {
@@ -193,6 +200,19 @@ func (r *run) result(sendEnd time.Time, audit *AuditResult, pipelining, interrup
 	res.diagnose()
 	res.Pass = true
 	return res
+}
+
+// drainEnd is when the drain phase ended, from the run's start: when the
+// last accepted message was stored, if the audit found every one of them
+// (the server's clock: on another machine, as right as the clocks agree),
+// or else now. The time after it is the audit's.
+func (r *run) drainEnd(loadEnd time.Time) time.Duration {
+	now := time.Since(r.start)
+	c := r.caughtUp.Load()
+	if c == 0 {
+		return now
+	}
+	return min(now, max(loadEnd.Sub(r.start), time.Unix(0, c).Sub(r.start)))
 }
 
 // ServerCost is the CPU and memory the API process (Levee) spent on the

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -35,6 +36,9 @@ type run struct {
 	readers  *readerProbe
 	scraper  *scraper
 	auditing auditProgress
+	// caughtUp is when the last accepted message was stored (UnixNano),
+	// set by an audit that found every one; 0 otherwise.
+	caughtUp atomic.Int64
 }
 
 // Run offers the schedule's load to cfg.Target, then audits delivery through

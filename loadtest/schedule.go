@@ -46,14 +46,17 @@ type Phase struct {
 }
 
 // Phase names. A burst has before, during and after; other schedules have
-// load; every run ends with drain, while the backlog, the retries, the queue
-// and the audit catch up.
+// load; every run ends with drain, while the backlog, the retries and the
+// queue catch up (until the last accepted message is stored, when the audit
+// finds them all), then audit, while the audit looks every message up: the
+// load tester's own load, which readers then feel and no verdict counts.
 const (
 	PhaseBefore = "before"
 	PhaseDuring = "during"
 	PhaseAfter  = "after"
 	PhaseLoad   = "load"
 	PhaseDrain  = "drain"
+	PhaseAudit  = "audit"
 )
 
 // ArrivalOptions shape how a rate profile turns into arrivals.

@@ -110,7 +110,11 @@ func (res *Result) WriteSummary(w io.Writer) error {
 		row("bottleneck", "%s: %s", d.Bottleneck, d.Why)
 		row("senders", "%.0f%% of the offered mail accepted during the load; at most %d messages waiting at the senders", d.AcceptedShare*100, d.SenderBacklogPeak)
 		if d.ReaderDuringOverBefore > 0 {
-			row("readers", "p99 %.1fx before during the load, %.1fx after it, %.1fx while draining (and auditing)", d.ReaderDuringOverBefore, d.ReaderAfterOverBefore, d.ReaderDrainOverBefore)
+			drain := "no drain after the load (caught up before it ended)"
+			if d.ReaderDrainOverBefore > 0 {
+				drain = fmt.Sprintf("%.1fx while draining", d.ReaderDrainOverBefore)
+			}
+			row("readers", "p99 %.1fx before during the load, %.1fx after it, %s", d.ReaderDuringOverBefore, d.ReaderAfterOverBefore, drain)
 		}
 	}
 	if len(res.Checks) > 0 {
