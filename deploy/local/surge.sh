@@ -15,7 +15,10 @@
 # the queue's and the senders' peaks, the catch-up time, lost and
 # duplicated, the readers' p99 per phase and the bottleneck it names.
 # Settings (environment): SURGE_BASELINE (100/s), SURGE_FACTOR (10x),
-# SURGE_FOR (60s), SURGE_CONNECTIONS (50), SURGE_READERS (4).
+# SURGE_FOR (60s), SURGE_CONNECTIONS (50), SURGE_READERS (4), and
+# SURGE_STORE: the mailbox store, a postgres:// URL, or "postgres" for a
+# fresh database on the local server (127.0.0.1:5432, user postgres, made
+# with createdb and dropped at the end); default SQLite in SURGE_DIR.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -41,12 +44,23 @@ echo "surge: building bin/levee"
 "$GO" build -o bin/levee ./cmd/levee
 
 pids=()
+dropdb_name=""
 cleanup() {
   local p
   for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [[ -n "$dropdb_name" ]]; then
+    dropdb -h 127.0.0.1 -U postgres --if-exists "$dropdb_name" || true
+  fi
 }
 trap cleanup EXIT
+
+STORE="${SURGE_STORE:-}"
+if [[ "$STORE" == postgres ]]; then
+  dropdb_name="levee_surge_$$"
+  createdb -h 127.0.0.1 -U postgres "$dropdb_name" || die "createdb $dropdb_name on 127.0.0.1:5432 failed: is PostgreSQL up?"
+  STORE="postgres://postgres@127.0.0.1:5432/$dropdb_name?sslmode=disable"
+fi
 
 # pin CPUS COMMAND...: with taskset and more than one core, run COMMAND on
 # those cores only. It execs, so that `pin ... &` leaves $! the command's
@@ -71,8 +85,10 @@ wait_ready() { # URL NAME
 
 COMMON=(--domains example.com --queue-max-msgs 200000)
 if [[ "$MODE" == serve ]]; then
+  STORE_FLAG=()
+  [[ -n "$STORE" ]] && STORE_FLAG=(--store "$STORE")
   bin/levee serve --data-dir "$DIR/data" --smtp-addr "$HOST:$SMTP_PORT" --http-addr "$HOST:$HTTP_PORT" \
-    "${COMMON[@]}" >"$DIR/levee.log" 2>&1 &
+    "${STORE_FLAG[@]}" "${COMMON[@]}" >"$DIR/levee.log" 2>&1 &
   pids+=($!)
   wait_ready "http://$HOST:$HTTP_PORT/readyz" "levee serve"
 else
@@ -88,7 +104,7 @@ CONF
   pin 0 bin/nats-server -c "$DIR/nats.conf" >"$DIR/nats.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/$HOST/$NATS_PORT") 2>/dev/null && break; sleep 0.1; done
-  NATS=(--nats-url "nats://$HOST:$NATS_PORT" --store "$DIR/levee.db")
+  NATS=(--nats-url "nats://$HOST:$NATS_PORT" --store "${STORE:-$DIR/levee.db}")
   pin 0 bin/levee smtpd --data-dir "$DIR/smtpd" "${NATS[@]}" --smtp-addr "$HOST:$SMTP_PORT" \
     --http-addr "$HOST:$SMTPD_HTTP_PORT" "${COMMON[@]}" >"$DIR/smtpd.log" 2>&1 &
   pids+=($!)
@@ -103,7 +119,7 @@ CONF
   done
 fi
 
-echo "surge: running the recipe ($MODE); about 4 minutes"
+echo "surge: running the recipe ($MODE, store ${STORE:-SQLite}); about 4 minutes"
 status=0
 bin/levee loadtest --target "$HOST:$SMTP_PORT" --api "http://$HOST:$HTTP_PORT" \
   --to 'customer{n}@example.com' --mailboxes 500 \
