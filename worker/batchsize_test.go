@@ -67,7 +67,12 @@ func TestLargeMessagesComeInSmallerBatches(t *testing.T) {
 		t.Fatalf("a batch of %d KiB, want about worker.batch_max_bytes (2048 KiB) at most", largest>>10)
 	}
 	_, before := rec.largest()
+	// The loop stops while they are published, so that it finds them all
+	// waiting (running, it would take each as it arrives: the batch size
+	// would then measure the publishes' pace, not the loop's sizing).
+	w.SetConcurrency(0)
 	publish(64, 100)
+	w.SetConcurrency(1)
 	waitFor(t, 20*time.Second, "small messages stored", func() bool { return r.stored() == 75 })
 	if _, after := rec.largest(); after-before > 16 {
 		t.Fatalf("64 small messages took %d batches: batches did not grow back", after-before)
