@@ -239,8 +239,12 @@ func (l *Levee) listen(ctx context.Context) error {
 			return err
 		}
 		attrs = append(attrs, "store", redact.URL(cfg.Store), "workers", cfg.Worker.Concurrency)
-		if as := cfg.Worker.Autoscale; as.Enabled && cfg.Worker.Concurrency > 0 {
-			attrs = append(attrs, "autoscale", fmt.Sprintf("%d..%d, p95 budget %s", as.Min, as.Max, as.LatencyBudget))
+		if as := cfg.Worker.Autoscale.WithDefaults(); as.Enabled && cfg.Worker.Concurrency > 0 {
+			budget := fmt.Sprintf("%gx idle, at least %s", as.LatencyBudgetFactor, as.LatencyFloor)
+			if as.LatencyBudget > 0 {
+				budget = as.LatencyBudget.String()
+			}
+			attrs = append(attrs, "autoscale", fmt.Sprintf("%d..%d, p95 budget %s", as.Min, as.Max, budget))
 		}
 	}
 	l.log.Info("levee started", attrs...)

@@ -111,6 +111,7 @@ type Autoscaler struct {
 	arrivals     []float64
 	recent       []wantedAt // within ScaleDownDelay, wanted decreasing
 	lim          limiter
+	idle         writeIdle
 	backlogDown  bool // the last Backlog call failed
 	last         Decision
 }
@@ -228,6 +229,7 @@ func (a *Autoscaler) Step(ctx context.Context) Decision {
 	s := a.stats.take()
 	dt := now.Sub(a.lastStep).Seconds()
 	a.remember(now, s)
+	a.idle.add(now, &s)
 	if v := a.perLoopSample(s); v > 0 {
 		if a.perLoop == 0 {
 			a.perLoop = v
@@ -256,6 +258,7 @@ func (a *Autoscaler) Step(ctx context.Context) Decision {
 	ev.readers = a.readersOver()
 	d.P95, d.Samples = ev.p95, ev.writes
 	oldLimit := a.lim.limit
+	a.lim.budget = a.writeBudget()
 	if r := a.lim.update(now, cur, ev); r != "" {
 		why = append(why, r)
 	}
@@ -277,12 +280,13 @@ func (a *Autoscaler) Step(ctx context.Context) Decision {
 		a.log.Debug("worker: autoscale",
 			"current", cur, "next", d.Next, "wanted", d.Wanted, "limit", d.Limit,
 			"backlog", b, "oldest", oldest, "arrival_per_s", round1(d.Arrival), "per_loop_per_s", round1(d.PerLoop),
-			"p95", d.P95, "samples", d.Samples, "budget", a.cfg.LatencyBudget, "reason", d.Reason)
+			"p95", d.P95, "samples", d.Samples, "budget", a.lim.budget, "reason", d.Reason)
 	}
 
 	a.metrics.wanted.Set(float64(d.Wanted))
 	a.metrics.limit.Set(float64(d.Limit))
 	a.metrics.p95.Set(a.windowP95().Seconds())
+	a.metrics.budget.Set(a.lim.budget.Seconds())
 	a.lastStep, a.last = now, d
 	// The arrival rate needs two readings one interval apart.
 	a.prevBacklog, a.havePrev = b, berr == nil

@@ -22,8 +22,16 @@ type AutoscaleConfig struct {
 	// this push concurrency up. Default 1m.
 	TargetDrain time.Duration `config:"target_drain" help:"drain a backlog within this time (if the store's budget allows)"`
 	// LatencyBudget is the store write p95 that concurrency must keep under.
-	// Default 100ms.
-	LatencyBudget time.Duration `config:"latency_budget" help:"store write p95 above which the concurrency limit drops multiplicatively"`
+	// Zero (the default) derives it from the store's own idle latency:
+	// LatencyBudgetFactor times the idle write p95 (the 10th percentile of
+	// the per-interval p95s of the last half hour), at least LatencyFloor;
+	// 100ms until a minute of writes has been measured.
+	LatencyBudget time.Duration `config:"latency_budget" help:"store write p95 above which the concurrency limit drops multiplicatively; 0: latency_budget_factor times the store's measured idle write p95, at least latency_floor"`
+	// LatencyBudgetFactor and LatencyFloor shape the derived budget.
+	// Defaults 4 and 25ms: a store whose idle writes take 2ms is held to
+	// 25ms, one whose idle writes take 40ms (a distant database) to 160ms.
+	LatencyBudgetFactor float64       `config:"latency_budget_factor" help:"the derived store write budget is this many times the store's idle write p95"`
+	LatencyFloor        time.Duration `config:"latency_floor" help:"the derived store write budget is at least this"`
 	// ReaderBudget and ReaderFloor: when the web app's readers are
 	// measured (the web role in this process), the limit also drops while
 	// their p99 is above ReaderBudget times their idle p99 and above
@@ -62,8 +70,11 @@ func (c AutoscaleConfig) WithDefaults() AutoscaleConfig {
 	if c.TargetDrain == 0 {
 		c.TargetDrain = time.Minute
 	}
-	if c.LatencyBudget == 0 {
-		c.LatencyBudget = 100 * time.Millisecond
+	if c.LatencyBudgetFactor == 0 {
+		c.LatencyBudgetFactor = 4
+	}
+	if c.LatencyFloor == 0 {
+		c.LatencyFloor = 25 * time.Millisecond
 	}
 	if c.LatencyWindow == 0 {
 		c.LatencyWindow = 10 * time.Second
@@ -104,8 +115,12 @@ func (c AutoscaleConfig) Validate() error {
 		return fmt.Errorf("worker.autoscale.interval: must be >= 10ms, got %s", c.Interval)
 	case c.TargetDrain < c.Interval:
 		return fmt.Errorf("worker.autoscale.target_drain: must be >= worker.autoscale.interval (%s), got %s", c.Interval, c.TargetDrain)
-	case c.LatencyBudget <= 0:
-		return fmt.Errorf("worker.autoscale.latency_budget: must be > 0, got %s", c.LatencyBudget)
+	case c.LatencyBudget < 0:
+		return fmt.Errorf("worker.autoscale.latency_budget: must be >= 0 (0: derived from the store's idle latency), got %s", c.LatencyBudget)
+	case !(c.LatencyBudgetFactor >= 1):
+		return fmt.Errorf("worker.autoscale.latency_budget_factor: must be >= 1, got %g", c.LatencyBudgetFactor)
+	case c.LatencyFloor <= 0:
+		return fmt.Errorf("worker.autoscale.latency_floor: must be > 0, got %s", c.LatencyFloor)
 	case c.LatencyWindow < c.Interval || c.LatencyWindow > maxWindowIntervals*c.Interval:
 		return fmt.Errorf("worker.autoscale.latency_window: must be between worker.autoscale.interval and %d intervals (%s .. %s), got %s",
 			maxWindowIntervals, c.Interval, maxWindowIntervals*c.Interval, c.LatencyWindow)

@@ -6,6 +6,7 @@ type autoscaleMetrics struct {
 	wanted  prometheus.Gauge
 	limit   prometheus.Gauge
 	p95     prometheus.Gauge
+	budget  prometheus.Gauge
 	changes *prometheus.CounterVec
 }
 
@@ -23,6 +24,10 @@ func newAutoscaleMetrics(reg prometheus.Registerer) (*autoscaleMetrics, error) {
 			Name: "levee_worker_store_write_p95_seconds",
 			Help: "95th percentile of store write (transaction) duration over the autoscaler's latency window; 0 when nothing was written in it.",
 		}),
+		budget: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "levee_worker_store_write_budget_seconds",
+			Help: "The store write p95 the autoscaler holds concurrency under: worker.autoscale.latency_budget, or when that is 0 latency_budget_factor times the store's idle write p95 (at least latency_floor; 0.1 s until a minute of writes was measured).",
+		}),
 		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "levee_worker_autoscale_changes_total",
 			Help: "Concurrency changes made by the autoscaler, by direction: up, down.",
@@ -31,7 +36,7 @@ func newAutoscaleMetrics(reg prometheus.Registerer) (*autoscaleMetrics, error) {
 	m.changes.WithLabelValues("up")
 	m.changes.WithLabelValues("down")
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.wanted, m.limit, m.p95, m.changes} {
+		for _, c := range []prometheus.Collector{m.wanted, m.limit, m.p95, m.budget, m.changes} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
