@@ -112,7 +112,9 @@ type Autoscaler struct {
 	recent       []wantedAt // within ScaleDownDelay, wanted decreasing
 	lim          limiter
 	idle         writeIdle
-	backlogDown  bool // the last Backlog call failed
+	duty         float64   // the loops' duty cycle (pace.go)
+	dutyCut      time.Time // when it last dropped
+	backlogDown  bool      // the last Backlog call failed
 	last         Decision
 }
 
@@ -185,7 +187,8 @@ func newAutoscaler(cfg AutoscaleConfig, s scaled, deps AutoscalerDeps) (*Autosca
 	if err != nil {
 		return nil, err
 	}
-	return &Autoscaler{cfg: cfg, pool: s.pool, stats: s.stats, batch: max(s.batch, 1), ceiling: s.ceiling,
+	m.duty.Set(1)
+	return &Autoscaler{cfg: cfg, pool: s.pool, stats: s.stats, batch: max(s.batch, 1), ceiling: s.ceiling, duty: 1,
 		backlog: deps.Backlog, readers: deps.Readers, clock: deps.Clock, metrics: m, log: deps.Log}, nil
 }
 
@@ -259,8 +262,16 @@ func (a *Autoscaler) Step(ctx context.Context) Decision {
 	d.P95, d.Samples = ev.p95, ev.writes
 	oldLimit := a.lim.limit
 	a.lim.budget = a.writeBudget()
-	if r := a.lim.update(now, cur, ev); r != "" {
+	over := ev.p95 > a.lim.budget || ev.readers != ""
+	slowed := a.duty < 1
+	if r := a.pace(now, cur, over, ev.writes >= minEvidence); r != "" {
 		why = append(why, r)
+	}
+	if !slowed || over {
+		// Full speed comes back before more loops do.
+		if r := a.lim.update(now, cur, ev); r != "" {
+			why = append(why, r)
+		}
 	}
 	d.Limit = a.lim.limit
 	d.Next = min(max(min(d.Wanted, d.Limit), a.cfg.Min), a.cfg.Max)

@@ -7,6 +7,7 @@ type autoscaleMetrics struct {
 	limit   prometheus.Gauge
 	p95     prometheus.Gauge
 	budget  prometheus.Gauge
+	duty    prometheus.Gauge
 	changes *prometheus.CounterVec
 }
 
@@ -28,6 +29,10 @@ func newAutoscaleMetrics(reg prometheus.Registerer) (*autoscaleMetrics, error) {
 			Name: "levee_worker_store_write_budget_seconds",
 			Help: "The store write p95 the autoscaler holds concurrency under: worker.autoscale.latency_budget, or when that is 0 latency_budget_factor times the store's idle write p95 (at least latency_floor; 0.1 s until a minute of writes was measured).",
 		}),
+		duty: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "levee_worker_autoscale_duty",
+			Help: "Share of time each delivery loop works (1: without rest); below 1 when the store or the readers are over budget with the fewest loops running.",
+		}),
 		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "levee_worker_autoscale_changes_total",
 			Help: "Concurrency changes made by the autoscaler, by direction: up, down.",
@@ -36,7 +41,7 @@ func newAutoscaleMetrics(reg prometheus.Registerer) (*autoscaleMetrics, error) {
 	m.changes.WithLabelValues("up")
 	m.changes.WithLabelValues("down")
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.wanted, m.limit, m.p95, m.budget, m.changes} {
+		for _, c := range []prometheus.Collector{m.wanted, m.limit, m.p95, m.budget, m.duty, m.changes} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

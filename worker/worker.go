@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,6 +53,9 @@ type Worker struct {
 	// worker.max_writes_per_second ceiling (nil: none).
 	stats  loopStats
 	writes *tokenBucket
+	// duty is the share of time a loop works (float64 bits; 0 means 1),
+	// set by the autoscaler below one loop (see pace.go).
+	duty atomic.Uint64
 	// first steps the loops back for the receiver on this machine (nil:
 	// never; see PutIntakeFirst).
 	first *intakeFirst
@@ -202,8 +206,13 @@ func (w *Worker) loop(stop <-chan struct{}) {
 		if waited {
 			busyFrom = time.Now()
 		}
+		busy := time.Since(busyFrom)
 		if w.deliver(stop, ds) {
-			w.stats.recordBatch(len(ds), time.Since(busyFrom), full)
+			busy = time.Since(busyFrom)
+			w.stats.recordBatch(len(ds), busy, full)
+		}
+		if !w.rest(stop, busy) {
+			return
 		}
 	}
 }

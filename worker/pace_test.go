@@ -1,0 +1,95 @@
+package worker
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// dutyCountingPool is a countingPool whose loops can rest.
+type dutyCountingPool struct {
+	countingPool
+	duty float64
+}
+
+func (p *dutyCountingPool) SetDuty(d float64) { p.duty = d }
+
+// switchReaders report a p99 of 20ms against an idle 5ms while over is
+// set, 5ms otherwise, always from a fresh window.
+type switchReaders struct {
+	clock *fakeClock
+	over  *bool
+}
+
+func (r switchReaders) ReadLatency() (recent, idle time.Duration, since time.Time, ok bool) {
+	recent = 5 * time.Millisecond
+	if *r.over {
+		recent = 20 * time.Millisecond
+	}
+	return recent, 5 * time.Millisecond, r.clock.Now(), true
+}
+
+// TestLoopsRestWhileReadersSufferAtTheFloor: with one loop (the floor)
+// and the readers over budget, the loops' duty cycle drops by the limit's
+// factor each interval down to a quarter; with the readers back within
+// budget it climbs back by an eighth per interval after the cooldown, and
+// the limit stays put until it is back to 1.
+func TestLoopsRestWhileReadersSufferAtTheFloor(t *testing.T) {
+	clock := newFakeClock()
+	p := &dutyCountingPool{countingPool: countingPool{n: 1}, duty: 1}
+	var stats loopStats
+	over := true
+	cfg := simCfg
+	cfg.Min, cfg.Max = 1, 16
+	a, err := newAutoscaler(cfg, scaled{p, &stats, 16, 0}, AutoscalerDeps{Backlog: fixedBacklog(100), Clock: clock,
+		Registerer: prometheus.NewRegistry(), Readers: switchReaders{clock, &over}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	step := func() Decision {
+		for range minEvidence {
+			stats.recordWrite(time.Millisecond, 1, nil)
+		}
+		clock.Advance(time.Second)
+		return a.Step(context.Background())
+	}
+	want := 1.0
+	for range 6 {
+		d := step()
+		want = max(want*0.7, minDuty)
+		if p.duty < want-1e-9 || p.duty > want+1e-9 {
+			t.Fatalf("duty %g after a step over budget (%s), want %g", p.duty, d.Reason, want)
+		}
+		if d.Next != 1 {
+			t.Fatalf("%d loops, want the floor 1", d.Next)
+		}
+	}
+	if g := testutil.ToFloat64(a.metrics.duty); g != minDuty {
+		t.Fatalf("duty gauge %g, want %g", g, minDuty)
+	}
+	over = false
+	var d Decision
+	for range int(cfg.Cooldown / time.Second) {
+		d = step()
+	}
+	if p.duty > minDuty+dutyStep+1e-9 {
+		t.Fatalf("duty %g within the cooldown, want at most one step up from %g", p.duty, minDuty)
+	}
+	for p.duty < 1 {
+		before := p.duty
+		d = step()
+		if p.duty <= before {
+			t.Fatalf("duty stuck at %g with the readers within budget (%s)", p.duty, d.Reason)
+		}
+		if d.Limit != a.lim.floor && p.duty < 1 {
+			t.Fatalf("limit %d while the loops still rest (duty %g): full speed comes first", d.Limit, p.duty)
+		}
+	}
+	if !strings.Contains(d.Reason, "duty cycle") {
+		t.Errorf("reason %q does not say the duty cycle changed", d.Reason)
+	}
+}
