@@ -186,9 +186,9 @@ type fakeAPI struct {
 	// askedWhileDraining is the most Message-IDs one look-up asked for
 	// while some message the sink took was not yet "stored".
 	askedWhileDraining int
-	mu      sync.Mutex
-	lookups int
-	reads   int
+	mu                 sync.Mutex
+	lookups            int
+	reads              int
 	// scrapes counts GET /metrics: the fake process's CPU time is half a
 	// second a scrape, its RSS 90 MB at the second scrape, 60 MB otherwise.
 	scrapes int
