@@ -109,13 +109,13 @@ func (res *Result) diagnose() {
 	if res.Audit != nil {
 		catchUp = res.Audit.CatchUp
 	}
-	// The drain phase is the store's drain only when there was one to
-	// speak of; after a prompt catch-up it is the audit's look-ups alone,
-	// which are the load tester's own load.
-	slowest := max(d.ReaderDuringOverBefore, d.ReaderAfterOverBefore)
-	if catchUp > drainJudged.Seconds() {
-		slowest = max(slowest, d.ReaderDrainOverBefore)
+	// The drain phase counts only when there was a drain to speak of: a
+	// catch-up within drainJudged leaves it a handful of requests, whose
+	// p99 is one of them.
+	if catchUp <= drainJudged.Seconds() {
+		d.ReaderDrainOverBefore = 0
 	}
+	slowest := max(d.ReaderDuringOverBefore, d.ReaderAfterOverBefore, d.ReaderDrainOverBefore)
 	switch {
 	case res.Counts.Offered > 0 && float64(queueFull) > queueDeferredShare*float64(res.Counts.Offered),
 		d.QueuePeakFill >= queueBindsFill:

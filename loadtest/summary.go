@@ -110,7 +110,7 @@ func (res *Result) WriteSummary(w io.Writer) error {
 		row("bottleneck", "%s: %s", d.Bottleneck, d.Why)
 		row("senders", "%.0f%% of the offered mail accepted during the load; at most %d messages waiting at the senders", d.AcceptedShare*100, d.SenderBacklogPeak)
 		if d.ReaderDuringOverBefore > 0 {
-			drain := "no drain after the load (caught up before it ended)"
+			drain := fmt.Sprintf("no drain after the load to judge (caught up within %s)", drainJudged)
 			if d.ReaderDrainOverBefore > 0 {
 				drain = fmt.Sprintf("%.1fx while draining", d.ReaderDrainOverBefore)
 			}
