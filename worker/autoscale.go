@@ -258,13 +258,14 @@ func (a *Autoscaler) Step(ctx context.Context) Decision {
 	d.Wanted = a.want(now, cur, b, oldest, berr, d.Arrival, &why)
 
 	ev := a.evidence()
-	ev.readers = a.readersOver()
+	var readersJudged bool
+	ev.readers, readersJudged = a.readersOver()
 	d.P95, d.Samples = ev.p95, ev.writes
 	oldLimit := a.lim.limit
 	a.lim.budget = a.writeBudget()
 	over := ev.p95 > a.lim.budget || ev.readers != ""
 	slowed := a.duty < 1
-	if r := a.pace(now, cur, over, ev.writes >= minEvidence); r != "" {
+	if r := a.pace(now, cur, over, ev.writes >= minEvidence, readersJudged); r != "" {
 		why = append(why, r)
 	}
 	if !slowed || over {
@@ -464,20 +465,26 @@ func ceilTo(x float64, hi int) int {
 func round1(f float64) float64 { return math.Round(f*10) / 10 }
 
 // readersOver says why the readers are over their budget, "" when they are
-// within it or not measured.
-func (a *Autoscaler) readersOver() string {
+// within it or not measured; judged is false while the readers are
+// measured but their latest window began before the last change (of
+// concurrency or duty cycle), so that it does not yet say how the readers
+// fare at the new level.
+func (a *Autoscaler) readersOver() (why string, judged bool) {
 	if a.readers == nil || a.cfg.ReaderBudget < 1 {
-		return ""
+		return "", true
 	}
 	recent, idle, since, ok := a.readers.ReadLatency()
-	if !ok || since.Before(a.evidenceFrom) {
+	if !ok {
+		return "", true // too few reads to judge by: no reader to protect
+	}
+	if since.Before(a.evidenceFrom) {
 		// A window that began before concurrency last changed judges the
 		// old level, which the limiter already acted on.
-		return ""
+		return "", false
 	}
 	limit := max(time.Duration(a.cfg.ReaderBudget*float64(idle)), a.cfg.ReaderFloor)
 	if recent <= limit {
-		return ""
+		return "", true
 	}
-	return fmt.Sprintf("reader p99 %s over %gx its idle %s (and over %s)", recent, a.cfg.ReaderBudget, idle, a.cfg.ReaderFloor)
+	return fmt.Sprintf("reader p99 %s over %gx its idle %s (and over %s)", recent, a.cfg.ReaderBudget, idle, a.cfg.ReaderFloor), true
 }

@@ -61,9 +61,12 @@ func (w *Worker) rest(stop <-chan struct{}, busy time.Duration) bool {
 }
 
 // pace moves the duty cycle: down when over budget at the floor, up after
-// the cooldown when within it. It says why, "" when nothing changed. The
-// caller holds a.mu; over and evidence are this step's verdict.
-func (a *Autoscaler) pace(now time.Time, cur int, over, evidence bool) string {
+// the cooldown when within it, as the readers' latest window shows
+// (readersJudged: a window that began before the last cut says nothing
+// about the new pace, and climbing on it would undo the cut every time).
+// It says why, "" when nothing changed. The caller holds a.mu; over and
+// evidence are this step's verdict.
+func (a *Autoscaler) pace(now time.Time, cur int, over, evidence, readersJudged bool) string {
 	dp, ok := a.pool.(dutyPool)
 	if !ok || !evidence {
 		return ""
@@ -73,7 +76,7 @@ func (a *Autoscaler) pace(now time.Time, cur int, over, evidence bool) string {
 	case over && cur <= a.lim.floor:
 		a.duty = max(a.duty*a.cfg.Decrease, minDuty)
 		a.dutyCut = now
-	case !over && a.duty < 1 && now.Sub(a.dutyCut) >= a.cfg.Cooldown:
+	case !over && readersJudged && a.duty < 1 && now.Sub(a.dutyCut) >= a.cfg.Cooldown:
 		a.duty = min(a.duty+dutyStep, 1)
 	}
 	if a.duty == old {

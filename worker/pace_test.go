@@ -19,10 +19,10 @@ type dutyCountingPool struct {
 func (p *dutyCountingPool) SetDuty(d float64) { p.duty = d }
 
 // switchReaders report a p99 of 20ms against an idle 5ms while over is
-// set, 5ms otherwise, always from a fresh window.
+// set, 5ms otherwise, from a fresh window unless stale is set.
 type switchReaders struct {
-	clock *fakeClock
-	over  *bool
+	clock       *fakeClock
+	over, stale *bool
 }
 
 func (r switchReaders) ReadLatency() (recent, idle time.Duration, since time.Time, ok bool) {
@@ -30,7 +30,11 @@ func (r switchReaders) ReadLatency() (recent, idle time.Duration, since time.Tim
 	if *r.over {
 		recent = 20 * time.Millisecond
 	}
-	return recent, 5 * time.Millisecond, r.clock.Now(), true
+	since = r.clock.Now()
+	if *r.stale {
+		since = since.Add(-time.Hour)
+	}
+	return recent, 5 * time.Millisecond, since, true
 }
 
 // TestLoopsRestWhileReadersSufferAtTheFloor: with one loop (the floor)
@@ -42,11 +46,11 @@ func TestLoopsRestWhileReadersSufferAtTheFloor(t *testing.T) {
 	clock := newFakeClock()
 	p := &dutyCountingPool{countingPool: countingPool{n: 1}, duty: 1}
 	var stats loopStats
-	over := true
+	over, stale := true, false
 	cfg := simCfg
 	cfg.Min, cfg.Max = 1, 16
 	a, err := newAutoscaler(cfg, scaled{p, &stats, 16, 0}, AutoscalerDeps{Backlog: fixedBacklog(100), Clock: clock,
-		Registerer: prometheus.NewRegistry(), Readers: switchReaders{clock, &over}})
+		Registerer: prometheus.NewRegistry(), Readers: switchReaders{clock, &over, &stale}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,13 +75,22 @@ func TestLoopsRestWhileReadersSufferAtTheFloor(t *testing.T) {
 	if g := testutil.ToFloat64(a.metrics.duty); g != minDuty {
 		t.Fatalf("duty gauge %g, want %g", g, minDuty)
 	}
-	over = false
+	// A readers' window that began before the last cut says nothing about
+	// the new pace: no climb on it, however long it lasts.
+	over, stale = false, true
+	for range 3 * int(cfg.Cooldown/time.Second) {
+		step()
+	}
+	if p.duty != minDuty {
+		t.Fatalf("duty %g with no fresh reader window since the cut, want it held at %g", p.duty, minDuty)
+	}
+	stale = false
 	var d Decision
 	for range int(cfg.Cooldown / time.Second) {
 		d = step()
 	}
-	if p.duty > minDuty+dutyStep+1e-9 {
-		t.Fatalf("duty %g within the cooldown, want at most one step up from %g", p.duty, minDuty)
+	if p.duty > minDuty+float64(cfg.Cooldown/time.Second)*dutyStep+1e-9 {
+		t.Fatalf("duty %g, want at most one step up a second from %g", p.duty, minDuty)
 	}
 	for p.duty < 1 {
 		before := p.duty
