@@ -265,7 +265,7 @@ func (a *Autoscaler) Step(ctx context.Context) Decision {
 	a.lim.budget = a.writeBudget()
 	over := ev.p95 > a.lim.budget || ev.readers != ""
 	slowed := a.duty < 1
-	if r := a.pace(now, cur, over, ev.writes >= minEvidence, readersJudged); r != "" {
+	if r := a.pace(now, cur, over && oldest < a.cfg.TargetDrain, ev.writes >= minEvidence, readersJudged || oldest >= a.cfg.TargetDrain); r != "" {
 		why = append(why, r)
 	}
 	if !slowed || over {

@@ -36,8 +36,8 @@ type AutoscaleConfig struct {
 	// measured (the web role in this process), the limit also drops while
 	// their p99 is above ReaderBudget times their idle p99 and above
 	// ReaderFloor, so that the drain goes at the pace the readers can
-	// afford. Defaults 1.5 and 5ms (a p99 under 5ms is nothing a reader
-	// feels, and noise at 1.5x of a 1ms idle); ReaderBudget -1 ignores the readers.
+	// afford. Defaults 1.5 and 2ms (under it, 1.5x of a sub-millisecond
+	// idle p99 would be noise); ReaderBudget -1 ignores the readers.
 	ReaderBudget float64       `config:"reader_budget" help:"reader p99 (mailbox API, this process) above this many times its idle p99 lowers the concurrency limit; -1: ignore readers"`
 	ReaderFloor  time.Duration `config:"reader_floor" help:"reader p99 below this is never over budget"`
 	// LatencyWindow is how far back the p95 looks. Default 10s.
@@ -84,7 +84,7 @@ func (c AutoscaleConfig) WithDefaults() AutoscaleConfig {
 		c.ReaderBudget = 1.5
 	}
 	if c.ReaderFloor == 0 {
-		c.ReaderFloor = 5 * time.Millisecond
+		c.ReaderFloor = 2 * time.Millisecond
 	}
 	if c.Decrease == 0 {
 		c.Decrease = 0.7

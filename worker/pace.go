@@ -14,6 +14,9 @@ import (
 // (the share of time a loop works) drops multiplicatively, down to
 // minDuty, and climbs back by dutyStep per healthy interval after the
 // cooldown. Full speed (duty 1) comes back before the limit climbs again.
+// Readers set the pace up to a point: once the oldest queued message is
+// older than worker.autoscale.target_drain the loops stop resting, so that
+// no reader, however sensitive, holds mail back longer than that.
 const (
 	minDuty  = 0.25
 	dutyStep = 0.125

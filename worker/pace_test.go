@@ -106,3 +106,46 @@ func TestLoopsRestWhileReadersSufferAtTheFloor(t *testing.T) {
 		t.Errorf("reason %q does not say the duty cycle changed", d.Reason)
 	}
 }
+
+// oldBacklog is a backlog whose oldest message is age old.
+type oldBacklog struct{ age *time.Duration }
+
+func (b oldBacklog) Backlog(context.Context) (uint64, time.Duration, error) { return 1000, *b.age, nil }
+
+// TestReadersHoldMailBackNoLongerThanTargetDrain: the loops rest for the
+// readers only while the oldest queued message is younger than
+// target_drain; past it they work at full speed again, readers or not.
+func TestReadersHoldMailBackNoLongerThanTargetDrain(t *testing.T) {
+	clock := newFakeClock()
+	p := &dutyCountingPool{countingPool: countingPool{n: 1}, duty: 1}
+	var stats loopStats
+	over, stale := true, false
+	age := time.Second
+	cfg := simCfg
+	cfg.Min, cfg.Max = 1, 1
+	a, err := newAutoscaler(cfg, scaled{p, &stats, 16, 0}, AutoscalerDeps{Backlog: oldBacklog{&age}, Clock: clock,
+		Registerer: prometheus.NewRegistry(), Readers: switchReaders{clock, &over, &stale}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	step := func() {
+		for range minEvidence {
+			stats.recordWrite(time.Millisecond, 1, nil)
+		}
+		clock.Advance(time.Second)
+		a.Step(context.Background())
+	}
+	for range 6 {
+		step()
+	}
+	if p.duty != minDuty {
+		t.Fatalf("duty %g with the readers over budget, want %g", p.duty, minDuty)
+	}
+	age = cfg.TargetDrain
+	for range int(cfg.Cooldown/time.Second) + int(1/dutyStep) + 1 {
+		step()
+	}
+	if p.duty != 1 {
+		t.Fatalf("duty %g with mail waiting %s (target_drain), want full speed whatever the readers", p.duty, age)
+	}
+}
