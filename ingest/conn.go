@@ -436,6 +436,10 @@ func (c *trackedConn) SetDeadline(t time.Time) error { return c.SetWriteDeadline
 func (c *trackedConn) SetWriteDeadline(t time.Time) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	return c.setWriteDeadlineLocked(t)
+}
+
+func (c *trackedConn) setWriteDeadlineLocked(t time.Time) error {
 	if earlier := !t.IsZero() && (c.writeDeadline.IsZero() || t.Before(c.writeDeadline)); earlier && len(c.pending) > 0 {
 		_ = c.flushLocked()
 	}
@@ -472,8 +476,7 @@ func (c *trackedConn) kick(r reply) error {
 		c.srv.metrics.timeouts.WithLabelValues(reason).Inc()
 	}
 	if !c.closed {
-		c.writeDeadline = time.Now().Add(c.writeTimeout)
-		_ = c.Conn.SetWriteDeadline(c.writeDeadline)
+		_ = c.setWriteDeadlineLocked(time.Now().Add(c.writeTimeout))
 		c.pending = append(c.pending, r.line()...)
 		c.closeLocked()
 	}
