@@ -4,6 +4,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/levee-mail/levee/internal/baseline"
 )
 
 // Reader latency windows: the p99 of each readWindow of mailbox API reads;
@@ -24,24 +26,19 @@ const (
 // half hour. The workers hold their drain to a budget relative to it
 // (worker.autoscale.reader_budget).
 type readLatency struct {
-	mu      sync.Mutex
-	now     func() time.Time
-	start   time.Time       // of the current window
-	cur     []time.Duration // its samples
-	seen    int             // reads in the current window
-	last    time.Duration   // p99 of the last complete window; 0: none
-	lastN   int
-	lastAt  time.Time   // when that window started
-	windows []windowP99 // complete windows with enough samples, within readIdleSpan
-}
-
-type windowP99 struct {
-	end time.Time
-	p99 time.Duration
+	mu     sync.Mutex
+	now    func() time.Time
+	start  time.Time       // of the current window
+	cur    []time.Duration // its samples
+	seen   int             // reads in the current window
+	last   time.Duration   // p99 of the last complete window; 0: none
+	lastN  int
+	lastAt time.Time         // when that window started
+	idle   *baseline.Windows // p99s of the complete windows with enough samples
 }
 
 func newReadLatency(now func() time.Time) *readLatency {
-	return &readLatency{now: now, start: now()}
+	return &readLatency{now: now, start: now(), idle: baseline.New(readIdleSpan)}
 }
 
 // observe records one read.
@@ -70,9 +67,8 @@ func (r *readLatency) roll() {
 		p99 = r.cur[min(len(r.cur)-1, len(r.cur)*99/100)]
 	}
 	if len(r.cur) >= readMinSamples {
-		r.windows = append(r.windows, windowP99{end: t, p99: p99})
+		r.idle.Add(t, p99)
 	}
-	r.windows = slices.DeleteFunc(r.windows, func(w windowP99) bool { return t.Sub(w.end) > readIdleSpan })
 	r.last, r.lastN, r.lastAt = p99, len(r.cur), r.start
 	if elapsed >= 2*readWindow {
 		r.last, r.lastN = 0, 0 // the window before now saw no reads
@@ -91,13 +87,9 @@ func (r *readLatency) ReadLatency() (recent, idle time.Duration, since time.Time
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.roll()
-	if r.lastN < readMinSamples || len(r.windows) == 0 {
+	idle, n := r.idle.Baseline(r.now())
+	if r.lastN < readMinSamples || n == 0 {
 		return 0, 0, time.Time{}, false
 	}
-	p99s := make([]time.Duration, len(r.windows))
-	for i, w := range r.windows {
-		p99s[i] = w.p99
-	}
-	slices.Sort(p99s)
-	return r.last, p99s[len(p99s)/10], r.lastAt, true
+	return r.last, idle, r.lastAt, true
 }

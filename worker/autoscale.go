@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/levee-mail/levee/internal/baseline"
 )
 
 // Backlog reports the mail waiting for the workers: messages not yet
@@ -111,10 +113,10 @@ type Autoscaler struct {
 	arrivals     []float64
 	recent       []wantedAt // within ScaleDownDelay, wanted decreasing
 	lim          limiter
-	idle         writeIdle
-	duty         float64   // the loops' duty cycle (pace.go)
-	dutyCut      time.Time // when it last dropped
-	backlogDown  bool      // the last Backlog call failed
+	idle         *baseline.Windows // the store's write p95s (autoscale_budget.go)
+	duty         float64           // the loops' duty cycle (pace.go)
+	dutyCut      time.Time         // when it last dropped
+	backlogDown  bool              // the last Backlog call failed
 	last         Decision
 }
 
@@ -189,7 +191,7 @@ func newAutoscaler(cfg AutoscaleConfig, s scaled, deps AutoscalerDeps) (*Autosca
 	}
 	m.duty.Set(1)
 	return &Autoscaler{cfg: cfg, pool: s.pool, stats: s.stats, batch: max(s.batch, 1), ceiling: s.ceiling, duty: 1,
-		backlog: deps.Backlog, readers: deps.Readers, clock: deps.Clock, metrics: m, log: deps.Log}, nil
+		backlog: deps.Backlog, readers: deps.Readers, clock: deps.Clock, metrics: m, log: deps.Log, idle: baseline.New(idleSpan)}, nil
 }
 
 // Run steps every Interval until ctx ends.
@@ -232,7 +234,7 @@ func (a *Autoscaler) Step(ctx context.Context) Decision {
 	s := a.stats.take()
 	dt := now.Sub(a.lastStep).Seconds()
 	a.remember(now, s)
-	a.idle.add(now, &s)
+	a.recordIdle(now, &s)
 	if v := a.perLoopSample(s); v > 0 {
 		if a.perLoop == 0 {
 			a.perLoop = v
@@ -262,10 +264,10 @@ func (a *Autoscaler) Step(ctx context.Context) Decision {
 	ev.readers, readersJudged = a.readersOver()
 	d.P95, d.Samples = ev.p95, ev.writes
 	oldLimit := a.lim.limit
-	a.lim.budget = a.writeBudget()
-	over := ev.p95 > a.lim.budget || ev.readers != ""
+	a.lim.budget = a.writeBudget(now)
+	over := a.lim.over(ev)
 	slowed := a.duty < 1
-	if r := a.pace(now, cur, over && oldest < a.cfg.TargetDrain, ev.writes >= minEvidence, readersJudged || oldest >= a.cfg.TargetDrain); r != "" {
+	if r := a.pace(now, cur, oldest, over, ev.writes >= minEvidence, readersJudged); r != "" {
 		why = append(why, r)
 	}
 	if !slowed || over {

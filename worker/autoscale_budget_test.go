@@ -75,7 +75,7 @@ func TestDerivedWriteBudgetFollowsTheIdleStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := a.writeBudget(); got != 7*time.Millisecond {
+	if got := a.writeBudget(time.Time{}); got != 7*time.Millisecond {
 		t.Fatalf("configured budget 7ms, got %s", got)
 	}
 }

@@ -71,7 +71,7 @@ func (l *limiter) update(now time.Time, cur int, ev evidence) string {
 	if ev.writes < minEvidence {
 		return ""
 	}
-	if ev.p95 > l.budget || ev.readers != "" {
+	if l.over(ev) {
 		return l.breach(now, cur, ev)
 	}
 	if l.breachLevel > 0 {
@@ -112,6 +112,10 @@ func (l *limiter) update(now time.Time, cur int, ev evidence) string {
 	l.limit = next
 	return fmt.Sprintf("p95 %s within budget %s: limit %d -> %d", ev.p95, l.budget, old, next)
 }
+
+// over says whether the evidence is over budget: the store's write p95 or
+// the readers'.
+func (l *limiter) over(ev evidence) bool { return ev.p95 > l.budget || ev.readers != "" }
 
 func (l *limiter) breach(now time.Time, cur int, ev evidence) string {
 	level := max(min(cur, l.limit), 1)

@@ -67,12 +67,16 @@ func (w *Worker) rest(stop <-chan struct{}, busy time.Duration) bool {
 // the cooldown when within it, as the readers' latest window shows
 // (readersJudged: a window that began before the last cut says nothing
 // about the new pace, and climbing on it would undo the cut every time).
-// It says why, "" when nothing changed. The caller holds a.mu; over and
-// evidence are this step's verdict.
-func (a *Autoscaler) pace(now time.Time, cur int, over, evidence, readersJudged bool) string {
+// Once the oldest queued message is older than target_drain the loops
+// climb back whatever the readers say. It says why, "" when nothing
+// changed. The caller holds a.mu; over and evidence are this step's verdict.
+func (a *Autoscaler) pace(now time.Time, cur int, oldest time.Duration, over, evidence, readersJudged bool) string {
 	dp, ok := a.pool.(dutyPool)
 	if !ok || !evidence {
 		return ""
+	}
+	if oldest >= a.cfg.TargetDrain {
+		over, readersJudged = false, true
 	}
 	old := a.duty
 	switch {

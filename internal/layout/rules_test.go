@@ -124,7 +124,7 @@ var rules = []rule{
 		why:  "the configuration key table read from struct tags: a leaf that reads sizes through internal/bytesize",
 	},
 	{
-		pkgs: []string{"internal/bytesize", "internal/redact", "internal/diskspace"},
+		pkgs: []string{"internal/bytesize", "internal/redact", "internal/diskspace", "internal/baseline"},
 		why:  "leaf helpers used across the tree: they import no Levee package",
 	},
 	{
