@@ -257,7 +257,8 @@ func (r *run) auditedMessages() (accepted []acceptedMsg, refused []string) {
 // the pollWindow oldest pending messages; when it finds most of them the
 // next round follows at once, otherwise after Audit.Poll. So the audit
 // follows the drain with about one look-up per message stored, and goes
-// through mail stored long ago at the API's speed. It sets res.Complete and counts failed look-ups in
+// through mail stored long ago at the API's speed. It sets res.Complete
+// and counts failed look-ups in
 // res.LookupErrors. It gives up with an error, and what it found so far,
 // when the API cannot answer look-ups at all (errLookupUnsupported) or
 // answered none for Audit.Unanswered (errAPIUnanswered): polling until the
