@@ -44,7 +44,13 @@ func TestRunDeliversEveryMessageOnceAndAuditsIt(t *testing.T) {
 		res.Queue[0].SMTPSessions == nil || *res.Queue[0].SMTPSessions != 2 {
 		t.Fatalf("queue points = %+v", res.Queue)
 	}
-	// The fake API's CPU time grows half a second a scrape.
+	// The fake API's CPU time grows half a second a scrape, and every
+	// point kept has its metrics.
+	for i, p := range res.Queue {
+		if p.CPUSeconds == nil {
+			t.Fatalf("queue point %d of %d has no CPU time: %+v", i, len(res.Queue), p)
+		}
+	}
 	wantCPU := 0.5 * float64(len(res.Queue)-1)
 	if sc := res.Server; sc == nil || sc.CPUSeconds != wantCPU || sc.CPUPerMessage != wantCPU/200 || sc.PeakRSSBytes != 90e6 {
 		t.Fatalf("server cost = %+v, want %g s CPU over %d scrapes, %g s a message, peak RSS 90 MB", sc, wantCPU, len(res.Queue), wantCPU/200)

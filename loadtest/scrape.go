@@ -89,6 +89,12 @@ func (s *scraper) scrape(ctx context.Context) {
 		p.CPUSeconds = present(m, "process_cpu_seconds_total")
 		p.RSSBytes = present(m, "process_resident_memory_bytes")
 	}
+	if ctx.Err() != nil {
+		// The run ended between the two reads: the point is torn (a queue
+		// without its metrics), and keeping it would make the server's CPU
+		// time look as if it ended a scrape early.
+		return
+	}
 	s.mu.Lock()
 	s.points = append(s.points, p)
 	s.mu.Unlock()
