@@ -262,6 +262,17 @@ func (a *Autoscaler) Step(ctx context.Context) Decision {
 	ev := a.evidence()
 	var readersJudged bool
 	ev.readers, readersJudged = a.readersOver()
+	if berr == nil && oldest >= a.cfg.TargetDrain && b > 0 {
+		// Mail is late: the readers no longer set the pace (the store's
+		// write budget still does), so that no reader holds mail back
+		// longer than target_drain, neither by resting the loops nor by
+		// keeping them few.
+		if ev.readers != "" {
+			why = append(why, "messages older than target_drain: "+ev.readers+", ignored")
+		}
+		ev.readers, readersJudged = "", true
+		a.lim.excuseReaders()
+	}
 	d.P95, d.Samples = ev.p95, ev.writes
 	oldLimit := a.lim.limit
 	a.lim.budget = a.writeBudget(now)

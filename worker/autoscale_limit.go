@@ -49,7 +49,10 @@ type limiter struct {
 	slowStart    bool
 	lastDecrease time.Time // zero: never
 	breachLevel  int       // 0: none known
-	probeDelay   time.Duration
+	// breachByReaders: the readers' latency, not the store's, made the
+	// last breach (see excuseReaders).
+	breachByReaders bool
+	probeDelay      time.Duration
 	// refLevel and refP95: the p95 first measured at the highest level
 	// below breachLevel since the breach, to notice the store getting faster.
 	refLevel int
@@ -117,6 +120,18 @@ func (l *limiter) update(now time.Time, cur int, ev evidence) string {
 // the readers'.
 func (l *limiter) over(ev evidence) bool { return ev.p95 > l.budget || ev.readers != "" }
 
+// excuseReaders forgets a breach the readers made, once mail is late and
+// they no longer set the pace: the level they breached says nothing about
+// the store, and waiting out its probe delay (up to 16 cooldowns) would
+// keep the loops few while the mail waits. A breach of the store's own
+// budget is kept.
+func (l *limiter) excuseReaders() {
+	if l.breachLevel > 0 && l.breachByReaders {
+		l.breachLevel, l.refLevel, l.refP95, l.probeDelay = 0, 0, 0, l.cooldown
+		l.breachByReaders = false
+	}
+}
+
 func (l *limiter) breach(now time.Time, cur int, ev evidence) string {
 	level := max(min(cur, l.limit), 1)
 	if l.breachLevel > 0 && level >= l.breachLevel {
@@ -125,6 +140,7 @@ func (l *limiter) breach(now time.Time, cur int, ev evidence) string {
 		l.probeDelay = l.cooldown
 	}
 	l.breachLevel, l.refLevel, l.refP95 = level, 0, 0
+	l.breachByReaders = ev.p95 <= l.budget
 	l.slowStart = false
 	l.lastDecrease = now
 	old := l.limit

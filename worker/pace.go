@@ -15,8 +15,9 @@ import (
 // minDuty, and climbs back by dutyStep per healthy interval after the
 // cooldown. Full speed (duty 1) comes back before the limit climbs again.
 // Readers set the pace up to a point: once the oldest queued message is
-// older than worker.autoscale.target_drain the loops stop resting, so that
-// no reader, however sensitive, holds mail back longer than that.
+// older than worker.autoscale.target_drain the loops stop resting and the
+// readers stop capping the number of loops (Step), so that no reader,
+// however sensitive, holds mail back longer than that.
 const (
 	minDuty  = 0.25
 	dutyStep = 0.125
@@ -67,19 +68,20 @@ func (w *Worker) rest(stop <-chan struct{}, busy time.Duration) bool {
 // the cooldown when within it, as the readers' latest window shows
 // (readersJudged: a window that began before the last cut says nothing
 // about the new pace, and climbing on it would undo the cut every time).
-// Once the oldest queued message is older than target_drain the loops
-// climb back whatever the readers say. It says why, "" when nothing
+// Once the oldest queued message is older than target_drain the loops go
+// back to full speed at once, whatever the readers say. It says why, "" when nothing
 // changed. The caller holds a.mu; over and evidence are this step's verdict.
 func (a *Autoscaler) pace(now time.Time, cur int, oldest time.Duration, over, evidence, readersJudged bool) string {
 	dp, ok := a.pool.(dutyPool)
 	if !ok || !evidence {
 		return ""
 	}
-	if oldest >= a.cfg.TargetDrain {
-		over, readersJudged = false, true
-	}
 	old := a.duty
 	switch {
+	case oldest >= a.cfg.TargetDrain:
+		// Mail is late: resting would only make it later (Step no longer
+		// counts the readers as over budget either).
+		a.duty = 1
 	case over && cur <= a.lim.floor:
 		a.duty = max(a.duty*a.cfg.Decrease, minDuty)
 		a.dutyCut = now
