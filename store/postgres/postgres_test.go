@@ -50,6 +50,7 @@ func TestStore(t *testing.T) {
 		{"Migrate/ConcurrentOpenOnEmptySchema", testConcurrentOpenOnEmptySchema, false},
 		{"Migrate/OpenRefusesNewerSchema", testOpenRefusesNewerSchema, false},
 		{"Migrate/OpenWithoutSchema", testOpenWithoutSchema, false},
+		{"Migrate/LargeColumnsUseLZ4", testLargeColumnsUseLZ4, false},
 		{"Outage/ServerGoneAndBack", testServerGoneAndBack, false},
 		{"Outage/ServerStalls", testServerStalls, false},
 		{"Outage/DiskFull", testDiskFullIsUnavailable, false},
