@@ -260,8 +260,8 @@ func (a *Autoscaler) Step(ctx context.Context) Decision {
 	d.Wanted = a.want(now, cur, b, oldest, berr, d.Arrival, &why)
 
 	ev := a.evidence()
-	var readersJudged, readersMeasured bool
-	ev.readers, readersJudged, readersMeasured = a.readersOver()
+	var readersJudged bool
+	ev.readers, readersJudged = a.readersOver()
 	if berr == nil && oldest >= a.cfg.TargetDrain && b > 0 {
 		// Mail is late: the readers no longer set the pace (the store's
 		// write budget still does), so that no reader holds mail back
@@ -275,7 +275,7 @@ func (a *Autoscaler) Step(ctx context.Context) Decision {
 	}
 	d.P95, d.Samples = ev.p95, ev.writes
 	oldLimit := a.lim.limit
-	a.lim.budget = a.writeBudget(now, readersMeasured)
+	a.lim.budget = a.writeBudget(now)
 	over := a.lim.over(ev)
 	slowed := a.duty < 1
 	if r := a.pace(now, cur, oldest, over, ev.writes >= minEvidence, readersJudged); r != "" {
@@ -481,24 +481,23 @@ func round1(f float64) float64 { return math.Round(f*10) / 10 }
 // within it or not measured; judged is false while the readers are
 // measured but their latest window began before the last change (of
 // concurrency or duty cycle), so that it does not yet say how the readers
-// fare at the new level. measured says whether the readers' budget is in
-// force at all (enough reads to judge by).
-func (a *Autoscaler) readersOver() (why string, judged, measured bool) {
+// fare at the new level.
+func (a *Autoscaler) readersOver() (why string, judged bool) {
 	if a.readers == nil || a.cfg.ReaderBudget < 1 {
-		return "", true, false
+		return "", true
 	}
 	recent, idle, since, ok := a.readers.ReadLatency()
 	if !ok {
-		return "", true, false // too few reads to judge by: no reader to protect
+		return "", true // too few reads to judge by: no reader to protect
 	}
 	if since.Before(a.evidenceFrom) {
 		// A window that began before concurrency last changed judges the
 		// old level, which the limiter already acted on.
-		return "", false, true
+		return "", false
 	}
 	limit := max(time.Duration(a.cfg.ReaderBudget*float64(idle)), a.cfg.ReaderFloor)
 	if recent <= limit {
-		return "", true, true
+		return "", true
 	}
-	return fmt.Sprintf("reader p99 %s over %gx its idle %s (and over %s)", recent, a.cfg.ReaderBudget, idle, a.cfg.ReaderFloor), true, true
+	return fmt.Sprintf("reader p99 %s over %gx its idle %s (and over %s)", recent, a.cfg.ReaderBudget, idle, a.cfg.ReaderFloor), true
 }

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
@@ -14,34 +13,24 @@ import (
 // budget starts at 100ms, then, after a minute of measured writes, is
 // latency_budget_factor times the idle write p95 (at least latency_floor):
 // a write p95 of 60ms is over the budget of a store that writes in 5ms when
-// idle (the limit drops), and within that of one that writes in 20ms. Where
-// Levee's readers are measured (and within their own budget) the derived
-// budget is only a guard against collapse, at least 100ms: the 60ms writes
-// of a store idle at 5ms no longer cut the limit.
+// idle (the limit drops), and within that of one that writes in 20ms.
 func TestDerivedWriteBudgetFollowsTheIdleStore(t *testing.T) {
 	for _, tc := range []struct {
 		idle       time.Duration
-		readers    bool
 		wantBudget time.Duration
 		wantDrop   bool
 	}{
-		{5 * time.Millisecond, false, 25 * time.Millisecond, true},   // 4 x 5ms is under the floor
-		{20 * time.Millisecond, false, 80 * time.Millisecond, false}, // 4 x 20ms
-		{5 * time.Millisecond, true, startBudget, false},             // the readers speak for themselves
+		{5 * time.Millisecond, 25 * time.Millisecond, true},   // 4 x 5ms is under the floor
+		{20 * time.Millisecond, 80 * time.Millisecond, false}, // 4 x 20ms
 	} {
-		t.Run(fmt.Sprintf("idle=%s/readers=%t", tc.idle, tc.readers), func(t *testing.T) {
+		t.Run(tc.idle.String(), func(t *testing.T) {
 			clock := newFakeClock()
 			p := &countingPool{n: 4}
 			var stats loopStats
 			cfg := simCfg
 			cfg.LatencyBudget = 0
 			cfg.Min, cfg.Max = 1, 16
-			deps := AutoscalerDeps{Backlog: fixedBacklog(0), Clock: clock, Registerer: prometheus.NewRegistry()}
-			if tc.readers {
-				cfg.ReaderBudget, cfg.ReaderFloor = 1.5, 2*time.Millisecond
-				deps.Readers = calmReaders{clock}
-			}
-			a, err := newAutoscaler(cfg, scaled{p, &stats, 16, 0}, deps)
+			a, err := newAutoscaler(cfg, scaled{p, &stats, 16, 0}, AutoscalerDeps{Backlog: fixedBacklog(0), Clock: clock, Registerer: prometheus.NewRegistry()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -86,14 +75,7 @@ func TestDerivedWriteBudgetFollowsTheIdleStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := a.writeBudget(time.Time{}, false); got != 7*time.Millisecond {
+	if got := a.writeBudget(time.Time{}); got != 7*time.Millisecond {
 		t.Fatalf("configured budget 7ms, got %s", got)
 	}
-}
-
-// calmReaders are measured and within their budget: p99 1ms, idle 1ms.
-type calmReaders struct{ clock *fakeClock }
-
-func (r calmReaders) ReadLatency() (recent, idle time.Duration, since time.Time, ok bool) {
-	return time.Millisecond, time.Millisecond, r.clock.Now(), true
 }
