@@ -262,7 +262,8 @@ func (a *Autoscaler) Step(ctx context.Context) Decision {
 	ev := a.evidence()
 	var readersJudged bool
 	ev.readers, readersJudged = a.readersOver()
-	if berr == nil && oldest >= a.cfg.TargetDrain && b > 0 {
+	late := berr == nil && b > 0 && oldest >= a.cfg.TargetDrain
+	if late {
 		// Mail is late: the readers no longer set the pace (the store's
 		// write budget still does), so that no reader holds mail back
 		// longer than target_drain, neither by resting the loops nor by
@@ -278,7 +279,7 @@ func (a *Autoscaler) Step(ctx context.Context) Decision {
 	a.lim.budget = a.writeBudget(now)
 	over := a.lim.over(ev)
 	slowed := a.duty < 1
-	if r := a.pace(now, cur, oldest, over, ev.writes >= minEvidence, readersJudged); r != "" {
+	if r := a.pace(now, cur, late, over, ev.writes >= minEvidence, readersJudged); r != "" {
 		why = append(why, r)
 	}
 	if !slowed || over {

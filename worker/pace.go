@@ -68,17 +68,18 @@ func (w *Worker) rest(stop <-chan struct{}, busy time.Duration) bool {
 // the cooldown when within it, as the readers' latest window shows
 // (readersJudged: a window that began before the last cut says nothing
 // about the new pace, and climbing on it would undo the cut every time).
-// Once the oldest queued message is older than target_drain the loops go
-// back to full speed at once, whatever the readers say. It says why, "" when nothing
-// changed. The caller holds a.mu; over and evidence are this step's verdict.
-func (a *Autoscaler) pace(now time.Time, cur int, oldest time.Duration, over, evidence, readersJudged bool) string {
+// Once mail is late (the oldest queued message older than target_drain,
+// as Step judges it) the loops go back to full speed at once, whatever the
+// readers say. It says why, "" when nothing changed. The caller holds a.mu;
+// over and evidence are this step's verdict.
+func (a *Autoscaler) pace(now time.Time, cur int, late, over, evidence, readersJudged bool) string {
 	dp, ok := a.pool.(dutyPool)
 	if !ok || !evidence {
 		return ""
 	}
 	old := a.duty
 	switch {
-	case oldest >= a.cfg.TargetDrain:
+	case late:
 		// Mail is late: resting would only make it later (Step no longer
 		// counts the readers as over budget either).
 		a.duty = 1
