@@ -33,10 +33,12 @@ type listener struct {
 	// goroutine and hands admitted connections over on ready until closed.
 	ready  chan accepted
 	closed chan struct{}
+	// headerTimeout is proxyHeaderTimeout when the listener was made.
+	headerTimeout time.Duration
 }
 
 func newListener(l net.Listener, srv *Server) *listener {
-	ln := &listener{Listener: l, srv: srv, closed: make(chan struct{})}
+	ln := &listener{Listener: l, srv: srv, closed: make(chan struct{}), headerTimeout: proxyHeaderTimeout}
 	if len(srv.proxies) > 0 {
 		ln.ready = make(chan accepted)
 		go ln.acceptProxied()
@@ -195,6 +197,22 @@ type trackedConn struct {
 	pending []byte
 	// writeDeadline (guarded by wmu) is the last write deadline set.
 	writeDeadline time.Time
+
+	// The read side before TLS (readahead.go), used by the session's
+	// goroutine only: rbuf[rpos:] is read from the network and not yet
+	// handed on; lineHead and lineLen follow the line being handed to
+	// go-smtp; lastWasData says the last whole line was DATA (atomic: a
+	// BDAT session's Data goroutine looks); startTLS that it was STARTTLS;
+	// body is the DATA body Levee reads itself; inject what go-smtp gets
+	// before anything else.
+	rbuf        []byte
+	rpos        int
+	lineHead    [8]byte
+	lineLen     int
+	lastWasData atomic.Bool
+	startTLS    bool
+	body        *bodyReader
+	inject      []byte
 }
 
 // maxPendingReplies is how many reply bytes are held before they are sent
@@ -210,9 +228,22 @@ func (e *kickedError) Error() string        { return "ingest: connection closed:
 func (e *kickedError) Is(target error) bool { return target == net.ErrClosed }
 
 func (c *trackedConn) Read(b []byte) (int, error) {
+	if !c.tls.Load() {
+		return c.readPlain(b)
+	}
+	if c.rpos < len(c.rbuf) {
+		n := copy(b, c.rbuf[c.rpos:])
+		c.rpos += n
+		return n, nil
+	}
 	if err := c.flush(); err != nil {
 		return 0, err
 	}
+	return c.readConn(b)
+}
+
+// readConn reads the network under the deadlines and limits below.
+func (c *trackedConn) readConn(b []byte) (int, error) {
 	for {
 		deadline, why := c.readDeadline(time.Now())
 		// An error here means the connection is closed (or, for net.Pipe,

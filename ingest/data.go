@@ -75,6 +75,7 @@ func (s *session) Data(r io.Reader) (err error) {
 }
 
 func (s *session) data(r io.Reader) (reply, string) {
+	r = s.conn.dataBody(r)
 	s.conn.beginData()
 	defer s.conn.endData()
 	tx := s.snapshot()

@@ -94,7 +94,7 @@ func baseConfig() Config {
 }
 
 // startServer runs a Server on a loopback port and stops it at cleanup.
-func startServer(t *testing.T, cfg Config, pub Publisher, fill FillGauge) (*Server, string) {
+func startServer(t testing.TB, cfg Config, pub Publisher, fill FillGauge) (*Server, string) {
 	t.Helper()
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:0"

@@ -92,7 +92,7 @@ func (l *listener) acceptProxied() {
 			continue
 		}
 		go func() {
-			pc := proxyproto.NewConn(nc, proxyproto.SetReadHeaderTimeout(proxyHeaderTimeout))
+			pc := proxyproto.NewConn(nc, proxyproto.SetReadHeaderTimeout(l.headerTimeout))
 			pc.ProxyHeaderPolicy = proxyproto.REQUIRE
 			// RemoteAddr reads the header; ProxyHeader is nil if it was
 			// missing or malformed.

@@ -43,6 +43,13 @@ type Server struct {
 	proxies proxySources
 	// now is the clock of ReceivedAt (a test's own clock in tests).
 	now func() time.Time
+	// readsData: a plaintext DATA body is read by Levee, not go-smtp
+	// (readahead.go); tests turn it off to compare the two.
+	readsData bool
+	// dataRead counts the DATA bodies Levee read itself (for tests).
+	dataRead atomic.Int64
+	// tlsEnabled: STARTTLS is offered, so a STARTTLS line starts a handshake.
+	tlsEnabled bool
 
 	// ctx is the server's lifetime context. go-smtp gives sessions no
 	// context, so every Publish derives its context from this one (bounded
@@ -97,6 +104,7 @@ func New(cfg Config, pub Publisher, fill FillGauge, reg prometheus.Registerer, l
 	}
 	s.budget = newMemoryBudget(cfg.MaxBytesInFlight)
 	s.now = time.Now
+	s.readsData = true
 	s.rates = newClientRates(cfg.MaxMessagesPerClient, cfg.MaxMessagesPerNetwork)
 	s.proxies, _ = parseProxySources(cfg.ProxyProtocolFrom) // checked by Validate
 	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -135,6 +143,7 @@ func New(cfg Config, pub Publisher, fill FillGauge, reg prometheus.Registerer, l
 			return nil, err
 		}
 		ss.TLSConfig = s.tlsConfig(certs)
+		s.tlsEnabled = true
 	}
 	ss.ErrorLog = smtpLogger{log}
 	s.smtp = ss
