@@ -16,12 +16,8 @@ func (s *Server) listMailboxes(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, "list mailboxes", err)
 		return
 	}
-	if mbs == nil {
-		mbs = []store.Mailbox{} // [] rather than null: clients iterate it
-	}
-	s.writeJSON(w, r, http.StatusOK, struct {
-		Mailboxes []store.Mailbox `json:"mailboxes"`
-	}{mbs})
+	// An empty list is [] (appendMailboxesJSON never writes null): clients iterate it.
+	s.writeJSONBytes(w, http.StatusOK, appendMailboxesJSON(make([]byte, 0, 64+80*len(mbs)), mbs))
 }
 
 func (s *Server) listMessages(w http.ResponseWriter, r *http.Request) {

@@ -30,7 +30,11 @@ func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, code int, v a
 		s.internalError(w, r, "encode response", err)
 		return
 	}
-	b := buf.Bytes()
+	s.writeJSONBytes(w, code, buf.Bytes())
+}
+
+// writeJSONBytes answers with b, a JSON body ending in a newline.
+func (s *Server) writeJSONBytes(w http.ResponseWriter, code int, b []byte) {
 	h := w.Header()
 	h.Set("Content-Type", contentTypeJSON)
 	h.Set("Content-Length", strconv.Itoa(len(b)))
