@@ -79,6 +79,15 @@ func runFuzzSession(t *testing.T, mode fuzzMode, watermark bool, chunk int, in [
 	if err != nil {
 		t.Fatal(err)
 	}
+	replies := playOverPipe(t, srv, chunk, in)
+	checkFuzzReplies(t, mode, replies, pub.calls.Load())
+}
+
+// playOverPipe serves one session on srv whose client sends in in writes
+// of chunk bytes and then half-closes, and returns every reply; srv is shut
+// down after it.
+func playOverPipe(t *testing.T, srv *Server, chunk int, in []byte) []byte {
+	t.Helper()
 	ln := newPipeListener()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -107,7 +116,7 @@ func runFuzzSession(t *testing.T, mode fuzzMode, watermark bool, chunk int, in [
 	select {
 	case replies = <-out:
 	case <-time.After(20 * time.Second):
-		t.Fatalf("session did not end after the input (mode %d)", mode)
+		t.Fatal("session did not end after the input")
 	}
 	_ = cliIn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -118,7 +127,7 @@ func runFuzzSession(t *testing.T, mode fuzzMode, watermark bool, chunk int, in [
 	if err := <-served; err != nil {
 		t.Fatalf("Serve: %v", err)
 	}
-	checkFuzzReplies(t, mode, replies, pub.calls.Load())
+	return replies
 }
 
 var (

@@ -121,39 +121,7 @@ func runDataSession(t *testing.T, readsData bool, chunk int, in []byte) (replies
 	at := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
 	srv.now = func() time.Time { return at }
 	srv.readsData = readsData
-	ln := newPipeListener()
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	srvIn, cliOut := net.Pipe()
-	cliIn, srvOut := net.Pipe()
-	ln.conns <- &pipeConn{r: srvIn, w: srvOut}
-	out := make(chan []byte, 1)
-	go func() {
-		b, _ := io.ReadAll(cliIn)
-		out <- b
-	}()
-	for rest := in; len(rest) > 0; {
-		k := min(chunk, len(rest))
-		if _, err := cliOut.Write(rest[:k]); err != nil {
-			break // the server hung up
-		}
-		rest = rest[k:]
-	}
-	_ = cliOut.Close()
-	select {
-	case replies = <-out:
-	case <-time.After(20 * time.Second):
-		t.Fatal("session did not end after the input")
-	}
-	_ = cliIn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
-		t.Fatalf("Shutdown: %v", err)
-	}
-	if err := <-served; err != nil {
-		t.Fatalf("Serve: %v", err)
-	}
+	replies = playOverPipe(t, srv, chunk, in)
 	pub.mu.Lock()
 	defer pub.mu.Unlock()
 	for _, m := range pub.msgs {
