@@ -231,6 +231,9 @@ func (c *trackedConn) Read(b []byte) (int, error) {
 	if !c.tls.Load() {
 		return c.readPlain(b)
 	}
+	// The handshake's first reads go through readPlain (tls is set only
+	// once the ClientHello is read), so what a client sent right behind its
+	// ClientHello may wait in rbuf: TLS records too, handed on first.
 	if c.rpos < len(c.rbuf) {
 		n := copy(b, c.rbuf[c.rpos:])
 		c.rpos += n

@@ -73,24 +73,12 @@ func benchmarkDeliver(b *testing.B, batch int) {
 // every page (GET /api/v1/mailboxes) with 500 mailboxes, as in make surge:
 // Mailboxes' one text value against the rows it replaced, in the same run.
 func BenchmarkMailboxes(b *testing.B) {
-	s, err := Open(b.Context(), Config{Path: filepath.Join(b.TempDir(), "bench.db")})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	parsed, err := mail.Parse([]byte("Subject: x\r\n\r\nhi\r\n"), mail.DefaultParseLimits)
-	if err != nil {
-		b.Fatal(err)
-	}
-	var msgs []*mail.Message
+	s := openTest(b)
+	var batch []*mail.Message
 	for i := range 500 {
-		msgs = append(msgs, &mail.Message{
-			ID:       fmt.Sprintf("mb-%04d", i),
-			Envelope: mail.Envelope{From: "a@b.example", To: []string{fmt.Sprintf("customer%d@example.com", i)}, ReceivedAt: time.Now()},
-			Raw:      []byte("Subject: x\r\n\r\nhi\r\n"), Size: 18, Parsed: parsed,
-		})
+		batch = append(batch, testMessage(b, i, fmt.Sprintf("customer%d@example.com", i)))
 	}
-	if _, err := s.Deliver(b.Context(), msgs); err != nil {
+	if _, err := s.Deliver(b.Context(), batch); err != nil {
 		b.Fatal(err)
 	}
 	for _, read := range []struct {
