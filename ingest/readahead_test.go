@@ -58,12 +58,14 @@ func FuzzDataBody(f *testing.F) {
 	}
 	f.Add(uint8(0), []byte("HELO a\r\nMAIL FROM:<>\r\nRCPT TO:<r@example.com>\r\nDATA\r\nx\r\n.\r\nMAIL FROM:<>\r\nRCPT TO:<r@example.com>\r\nBDAT 3 LAST\r\nabcQUIT\r\n"))
 	f.Fuzz(func(t *testing.T, split uint8, in []byte) {
-		if hasLineOver(in, 900) {
-			// go-smtp checks the line limit on whole socket reads, so
-			// whether a long line just after the end of data fails the
-			// message depends on where its reads fall; Levee's reader
-			// checks the body only. Both refuse the long line itself.
-			t.Skip("a line near the limit")
+		if hasLineOver(in, 998) {
+			// A line over the limit (1000, counted with its LF): go-smtp
+			// checks the limit on whole socket reads, so whether such a
+			// line just after the end of data fails the message depends
+			// on where its reads fall; Levee's reader checks the body
+			// only. Both refuse the long line itself. (The seeds' longest
+			// line, 990 bytes, is compared.)
+			t.Skip("a line over the line limit")
 		}
 		compareDataReaders(t, 1+int(split), in)
 	})
