@@ -30,11 +30,12 @@ vet:
 fmt: ## format the code
 	gofmt -w $$(git ls-files '*.go')
 
-bench: ## benchmarks: the whole pipeline as a process (accept rate, CPU a message, RSS), SMTP accept rate (sync and group commit on/off), drain rate, reader p99 during a drain, store writes, the folder list, reading DATA
+bench: ## benchmarks: the whole pipeline as a process (accept rate, CPU a message, RSS), SMTP accept rate (sync and group commit on/off), drain rate, reader p99 during a drain, store writes, the folder list, a page view while writes commit, reading DATA
 	$(GO) test -run '^$$' -bench '^BenchmarkPipeline$$' -benchtime 5000x -count $(BENCH_COUNT) ./cmd/levee/
 	$(GO) test -run '^$$' -bench '^Benchmark(SMTPAccept|Drain)$$' -benchtime 3000x -count $(BENCH_COUNT) ./app/
 	$(GO) test -run '^$$' -bench ReaderDuringDrain -benchtime 1x -count $(BENCH_COUNT) ./app/
 	$(GO) test -run '^$$' -bench 'Deliver|Mailboxes' -benchtime 2s -count $(BENCH_COUNT) ./store/...
+	$(GO) test -run '^$$' -bench PageView -benchtime 500x -count $(BENCH_COUNT) ./store/sqlite/
 	$(GO) test -run '^$$' -bench DataBody -count $(BENCH_COUNT) ./ingest/
 	$(GO) test -run '^$$' -bench MailboxesJSON -count $(BENCH_COUNT) ./web/
 	$(GO) test -run '^$$' -bench Publish -benchtime 2s -count $(BENCH_COUNT) ./queue/

@@ -24,11 +24,8 @@ type writeStmts struct {
 	message, attachment, mailbox, link *sql.Stmt
 }
 
-func (w *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
-	for _, p := range []struct {
-		stmt **sql.Stmt
-		sql  string
-	}{
+func (w *writeStmts) all() []statement {
+	return []statement{
 		// DO NOTHING on the id: a message already stored stays as it was,
 		// and RowsAffected tells a duplicate from a new message.
 		{&w.message, `INSERT INTO messages (id, envelope_from, envelope_to, remote_addr, helo, received_at,
@@ -41,20 +38,6 @@ func (w *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
 		{&w.mailbox, `INSERT INTO mailboxes (address, messages, latest_at) VALUES (?, 1, ?)
 			ON CONFLICT (address) DO UPDATE SET messages = messages + 1, latest_at = max(latest_at, excluded.latest_at)`},
 		{&w.link, `INSERT INTO mailbox_messages (address, message_id, stored_at) VALUES (?, ?, ?)`},
-	} {
-		var err error
-		if *p.stmt, err = db.PrepareContext(ctx, p.sql); err != nil {
-			return fmt.Errorf("sqlite: prepare: %w", err)
-		}
-	}
-	return nil
-}
-
-func (w *writeStmts) close() {
-	for _, s := range []*sql.Stmt{w.message, w.attachment, w.mailbox, w.link} {
-		if s != nil {
-			_ = s.Close()
-		}
 	}
 }
 
@@ -215,10 +198,10 @@ func (s *Store) deliverTx(ctx context.Context, rows []encoded) (_ []store.Delive
 			_ = tx.Rollback()
 		}
 	}()
-	insMsg := tx.StmtContext(ctx, s.stmts.message)
-	insAtt := tx.StmtContext(ctx, s.stmts.attachment)
-	upBox := tx.StmtContext(ctx, s.stmts.mailbox)
-	insLink := tx.StmtContext(ctx, s.stmts.link)
+	insMsg := tx.StmtContext(ctx, s.writes.message)
+	insAtt := tx.StmtContext(ctx, s.writes.attachment)
+	upBox := tx.StmtContext(ctx, s.writes.mailbox)
+	insLink := tx.StmtContext(ctx, s.writes.link)
 
 	results := make([]store.DeliveryResult, len(rows))
 	last = s.lastStored

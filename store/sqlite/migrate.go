@@ -22,12 +22,30 @@ func migrations() ([]store.Migration, error) {
 // transaction: two processes opening a new file at once serialise on the
 // write lock, and the second finds the work done. SQLite's DDL is
 // transactional, so a failure leaves the schema as it was.
-func migrate(ctx context.Context, db *sql.DB) (err error) {
-	all, err := migrations()
+//
+// Foreign keys are off while the migrations run, as SQLite's procedure for
+// rebuilding a table asks (0003 drops messages and puts a new table in its
+// place; with them on, the drop would delete from the tables that
+// reference it). PRAGMA foreign_keys is a no-op inside a transaction, so
+// it is set on the connection around it, and foreign_key_check must find
+// nothing amiss before a migration commits.
+func migrate(ctx context.Context, db *sql.DB, all []store.Migration) (err error) {
+	conn, err := db.Conn(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("sqlite: migrate: %w", err)
 	}
-	tx, err := db.BeginTx(ctx, nil)
+	defer conn.Close()
+	if _, err = conn.ExecContext(ctx, `PRAGMA foreign_keys = OFF`); err != nil {
+		return fmt.Errorf("sqlite: migrate: %w", err)
+	}
+	defer func() {
+		// The connection goes back to the pool, where every statement
+		// expects foreign keys on.
+		if _, ferr := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA foreign_keys = ON`); ferr != nil && err == nil {
+			err = fmt.Errorf("sqlite: migrate: %w", ferr)
+		}
+	}()
+	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqlite: migrate: %w", err)
 	}
@@ -59,8 +77,33 @@ func migrate(ctx context.Context, db *sql.DB) (err error) {
 			return fmt.Errorf("sqlite: migrate: %s: %w", m.Name, err)
 		}
 	}
+	if current < len(all) {
+		// Only after a change: the check reads every referencing row.
+		if err = foreignKeyCheck(ctx, tx); err != nil {
+			return err
+		}
+	}
 	if err = tx.Commit(); err != nil {
 		return fmt.Errorf("sqlite: migrate: %w", err)
 	}
 	return nil
+}
+
+// foreignKeyCheck fails if any row references a row that is not there.
+func foreignKeyCheck(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, `PRAGMA foreign_key_check`)
+	if err != nil {
+		return fmt.Errorf("sqlite: migrate: foreign_key_check: %w", err)
+	}
+	defer rows.Close()
+	if rows.Next() {
+		var table, parent string
+		var rowid sql.NullInt64
+		var fk int
+		if err := rows.Scan(&table, &rowid, &parent, &fk); err != nil {
+			return fmt.Errorf("sqlite: migrate: foreign_key_check: %w", err)
+		}
+		return fmt.Errorf("sqlite: migrate: a row of %s references a missing row of %s", table, parent)
+	}
+	return rows.Err()
 }

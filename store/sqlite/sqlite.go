@@ -44,7 +44,8 @@ type Store struct {
 	walRetryAt  time.Time // guarded by writeSem
 	busyTimeout time.Duration
 
-	stmts writeStmts
+	writes writeStmts
+	reads  readStmts
 }
 
 var _ store.Store = (*Store)(nil)
@@ -52,6 +53,16 @@ var _ store.Store = (*Store)(nil)
 // Open opens (creating if needed) the database at cfg.Path and brings its
 // schema up to date.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
+	all, err := migrations()
+	if err != nil {
+		return nil, err
+	}
+	return open(ctx, cfg, all)
+}
+
+// open is Open with the schema brought up to the end of migrations (tests
+// make a database of an earlier version with a prefix of them).
+func open(ctx context.Context, cfg Config, migrations []store.Migration) (*Store, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -79,13 +90,13 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	s.write.SetConnMaxIdleTime(0)
 	// Migrate before the read pool opens: the writer's connection is what
 	// switches a new file to WAL.
-	if err := migrate(ctx, s.write); err != nil {
+	if err := migrate(ctx, s.write, migrations); err != nil {
 		return nil, err
 	}
 	if err := s.write.QueryRowContext(ctx, `SELECT COALESCE(MAX(latest_at), 0) FROM mailboxes`).Scan(&s.lastStored); err != nil {
 		return nil, fmt.Errorf("sqlite: open: read latest stored_at: %w", err)
 	}
-	if err := s.stmts.prepare(ctx, s.write); err != nil {
+	if err := prepareAll(ctx, s.write, s.writes.all()); err != nil {
 		return nil, err
 	}
 
@@ -96,6 +107,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	s.read.SetMaxIdleConns(cfg.MaxOpenConns)
 	if err := s.read.PingContext(ctx); err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
+	}
+	if err := prepareAll(ctx, s.read, s.reads.all()); err != nil {
+		return nil, err
 	}
 	ok = true
 	return s, nil
@@ -115,7 +129,8 @@ func (s *Store) Ping(ctx context.Context) error {
 // into the database file.
 func (s *Store) Close() error {
 	var errs []error
-	s.stmts.close()
+	closeAll(s.writes.all())
+	closeAll(s.reads.all())
 	if s.read != nil {
 		errs = append(errs, s.read.Close())
 	}
