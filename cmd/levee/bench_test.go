@@ -1,12 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/levee-mail/levee/loadtest"
+	"github.com/levee-mail/levee/queue"
 )
 
 // BenchmarkPipeline measures Levee whole, as a user runs it: `levee serve`
@@ -26,7 +31,7 @@ func BenchmarkPipeline(b *testing.B) {
 			p := startProcess(b, "serve", "--data-dir", b.TempDir(), "--smtp-addr", "127.0.0.1:0",
 				"--http-addr", "127.0.0.1:0", "--domains", "example.test")
 			b.Cleanup(func() { _ = p.stop(time.Minute) })
-			res := runPipelineLoad(b, p, b.N, perConn)
+			res := runPipelineLoad(b, p, b.N, perConn, true)
 			c, a, sc := res.Counts, res.Audit, res.Server
 			if c.Accepted != int64(b.N) || a == nil || !a.Complete || a.Lost != 0 || a.Duplicated != 0 {
 				b.Fatalf("counts %+v, audit %+v: want all %d accepted and stored once", c, a, b.N)
@@ -42,7 +47,69 @@ func BenchmarkPipeline(b *testing.B) {
 	}
 }
 
-func runPipelineLoad(b *testing.B, p *process, n, perConn int) *loadtest.Result {
+// BenchmarkReceiver measures the receiver alone, as it runs on a node of its
+// own: `levee smtpd` in a process of its own, publishing to a JetStream
+// server (SyncAlways) that runs in this test process, b.N messages of 4 KiB
+// offered at once to 20 SMTP sessions on new connections. It reports the
+// accept rate and what the receiver process spent: CPU per message and peak
+// RSS (the server's cost is not in them). Every message must be accepted
+// and in the stream once.
+//
+//	go test -run '^$' -bench Receiver -benchtime 5000x ./cmd/levee/
+func BenchmarkReceiver(b *testing.B) {
+	js := jetStream(b)
+	p := startProcess(b, "smtpd", "--data-dir", b.TempDir(), "--nats-url", js.ClientURL(),
+		"--smtp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--domains", "example.test")
+	b.Cleanup(func() { _ = p.stop(time.Minute) })
+	// The receiver serves no queue API for the load tester to scrape: its
+	// cost is read from /proc.
+	pid := p.cmd.Process.Pid
+	cpu0 := processCPU(b, pid)
+	res := runPipelineLoad(b, p, b.N, 1, false)
+	cpu := processCPU(b, pid) - cpu0
+	if res.Counts.Accepted != int64(b.N) {
+		b.Fatalf("counts %+v: want all %d accepted", res.Counts, b.N)
+	}
+	cfg := queue.DefaultConfig()
+	cfg.URL = js.ClientURL()
+	q, err := queue.Open(context.Background(), cfg, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer q.Close(context.Background())
+	if n, _, err := q.Backlog(context.Background()); err != nil || n != uint64(b.N) {
+		b.Fatalf("the queue holds %d messages (%v), want the %d accepted", n, err, b.N)
+	}
+	b.ReportMetric(res.AcceptedRate, "accepted/s")
+	b.ReportMetric(cpu.Seconds()*1000/float64(b.N), "cpu_ms/msg")
+	b.ReportMetric(float64(peakRSS(b, pid))/1e6, "peak_RSS_MB")
+}
+
+// processCPU is the user and system CPU time process pid has used, from
+// /proc/pid/stat.
+func processCPU(b *testing.B, pid int) time.Duration {
+	b.Helper()
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The fields after the command name, which is in parentheses and may
+	// hold spaces: state is field 3, utime 14, stime 15.
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	var ticks int64
+	for _, f := range fields[11:13] {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			b.Fatalf("/proc/%d/stat: %v", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ is 100 on Linux
+}
+
+// runPipelineLoad offers n messages at once to 20 sessions of p, audited
+// through p's API when audit is set.
+func runPipelineLoad(b *testing.B, p *process, n, perConn int, audit bool) *loadtest.Result {
 	b.Helper()
 	// Everything arrives in the first tenth of a second: the 20 sessions
 	// send as fast as Levee answers.
@@ -62,7 +129,7 @@ func runPipelineLoad(b *testing.B, p *process, n, perConn int) *loadtest.Result 
 	cfg := loadtest.Config{
 		Target: p.SMTPAddr, API: "http://" + p.httpAddr, Schedule: sched, Source: src, RunID: runID,
 		To: "rcpt{n}@example.test", Connections: 20, MessagesPerConnection: perConn,
-		ScrapeEvery: 200 * time.Millisecond,
+		ScrapeEvery: 200 * time.Millisecond, Audit: loadtest.AuditConfig{Disabled: !audit},
 	}
 	b.ResetTimer()
 	res, err := loadtest.Run(context.Background(), cfg)

@@ -22,7 +22,7 @@ import (
 
 // jetStream starts a JetStream server of the test's own, for role processes
 // to share as their external JetStream.
-func jetStream(t *testing.T) *natsserver.Server {
+func jetStream(t testing.TB) *natsserver.Server {
 	t.Helper()
 	srv, err := natsserver.Start(natsserver.Config{DataDir: filepath.Join(t.TempDir(), "js"), Host: "127.0.0.1", Port: -1,
 		SyncAlways: true, MaxPayload: queue.DefaultMaxMsgSize + 64<<10})
