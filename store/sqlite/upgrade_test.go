@@ -18,15 +18,7 @@ import (
 // answers exactly as before, with the references between the tables, and
 // their enforcement, intact.
 func TestUpgradePutsSummaryColumnsFirst(t *testing.T) {
-	all, err := migrations()
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "levee.db")
-	old, err := open(t.Context(), Config{Path: path}, all[:2])
-	if err != nil {
-		t.Fatal(err)
-	}
+	old, path := openVersion(t, 2)
 	body := strings.Repeat("a line of a long body, to spill past one page\r\n", 300)
 	var delivered []*mail.Message
 	for i := range 6 {
@@ -59,8 +51,8 @@ func TestUpgradePutsSummaryColumnsFirst(t *testing.T) {
 		t.Fatalf("Open of a version 2 database: %v", err)
 	}
 	defer s.Close()
-	if got := migrationRows(t, s); got != len(all) {
-		t.Fatalf("schema_migrations has %d rows, want %d", got, len(all))
+	if got, want := migrationRows(t, s), len(mustMigrations(t)); got != want {
+		t.Fatalf("schema_migrations has %d rows, want %d", got, want)
 	}
 	if after := readEverything(t, s, delivered); !reflect.DeepEqual(after, before) {
 		t.Errorf("reads after the upgrade differ:\n%+v\nbefore:\n%+v", after, before)
@@ -111,6 +103,27 @@ func TestUpgradePutsSummaryColumnsFirst(t *testing.T) {
 	}
 }
 
+// openVersion opens a new database made by the first n migrations only, as
+// an older release left it.
+func openVersion(t *testing.T, n int) (s *Store, path string) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "levee.db")
+	s, err := open(t.Context(), Config{Path: path}, mustMigrations(t)[:n])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, path
+}
+
+func mustMigrations(t testing.TB) []store.Migration {
+	t.Helper()
+	all, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return all
+}
+
 // everything is what the read API answers about a set of messages.
 type everything struct {
 	Mailboxes []store.Mailbox
@@ -154,15 +167,7 @@ func readEverything(t *testing.T, s *Store, ms []*mail.Message) everything {
 // reference between the tables still holds; otherwise Open says so and the
 // schema stays as it was.
 func TestUpgradeRefusesBrokenReferences(t *testing.T) {
-	all, err := migrations()
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "levee.db")
-	old, err := open(t.Context(), Config{Path: path}, all[:2])
-	if err != nil {
-		t.Fatal(err)
-	}
+	old, path := openVersion(t, 2)
 	conn, err := old.write.Conn(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -184,7 +189,7 @@ func TestUpgradeRefusesBrokenReferences(t *testing.T) {
 	} else if !strings.Contains(err.Error(), "mailbox_messages references a missing row of messages") {
 		t.Errorf("err = %v, want it to name the broken reference", err)
 	}
-	old, err = open(t.Context(), Config{Path: path}, all[:2])
+	old, err = open(t.Context(), Config{Path: path}, mustMigrations(t)[:2])
 	if err != nil {
 		t.Fatal(err)
 	}
