@@ -4,8 +4,12 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"errors"
 	"fmt"
 	"time"
+
+	msqlite "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/levee-mail/levee/store"
 )
@@ -45,7 +49,7 @@ func migrate(ctx context.Context, db *sql.DB, all []store.Migration) (err error)
 			err = fmt.Errorf("sqlite: migrate: %w", ferr)
 		}
 	}()
-	tx, err := conn.BeginTx(ctx, nil)
+	tx, err := beginMigration(ctx, conn)
 	if err != nil {
 		return fmt.Errorf("sqlite: migrate: %w", err)
 	}
@@ -87,6 +91,33 @@ func migrate(ctx context.Context, db *sql.DB, all []store.Migration) (err error)
 		return fmt.Errorf("sqlite: migrate: %w", err)
 	}
 	return nil
+}
+
+// beginMigration begins the migrations' IMMEDIATE transaction. Another
+// process opening the same file at the same time (the worker and web roles
+// of a split deployment on one SQLite file) holds the write lock for as long
+// as its migrations take: minutes for 0003 on a large file, far past
+// busy_timeout. So a BEGIN that finds the lock taken is tried again until
+// ctx ends (SIGTERM during startup), instead of failing the start with
+// "database is locked".
+func beginMigration(ctx context.Context, conn *sql.Conn) (*sql.Tx, error) {
+	for {
+		tx, err := conn.BeginTx(ctx, nil)
+		if err == nil || !isBusy(err) {
+			return tx, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for another process's migration: %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// isBusy tells SQLITE_BUSY: another connection holds the lock.
+func isBusy(err error) bool {
+	var se *msqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY
 }
 
 // foreignKeyCheck fails if any row references a row that is not there.

@@ -1,11 +1,14 @@
 package sqlite
 
 import (
+	"context"
+	"database/sql"
 	"fmt"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/levee-mail/levee/mail"
 	"github.com/levee-mail/levee/store"
@@ -196,5 +199,68 @@ func TestUpgradeRefusesBrokenReferences(t *testing.T) {
 	defer old.Close()
 	if got := migrationRows(t, old); got != 2 {
 		t.Errorf("schema_migrations has %d rows after the refused upgrade, want 2", got)
+	}
+}
+
+// TestOpenWaitsWhileAnotherProcessMigrates: while another process holds the
+// write lock (as during its migrations, which can take minutes), Open waits
+// past busy_timeout instead of failing with "database is locked", and
+// stops waiting when its context ends.
+func TestOpenWaitsWhileAnotherProcessMigrates(t *testing.T) {
+	old, path := openVersion(t, 2)
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Path: path, BusyTimeout: 20 * time.Millisecond}
+	other, err := sql.Open("sqlite", cfg.WithDefaults().dsn(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	hold := func() *sql.Tx {
+		tx, err := other.BeginTx(t.Context(), nil) // BEGIN IMMEDIATE: the write lock
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tx
+	}
+
+	tx := hold()
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	start := time.Now()
+	if s, err := Open(ctx, cfg); err == nil {
+		s.Close()
+		t.Fatal("Open migrated while another connection held the write lock")
+	} else if waited := time.Since(start); waited > 5*time.Second {
+		t.Fatalf("Open gave up %v after its context ended (%v)", waited, err)
+	}
+	cancel()
+
+	done := make(chan error, 1)
+	go func() {
+		s, err := Open(t.Context(), cfg)
+		if err == nil {
+			defer s.Close()
+			if got, want := migrationRows(t, s), len(mustMigrations(t)); got != want {
+				err = fmt.Errorf("schema_migrations has %d rows, want %d", got, want)
+			}
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("Open returned while another connection held the write lock: %v", err)
+	case <-time.After(25 * cfg.BusyTimeout):
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Open after the lock was released: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Open still waiting 10 s after the lock was released")
 	}
 }
