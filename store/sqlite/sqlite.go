@@ -60,9 +60,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	return open(ctx, cfg, all)
 }
 
-// open is Open with the schema brought up to the end of migrations (tests
-// make a database of an earlier version with a prefix of them).
-func open(ctx context.Context, cfg Config, migrations []store.Migration) (*Store, error) {
+// open is Open with the schema brought up to the end of schema, a prefix
+// of the migrations (tests make a database of an earlier version with one).
+func open(ctx context.Context, cfg Config, schema []store.Migration) (*Store, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -90,7 +90,7 @@ func open(ctx context.Context, cfg Config, migrations []store.Migration) (*Store
 	s.write.SetConnMaxIdleTime(0)
 	// Migrate before the read pool opens: the writer's connection is what
 	// switches a new file to WAL.
-	if err := migrate(ctx, s.write, migrations); err != nil {
+	if err := migrate(ctx, s.write, schema); err != nil {
 		return nil, err
 	}
 	if err := s.write.QueryRowContext(ctx, `SELECT COALESCE(MAX(latest_at), 0) FROM mailboxes`).Scan(&s.lastStored); err != nil {
