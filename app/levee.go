@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -70,7 +71,8 @@ func Start(ctx context.Context, cfg Config, roles Role, log *slog.Logger) (*Leve
 		return nil, err
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(schedulerLatency)),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	host, _ := os.Hostname()
 	l := &Levee{cfg: cfg, roles: roles, log: log, Registry: reg,
 		instance: fmt.Sprintf("%s:%d", host, os.Getpid()), started: time.Now()}
@@ -82,6 +84,13 @@ func Start(ctx context.Context, cfg Config, roles Role, log *slog.Logger) (*Leve
 	}
 	return l, nil
 }
+
+// schedulerLatency adds go_sched_latencies_seconds to the Go collector's
+// defaults: how long goroutines wait for a CPU once runnable. In levee serve
+// the web role's reads (and SQLite's queries, which run as Go code) share
+// the process with the SMTP sessions and the workers; when readers slow
+// down while the drain is at its floor, this is where it shows.
+var schedulerLatency = collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/sched/latencies:seconds$`)}
 
 // start opens the store and the queue, builds the roles' parts, then
 // starts listening.

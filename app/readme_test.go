@@ -76,3 +76,27 @@ func TestREADMEListsEveryMetric(t *testing.T) {
 	}
 	var _ prometheus.Gatherer = l.Registry
 }
+
+// TestMetricsShowSchedulerLatency: /metrics has how long goroutines wait
+// for a CPU, next to the Go collector's defaults.
+func TestMetricsShowSchedulerLatency(t *testing.T) {
+	l := apptest.Start(t, apptest.Config(t))
+	mfs, err := l.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"go_sched_latencies_seconds": false, "go_goroutines": false, "go_memstats_heap_alloc_bytes": false}
+	for _, mf := range mfs {
+		if _, ok := want[mf.GetName()]; ok {
+			want[mf.GetName()] = true
+			if mf.GetName() == "go_sched_latencies_seconds" && mf.GetMetric()[0].GetHistogram().GetSampleCount() == 0 {
+				t.Error("go_sched_latencies_seconds has no samples")
+			}
+		}
+	}
+	for name, seen := range want {
+		if !seen {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+}
