@@ -1,12 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -83,28 +79,6 @@ func BenchmarkReceiver(b *testing.B) {
 	b.ReportMetric(res.AcceptedRate, "accepted/s")
 	b.ReportMetric(cpu.Seconds()*1000/float64(b.N), "cpu_ms/msg")
 	b.ReportMetric(float64(peakRSS(b, pid))/1e6, "peak_RSS_MB")
-}
-
-// processCPU is the user and system CPU time process pid has used, from
-// /proc/pid/stat.
-func processCPU(b *testing.B, pid int) time.Duration {
-	b.Helper()
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	// The fields after the command name, which is in parentheses and may
-	// hold spaces: state is field 3, utime 14, stime 15.
-	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-	var ticks int64
-	for _, f := range fields[11:13] {
-		n, err := strconv.ParseInt(f, 10, 64)
-		if err != nil {
-			b.Fatalf("/proc/%d/stat: %v", pid, err)
-		}
-		ticks += n
-	}
-	return time.Duration(ticks) * time.Second / 100 // USER_HZ is 100 on Linux
 }
 
 // runPipelineLoad offers n messages at once to 20 sessions of p, audited

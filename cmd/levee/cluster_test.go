@@ -666,14 +666,8 @@ func TestLocalClusterScripts(t *testing.T) {
 
 // alive: the process exists and is not a zombie waiting for its parent.
 func alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// The state follows the parenthesised command name.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i >= 0 && i+2 < len(s) && s[i+2] != 'Z'
+	fields, err := procStat(pid)
+	return err == nil && len(fields) > 0 && fields[0] != "Z"
 }
 
 // TestNATSClusterPortTakenBeforeBind: a port that another socket takes

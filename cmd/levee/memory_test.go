@@ -33,6 +33,40 @@ func peakRSS(t testing.TB, pid int) int64 {
 	return 0
 }
 
+// procStat is /proc/pid/stat's fields after the command name, which is in
+// parentheses and may hold spaces: the state (field 3) comes first, utime
+// and stime (fields 14 and 15) at 11 and 12.
+func procStat(pid int) ([]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return nil, fmt.Errorf("/proc/%d/stat: no command name in %q", pid, s)
+	}
+	return strings.Fields(s[i+1:]), nil
+}
+
+// processCPU is the user and system CPU time process pid has used.
+func processCPU(t testing.TB, pid int) time.Duration {
+	t.Helper()
+	fields, err := procStat(pid)
+	if err != nil || len(fields) < 13 {
+		t.Fatalf("/proc/%d/stat: %d fields, %v", pid, len(fields), err)
+	}
+	var ticks int64
+	for _, f := range fields[11:13] {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			t.Fatalf("/proc/%d/stat: %v", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ is 100 on Linux
+}
+
 // sendRetrying delivers body like an MTA: a 4xx is tried again after a pause.
 func sendRetrying(addr string, body []byte) (attempts int, err error) {
 	for attempts = 1; attempts <= 300; attempts++ {
