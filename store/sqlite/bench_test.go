@@ -106,10 +106,7 @@ func BenchmarkMailboxes(b *testing.B) {
 //
 //	go test -run '^$' -bench PageView ./store/sqlite/
 func BenchmarkPageView(b *testing.B) {
-	all, err := migrations()
-	if err != nil {
-		b.Fatal(err)
-	}
+	all := mustMigrations(b)
 	body := strings.Repeat("a line of text in the body of a message of about 8 KiB\r\n", 145)
 	for _, schema := range []struct {
 		name string
