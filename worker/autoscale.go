@@ -371,15 +371,21 @@ func (a *Autoscaler) want(now time.Time, cur int, b uint64, oldest time.Duration
 		if cur > 0 && math.Abs(raw-float64(cur)) <= tolerance*float64(cur) {
 			wanted = cur
 		}
+		if oldest > a.cfg.TargetDrain && b > uint64(cur*a.batch) {
+			// Mail is late: add loops until it is not (the store's budget
+			// caps them). The formula above is no help here, shrinking or
+			// not: judged afresh each interval, it aims to drain what waits
+			// within another target_drain from now, a deadline that slides
+			// with the clock, so a backlog left by a surge drained in 1.4x
+			// target_drain after it on a slow machine (issue 11), all of it
+			// late. With one more loop per interval it drains as fast as the
+			// store allows once late.
+			*why = append(*why, "messages older than target_drain: one more loop")
+			wanted = max(wanted, cur+1)
+		}
 		if a.ceiling > 0 {
 			// Loops beyond what the write ceiling feeds would only wait on it.
 			wanted = min(wanted, ceilTo(a.ceiling/a.perLoop, hi))
-		}
-		if oldest > a.cfg.TargetDrain && b > uint64(cur*a.batch) && (!a.havePrev || b >= a.prevBacklog) {
-			// Mail is late and the backlog is not shrinking: the throughput
-			// estimate is wrong somewhere; add loops until it drains.
-			*why = append(*why, "messages older than target_drain and backlog not shrinking: one more loop")
-			wanted = max(wanted, cur+1)
 		}
 	}
 	wanted = clamp(wanted)

@@ -235,17 +235,31 @@ func (b staleBacklog) Backlog(context.Context) (uint64, time.Duration, error) {
 	return uint64(b), 2 * time.Minute, nil
 }
 
+// shrinkingStaleBacklog loses step messages per reading, its oldest always
+// two minutes old.
+type shrinkingStaleBacklog struct{ n, step uint64 }
+
+func (b *shrinkingStaleBacklog) Backlog(context.Context) (uint64, time.Duration, error) {
+	b.n -= min(b.step, b.n)
+	return b.n, 2 * time.Minute, nil
+}
+
 func TestAutoscaleLateMailPushesUp(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
-		backlog uint64
+		backlog Backlog
 		push    bool
 	}{
 		// The loops look fast enough on paper, yet mail waits past
 		// target_drain and the backlog does not shrink: add loops.
-		{"large backlog not shrinking", 5000, true},
+		{"large backlog not shrinking", staleBacklog(5000), true},
+		// A backlog that shrinks, but not fast enough to stop mail being
+		// late: the formula asks for one loop (a target_drain from now,
+		// judged afresh each interval), and the surge's backlog waited
+		// 1.4x target_drain on one loop (issue 11).
+		{"large backlog shrinking while late", &shrinkingStaleBacklog{n: 5000, step: 100}, true},
 		// One message waiting out its retry delay is old, but no loop would help.
-		{"one message on retry", 1, false},
+		{"one message on retry", staleBacklog(1), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clock := newFakeClock()
@@ -253,7 +267,7 @@ func TestAutoscaleLateMailPushesUp(t *testing.T) {
 			var stats loopStats
 			cfg := simCfg
 			cfg.Min = 1
-			a, err := newAutoscaler(cfg, scaled{p, &stats, 16, 0}, AutoscalerDeps{Backlog: staleBacklog(tc.backlog), Clock: clock})
+			a, err := newAutoscaler(cfg, scaled{p, &stats, 16, 0}, AutoscalerDeps{Backlog: tc.backlog, Clock: clock})
 			if err != nil {
 				t.Fatal(err)
 			}
