@@ -263,6 +263,15 @@ func (a *Autoscaler) Step(ctx context.Context) Decision {
 	var readersJudged bool
 	ev.readers, readersJudged = a.readersOver()
 	late := berr == nil && b > 0 && oldest >= a.cfg.TargetDrain
+	// hurry says why the loops must not rest: mail is late, or would be
+	// (pace.go).
+	hurry := ""
+	switch {
+	case late:
+		hurry = "messages older than target_drain"
+	case berr == nil:
+		hurry = a.behindSchedule(cur, b, oldest)
+	}
 	if late {
 		// Mail is late: the readers no longer set the pace (the store's
 		// write budget still does), so that no reader holds mail back
@@ -279,7 +288,7 @@ func (a *Autoscaler) Step(ctx context.Context) Decision {
 	a.lim.budget = a.writeBudget(now)
 	over := a.lim.over(ev)
 	slowed := a.duty < 1
-	if r := a.pace(now, cur, late, over, ev.writes >= minEvidence, readersJudged); r != "" {
+	if r := a.pace(now, cur, hurry, over, ev.writes >= minEvidence, readersJudged); r != "" {
 		why = append(why, r)
 	}
 	if !slowed || over {

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"fmt"
 	"math"
 	"strconv"
 	"time"
@@ -14,17 +15,44 @@ import (
 // (the share of time a loop works) drops multiplicatively, down to
 // minDuty, and climbs back by dutyStep per healthy interval after the
 // cooldown. Full speed (duty 1) comes back before the limit climbs again.
-// Readers set the pace up to a point: once the oldest queued message is
-// older than worker.autoscale.target_drain the loops stop resting and the
-// readers stop capping the number of loops (Step), so that no reader,
-// however sensitive, holds mail back longer than that.
+// Readers set the pace up to a point: the loops stop resting as soon as
+// resting would make mail late (behindSchedule), and once the oldest
+// queued message is older than worker.autoscale.target_drain the readers
+// also stop capping the number of loops (Step), so that no reader, however
+// sensitive, holds mail back longer than that.
 const (
 	minDuty  = 0.25
 	dutyStep = 0.125
 	// maxRest bounds one rest, so that a very slow batch does not park the
 	// loop for long after it.
 	maxRest = 2 * time.Second
+	// scheduleShare is the share of target_drain within which the queue
+	// must be emptied, counted from its oldest message's arrival, for the
+	// loops to rest. The last quarter is the margin: for the measured
+	// per-loop rate, and for the mail that arrives meanwhile. Resting until
+	// the oldest message is exactly target_drain old stored a surge's mail
+	// just in time, one message after another, so its backlog was gone only
+	// after target_drain past the surge's end, with 5,000 messages stored
+	// later than that (issue 11).
+	scheduleShare = 0.75
 )
+
+// behindSchedule says why resting would make mail late, "" when it would
+// not: the backlog of b messages, drained from now at full speed by cur
+// loops at their measured rate, would outlast scheduleShare of target_drain
+// since its oldest message arrived. Unknown until a loop's rate is measured.
+func (a *Autoscaler) behindSchedule(cur int, b uint64, oldest time.Duration) string {
+	if b == 0 || cur <= 0 || a.perLoop <= 0 {
+		return ""
+	}
+	left := time.Duration(scheduleShare*float64(a.cfg.TargetDrain)) - oldest
+	need := time.Duration(float64(b) / (a.perLoop * float64(cur)) * float64(time.Second))
+	if need <= left {
+		return ""
+	}
+	return fmt.Sprintf("behind schedule: %d messages take %s at full speed, %s left of %g of target_drain",
+		b, need.Round(time.Second), max(left, 0).Round(time.Second), scheduleShare)
+}
 
 // dutyPool is a pool whose loops can rest between batches (*Worker).
 type dutyPool interface {
@@ -68,20 +96,19 @@ func (w *Worker) rest(stop <-chan struct{}, busy time.Duration) bool {
 // the cooldown when within it, as the readers' latest window shows
 // (readersJudged: a window that began before the last cut says nothing
 // about the new pace, and climbing on it would undo the cut every time).
-// Once mail is late (the oldest queued message older than target_drain,
-// as Step judges it) the loops go back to full speed at once, whatever the
+// While mail is late or resting would make it so (hurry says why, as Step
+// judges it) the loops go back to full speed at once, whatever the
 // readers say. It says why, "" when nothing changed. The caller holds a.mu;
 // over and evidence are this step's verdict.
-func (a *Autoscaler) pace(now time.Time, cur int, late, over, evidence, readersJudged bool) string {
+func (a *Autoscaler) pace(now time.Time, cur int, hurry string, over, evidence, readersJudged bool) string {
 	dp, ok := a.pool.(dutyPool)
-	if !ok || !evidence {
+	if !ok || (!evidence && hurry == "") {
 		return ""
 	}
 	old := a.duty
 	switch {
-	case late:
-		// Mail is late: resting would only make it later (Step no longer
-		// counts the readers as over budget either).
+	case hurry != "":
+		// Resting would only make mail later.
 		a.duty = 1
 	case over && cur <= a.lim.floor:
 		a.duty = max(a.duty*a.cfg.Decrease, minDuty)
@@ -96,7 +123,11 @@ func (a *Autoscaler) pace(now time.Time, cur int, late, over, evidence, readersJ
 	a.metrics.duty.Set(a.duty)
 	// What was measured before describes the old pace.
 	a.evidenceFrom = now
-	return "duty cycle " + fmtShare(old) + " -> " + fmtShare(a.duty)
+	why := "duty cycle " + fmtShare(old) + " -> " + fmtShare(a.duty)
+	if hurry != "" {
+		why += ": " + hurry
+	}
+	return why
 }
 
 func fmtShare(f float64) string { return strconv.FormatFloat(f, 'g', 3, 64) }

@@ -147,3 +147,60 @@ func TestReadersHoldMailBackNoLongerThanTargetDrain(t *testing.T) {
 		t.Fatalf("duty %g one step after mail has waited %s (target_drain), want full speed at once whatever the readers", p.duty, age)
 	}
 }
+
+// movingBacklog is a backlog of *n messages whose oldest is *age old.
+type movingBacklog struct {
+	n   *uint64
+	age *time.Duration
+}
+
+func (b movingBacklog) Backlog(context.Context) (uint64, time.Duration, error) { return *b.n, *b.age, nil }
+
+// TestLoopsDoNotRestWhenThatWouldMakeMailLate: with the readers over
+// budget at the floor the loop rests while the backlog, drained at the
+// measured full speed, is gone well within target_drain of its oldest
+// message's arrival; once it would not be (three quarters of target_drain),
+// the loop works at full speed at once, long before any message is late,
+// and rests again once the backlog is back on schedule.
+func TestLoopsDoNotRestWhenThatWouldMakeMailLate(t *testing.T) {
+	clock := newFakeClock()
+	p := &dutyCountingPool{countingPool: countingPool{n: 1}, duty: 1}
+	var stats loopStats
+	over, stale := true, false
+	n, age := uint64(10_000), time.Second
+	cfg := simCfg // target_drain 1m: the schedule is 45s
+	cfg.Min, cfg.Max = 1, 1
+	a, err := newAutoscaler(cfg, scaled{p, &stats, 16, 0}, AutoscalerDeps{Backlog: movingBacklog{&n, &age}, Clock: clock,
+		Registerer: prometheus.NewRegistry(), Readers: switchReaders{clock, &over, &stale}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	step := func() Decision {
+		for range minEvidence {
+			stats.recordWrite(time.Millisecond, 16, nil)
+			stats.recordBatch(16, 16*time.Millisecond, true) // 1,000 messages a second
+		}
+		clock.Advance(time.Second)
+		return a.Step(context.Background())
+	}
+	for range 6 {
+		step() // 10,000 messages: 10s at full speed, on schedule
+	}
+	if p.duty != minDuty {
+		t.Fatalf("duty %g with the readers over budget and the backlog on schedule, want %g", p.duty, minDuty)
+	}
+	n, age = 40_000, 10*time.Second // 40s at full speed: 5s too many
+	d := step()
+	if p.duty != 1 {
+		t.Fatalf("duty %g with %d messages (%s at full speed) and the oldest %s old, want full speed (%s)",
+			p.duty, n, time.Duration(n)*time.Millisecond, age, d.Reason)
+	}
+	if !strings.Contains(d.Reason, "behind schedule") {
+		t.Errorf("reason %q does not say the backlog is behind schedule", d.Reason)
+	}
+	n, age = 30_000, 10*time.Second // 30s: on schedule again
+	step()
+	if p.duty >= 1 {
+		t.Fatalf("duty %g once the backlog is back on schedule with the readers over budget, want the loop resting again", p.duty)
+	}
+}
