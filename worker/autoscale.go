@@ -284,7 +284,7 @@ func (a *Autoscaler) Step(ctx context.Context) Decision {
 		a.lim.excuseReaders()
 	}
 	d.P95, d.Samples = ev.p95, ev.writes
-	oldLimit := a.lim.limit
+	oldLimit, oldDuty := a.lim.limit, a.duty
 	a.lim.budget = a.writeBudget(now)
 	over := a.lim.over(ev)
 	slowed := a.duty < 1
@@ -310,8 +310,9 @@ func (a *Autoscaler) Step(ctx context.Context) Decision {
 			d.Next = cur // the worker is shutting down
 		}
 	}
-	// A breach at the floor changes nothing but is worth a line too.
-	if d.Next != cur || d.Limit != oldLimit || a.lim.lastDecrease.Equal(now) {
+	// A breach at the floor changes nothing but is worth a line too, and
+	// so is a change of pace.
+	if d.Next != cur || d.Limit != oldLimit || a.duty != oldDuty || a.lim.lastDecrease.Equal(now) {
 		a.log.Debug("worker: autoscale",
 			"current", cur, "next", d.Next, "wanted", d.Wanted, "limit", d.Limit,
 			"backlog", b, "oldest", oldest, "arrival_per_s", round1(d.Arrival), "per_loop_per_s", round1(d.PerLoop),
