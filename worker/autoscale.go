@@ -115,6 +115,7 @@ type Autoscaler struct {
 	lim          limiter
 	idle         *baseline.Windows // the store's write p95s (autoscale_budget.go)
 	duty         float64           // the loops' duty cycle (pace.go)
+	catchingUp   bool              // on a late backlog (pace.go)
 	dutyCut      time.Time         // when it last dropped
 	backlogDown  bool              // the last Backlog call failed
 	last         Decision
@@ -263,14 +264,13 @@ func (a *Autoscaler) Step(ctx context.Context) Decision {
 	var readersJudged bool
 	ev.readers, readersJudged = a.readersOver()
 	late := berr == nil && b > 0 && oldest >= a.cfg.TargetDrain
-	// hurry says why the loops must not rest: mail is late, or would be
-	// (pace.go).
+	// hurry says why the loops must not rest (pace.go); an unknown
+	// backlog keeps the pace as it was.
 	hurry := ""
-	switch {
-	case late:
-		hurry = "messages older than target_drain"
-	case berr == nil:
-		hurry = a.behindSchedule(cur, b, oldest)
+	if berr == nil {
+		hurry = a.catchUp(cur, b, oldest)
+	} else if a.catchingUp {
+		hurry = "catching up"
 	}
 	if late {
 		// Mail is late: the readers no longer set the pace (the store's

@@ -15,43 +15,59 @@ import (
 // (the share of time a loop works) drops multiplicatively, down to
 // minDuty, and climbs back by dutyStep per healthy interval after the
 // cooldown. Full speed (duty 1) comes back before the limit climbs again.
-// Readers set the pace up to a point: the loops stop resting as soon as
-// resting would make mail late (behindSchedule), and once the oldest
-// queued message is older than worker.autoscale.target_drain the readers
-// also stop capping the number of loops (Step), so that no reader, however
-// sensitive, holds mail back longer than that.
+// Readers set the pace up to a point: once the backlog is behind schedule
+// the loops catch up at full speed (catchUp), and once the oldest queued
+// message is older than worker.autoscale.target_drain the readers also stop
+// capping the number of loops (Step), so that no reader, however sensitive,
+// holds mail back longer than that.
 const (
 	minDuty  = 0.25
 	dutyStep = 0.125
 	// maxRest bounds one rest, so that a very slow batch does not park the
 	// loop for long after it.
 	maxRest = 2 * time.Second
-	// scheduleShare is the share of target_drain within which the queue
-	// must be emptied, counted from its oldest message's arrival, for the
-	// loops to rest. The last quarter is the margin: for the measured
-	// per-loop rate, and for the mail that arrives meanwhile. Resting until
-	// the oldest message is exactly target_drain old stored a surge's mail
-	// just in time, one message after another, so its backlog was gone only
-	// after target_drain past the surge's end, with 5,000 messages stored
-	// later than that (issue 11).
-	scheduleShare = 0.75
+	// catchUpFrom and catchUpUntil, shares of target_drain, start and end
+	// a catch-up; see catchUp.
+	catchUpFrom  = 0.9
+	catchUpUntil = 0.25
 )
 
-// behindSchedule says why resting would make mail late, "" when it would
-// not: the backlog of b messages, drained from now at full speed by cur
-// loops at their measured rate, would outlast scheduleShare of target_drain
-// since its oldest message arrived. Unknown until a loop's rate is measured.
-func (a *Autoscaler) behindSchedule(cur int, b uint64, oldest time.Duration) string {
-	if b == 0 || cur <= 0 || a.perLoop <= 0 {
+// catchUp says why the loops must not rest, "" when they may. A catch-up
+// starts when the oldest queued message has waited catchUpFrom of
+// target_drain, or when the backlog of b messages would take that long to
+// drain at full speed with cur loops at their measured rate, and it lasts
+// until both are under catchUpUntil of target_drain (or nothing waits).
+// Without that hysteresis the loops rested again as soon as the oldest
+// message was on time, so that a surge's mail was stored just in time, one
+// message after another: in make surge the backlog was gone 70 s after the
+// surge ended, and 5,436 messages were stored later than target_drain
+// (issue 11). Caught up, mail is young again and the readers set the pace
+// once more.
+func (a *Autoscaler) catchUp(cur int, b uint64, oldest time.Duration) string {
+	if b == 0 {
+		a.catchingUp = false
 		return ""
 	}
-	left := time.Duration(scheduleShare*float64(a.cfg.TargetDrain)) - oldest
-	need := time.Duration(float64(b) / (a.perLoop * float64(cur)) * float64(time.Second))
-	if need <= left {
-		return ""
+	var need time.Duration // to drain b at full speed
+	if cur > 0 && a.perLoop > 0 {
+		need = time.Duration(float64(b) / (a.perLoop * float64(cur)) * float64(time.Second))
 	}
-	return fmt.Sprintf("behind schedule: %d messages take %s at full speed, %s left of %g of target_drain",
-		b, need.Round(time.Second), max(left, 0).Round(time.Second), scheduleShare)
+	target := a.cfg.TargetDrain
+	from, until := time.Duration(catchUpFrom*float64(target)), time.Duration(catchUpUntil*float64(target))
+	switch {
+	case a.catchingUp && (oldest >= until || need >= until):
+		return fmt.Sprintf("catching up until the oldest message and the backlog's drain are under %s", until)
+	case a.catchingUp:
+		a.catchingUp = false
+		return ""
+	case oldest >= from:
+		a.catchingUp = true
+		return fmt.Sprintf("catching up: the oldest message has waited %s", oldest.Round(time.Second))
+	case need >= from:
+		a.catchingUp = true
+		return fmt.Sprintf("catching up: %d messages take %s at full speed", b, need.Round(time.Second))
+	}
+	return ""
 }
 
 // dutyPool is a pool whose loops can rest between batches (*Worker).
@@ -96,9 +112,8 @@ func (w *Worker) rest(stop <-chan struct{}, busy time.Duration) bool {
 // the cooldown when within it, as the readers' latest window shows
 // (readersJudged: a window that began before the last cut says nothing
 // about the new pace, and climbing on it would undo the cut every time).
-// While mail is late or resting would make it so (hurry says why, as Step
-// judges it) the loops go back to full speed at once, whatever the
-// readers say. It says why, "" when nothing changed. The caller holds a.mu;
+// While the loops catch up on a late backlog (hurry says why, as Step
+// judges it) they work at full speed, whatever the readers say. It says why, "" when nothing changed. The caller holds a.mu;
 // over and evidence are this step's verdict.
 func (a *Autoscaler) pace(now time.Time, cur int, hurry string, over, evidence, readersJudged bool) string {
 	dp, ok := a.pool.(dutyPool)

@@ -154,21 +154,24 @@ type movingBacklog struct {
 	age *time.Duration
 }
 
-func (b movingBacklog) Backlog(context.Context) (uint64, time.Duration, error) { return *b.n, *b.age, nil }
+func (b movingBacklog) Backlog(context.Context) (uint64, time.Duration, error) {
+	return *b.n, *b.age, nil
+}
 
-// TestLoopsDoNotRestWhenThatWouldMakeMailLate: with the readers over
-// budget at the floor the loop rests while the backlog, drained at the
-// measured full speed, is gone well within target_drain of its oldest
-// message's arrival; once it would not be (three quarters of target_drain),
-// the loop works at full speed at once, long before any message is late,
-// and rests again once the backlog is back on schedule.
-func TestLoopsDoNotRestWhenThatWouldMakeMailLate(t *testing.T) {
+// TestLoopsCatchUpOnALateBacklog: with the readers over budget at the
+// floor the loop rests while the backlog is small and young. It works at
+// full speed from the moment the backlog would take nine tenths of
+// target_drain at the measured full speed, or its oldest message has waited
+// that long, and until the oldest message is younger than a quarter of
+// target_drain, however much the backlog shrank meanwhile; then it rests
+// again.
+func TestLoopsCatchUpOnALateBacklog(t *testing.T) {
 	clock := newFakeClock()
 	p := &dutyCountingPool{countingPool: countingPool{n: 1}, duty: 1}
 	var stats loopStats
 	over, stale := true, false
 	n, age := uint64(10_000), time.Second
-	cfg := simCfg // target_drain 1m: the schedule is 45s
+	cfg := simCfg // target_drain 1m: catch up from 54s until 15s
 	cfg.Min, cfg.Max = 1, 1
 	a, err := newAutoscaler(cfg, scaled{p, &stats, 16, 0}, AutoscalerDeps{Backlog: movingBacklog{&n, &age}, Clock: clock,
 		Registerer: prometheus.NewRegistry(), Readers: switchReaders{clock, &over, &stale}})
@@ -183,24 +186,41 @@ func TestLoopsDoNotRestWhenThatWouldMakeMailLate(t *testing.T) {
 		clock.Advance(time.Second)
 		return a.Step(context.Background())
 	}
-	for range 6 {
-		step() // 10,000 messages: 10s at full speed, on schedule
+	rested := func(what string) {
+		t.Helper()
+		for range 6 {
+			step()
+		}
+		if p.duty != minDuty {
+			t.Fatalf("duty %g with the readers over budget and %s, want %g", p.duty, what, minDuty)
+		}
 	}
-	if p.duty != minDuty {
-		t.Fatalf("duty %g with the readers over budget and the backlog on schedule, want %g", p.duty, minDuty)
-	}
-	n, age = 40_000, 10*time.Second // 40s at full speed: 5s too many
-	d := step()
-	if p.duty != 1 {
-		t.Fatalf("duty %g with %d messages (%s at full speed) and the oldest %s old, want full speed (%s)",
-			p.duty, n, time.Duration(n)*time.Millisecond, age, d.Reason)
-	}
-	if !strings.Contains(d.Reason, "behind schedule") {
-		t.Errorf("reason %q does not say the backlog is behind schedule", d.Reason)
-	}
-	n, age = 30_000, 10*time.Second // 30s: on schedule again
-	step()
-	if p.duty >= 1 {
-		t.Fatalf("duty %g once the backlog is back on schedule with the readers over budget, want the loop resting again", p.duty)
+	rested("10,000 young messages (10s at full speed)")
+	for _, tc := range []struct {
+		n   uint64
+		age time.Duration
+	}{
+		{60_000, 10 * time.Second}, // 60s at full speed
+		{1_000, 55 * time.Second},  // waited over 54s
+	} {
+		n, age = tc.n, tc.age
+		d := step()
+		if p.duty != 1 || !strings.Contains(d.Reason, "catching up") {
+			t.Fatalf("duty %g (%s) with %d messages, the oldest %s old, want a catch-up at full speed", p.duty, d.Reason, n, age)
+		}
+		n, age = 500, 20*time.Second // small, but not young yet
+		for range 10 {
+			step()
+			if p.duty != 1 {
+				t.Fatalf("duty %g during the catch-up with the oldest message %s old, want full speed until it is under 15s", p.duty, age)
+			}
+		}
+		age = 10 * time.Second
+		step()
+		if p.duty >= 1 {
+			t.Fatalf("duty %g once caught up (the oldest %s old) with the readers over budget, want the loop resting again", p.duty, age)
+		}
+		n = 10_000
+		rested("10,000 young messages again")
 	}
 }
