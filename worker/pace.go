@@ -113,8 +113,9 @@ func (w *Worker) rest(stop <-chan struct{}, busy time.Duration) bool {
 // (readersJudged: a window that began before the last cut says nothing
 // about the new pace, and climbing on it would undo the cut every time).
 // While the loops catch up on a late backlog (hurry says why, as Step
-// judges it) they work at full speed, whatever the readers say. It says why, "" when nothing changed. The caller holds a.mu;
-// over and evidence are this step's verdict.
+// judges it) they work at full speed, whatever the readers say. It says
+// why, "" when nothing changed. The caller holds a.mu; over and evidence
+// are this step's verdict.
 func (a *Autoscaler) pace(now time.Time, cur int, hurry string, over, evidence, readersJudged bool) string {
 	dp, ok := a.pool.(dutyPool)
 	if !ok || (!evidence && hurry == "") {

@@ -107,11 +107,6 @@ func TestLoopsRestWhileReadersSufferAtTheFloor(t *testing.T) {
 	}
 }
 
-// oldBacklog is a backlog whose oldest message is age old.
-type oldBacklog struct{ age *time.Duration }
-
-func (b oldBacklog) Backlog(context.Context) (uint64, time.Duration, error) { return 1000, *b.age, nil }
-
 // TestReadersHoldMailBackNoLongerThanTargetDrain: the loops rest for the
 // readers only while the oldest queued message is younger than
 // target_drain; past it they work at full speed again, readers or not.
@@ -120,10 +115,10 @@ func TestReadersHoldMailBackNoLongerThanTargetDrain(t *testing.T) {
 	p := &dutyCountingPool{countingPool: countingPool{n: 1}, duty: 1}
 	var stats loopStats
 	over, stale := true, false
-	age := time.Second
+	n, age := uint64(1000), time.Second
 	cfg := simCfg
 	cfg.Min, cfg.Max = 1, 1
-	a, err := newAutoscaler(cfg, scaled{p, &stats, 16, 0}, AutoscalerDeps{Backlog: oldBacklog{&age}, Clock: clock,
+	a, err := newAutoscaler(cfg, scaled{p, &stats, 16, 0}, AutoscalerDeps{Backlog: movingBacklog{&n, &age}, Clock: clock,
 		Registerer: prometheus.NewRegistry(), Readers: switchReaders{clock, &over, &stale}})
 	if err != nil {
 		t.Fatal(err)
