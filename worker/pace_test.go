@@ -37,30 +37,51 @@ func (r switchReaders) ReadLatency() (recent, idle time.Duration, since time.Tim
 	return recent, 5 * time.Millisecond, since, true
 }
 
+// paced is an autoscaler of one loop that can rest, with readers over
+// budget until told otherwise, on a fake clock.
+type paced struct {
+	a           *Autoscaler
+	pool        *dutyCountingPool
+	stats       loopStats
+	clock       *fakeClock
+	over, stale bool
+}
+
+func newPaced(t *testing.T, maxLoops int, backlog Backlog) *paced {
+	t.Helper()
+	p := &paced{pool: &dutyCountingPool{countingPool: countingPool{n: 1}, duty: 1}, clock: newFakeClock(), over: true}
+	cfg := simCfg // target_drain 1m
+	cfg.Min, cfg.Max = 1, maxLoops
+	a, err := newAutoscaler(cfg, scaled{p.pool, &p.stats, 16, 0}, AutoscalerDeps{Backlog: backlog, Clock: p.clock,
+		Registerer: prometheus.NewRegistry(), Readers: switchReaders{p.clock, &p.over, &p.stale}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.a = a
+	return p
+}
+
+// step records enough full batches of 16 messages, written in a
+// millisecond and handled at 1,000 messages a second, to judge by, and
+// steps a second on.
+func (p *paced) step() Decision {
+	for range minEvidence {
+		p.stats.recordWrite(time.Millisecond, 16, nil)
+		p.stats.recordBatch(16, 16*time.Millisecond, true)
+	}
+	p.clock.Advance(time.Second)
+	return p.a.Step(context.Background())
+}
+
 // TestLoopsRestWhileReadersSufferAtTheFloor: with one loop (the floor)
 // and the readers over budget, the loops' duty cycle drops by the limit's
 // factor each interval down to a quarter; with the readers back within
 // budget it climbs back by an eighth per interval after the cooldown, and
 // the limit stays put until it is back to 1.
 func TestLoopsRestWhileReadersSufferAtTheFloor(t *testing.T) {
-	clock := newFakeClock()
-	p := &dutyCountingPool{countingPool: countingPool{n: 1}, duty: 1}
-	var stats loopStats
-	over, stale := true, false
-	cfg := simCfg
-	cfg.Min, cfg.Max = 1, 16
-	a, err := newAutoscaler(cfg, scaled{p, &stats, 16, 0}, AutoscalerDeps{Backlog: fixedBacklog(100), Clock: clock,
-		Registerer: prometheus.NewRegistry(), Readers: switchReaders{clock, &over, &stale}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	step := func() Decision {
-		for range minEvidence {
-			stats.recordWrite(time.Millisecond, 1, nil)
-		}
-		clock.Advance(time.Second)
-		return a.Step(context.Background())
-	}
+	ps := newPaced(t, 16, fixedBacklog(100))
+	a, p, step := ps.a, ps.pool, ps.step
+	cfg := a.cfg
 	want := 1.0
 	for range 6 {
 		d := step()
@@ -77,14 +98,14 @@ func TestLoopsRestWhileReadersSufferAtTheFloor(t *testing.T) {
 	}
 	// A readers' window that began before the last cut says nothing about
 	// the new pace: no climb on it, however long it lasts.
-	over, stale = false, true
+	ps.over, ps.stale = false, true
 	for range 3 * int(cfg.Cooldown/time.Second) {
 		step()
 	}
 	if p.duty != minDuty {
 		t.Fatalf("duty %g with no fresh reader window since the cut, want it held at %g", p.duty, minDuty)
 	}
-	stale = false
+	ps.stale = false
 	var d Decision
 	for range int(cfg.Cooldown / time.Second) {
 		d = step()
@@ -107,42 +128,6 @@ func TestLoopsRestWhileReadersSufferAtTheFloor(t *testing.T) {
 	}
 }
 
-// TestReadersHoldMailBackNoLongerThanTargetDrain: the loops rest for the
-// readers only while the oldest queued message is younger than
-// target_drain; past it they work at full speed again, readers or not.
-func TestReadersHoldMailBackNoLongerThanTargetDrain(t *testing.T) {
-	clock := newFakeClock()
-	p := &dutyCountingPool{countingPool: countingPool{n: 1}, duty: 1}
-	var stats loopStats
-	over, stale := true, false
-	n, age := uint64(1000), time.Second
-	cfg := simCfg
-	cfg.Min, cfg.Max = 1, 1
-	a, err := newAutoscaler(cfg, scaled{p, &stats, 16, 0}, AutoscalerDeps{Backlog: movingBacklog{&n, &age}, Clock: clock,
-		Registerer: prometheus.NewRegistry(), Readers: switchReaders{clock, &over, &stale}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	step := func() {
-		for range minEvidence {
-			stats.recordWrite(time.Millisecond, 1, nil)
-		}
-		clock.Advance(time.Second)
-		a.Step(context.Background())
-	}
-	for range 6 {
-		step()
-	}
-	if p.duty != minDuty {
-		t.Fatalf("duty %g with the readers over budget, want %g", p.duty, minDuty)
-	}
-	age = cfg.TargetDrain
-	step()
-	if p.duty != 1 {
-		t.Fatalf("duty %g one step after mail has waited %s (target_drain), want full speed at once whatever the readers", p.duty, age)
-	}
-}
-
 // movingBacklog is a backlog of *n messages whose oldest is *age old.
 type movingBacklog struct {
 	n   *uint64
@@ -161,26 +146,9 @@ func (b movingBacklog) Backlog(context.Context) (uint64, time.Duration, error) {
 // target_drain, however much the backlog shrank meanwhile; then it rests
 // again.
 func TestLoopsCatchUpOnALateBacklog(t *testing.T) {
-	clock := newFakeClock()
-	p := &dutyCountingPool{countingPool: countingPool{n: 1}, duty: 1}
-	var stats loopStats
-	over, stale := true, false
-	n, age := uint64(10_000), time.Second
-	cfg := simCfg // target_drain 1m: catch up from 54s until 15s
-	cfg.Min, cfg.Max = 1, 1
-	a, err := newAutoscaler(cfg, scaled{p, &stats, 16, 0}, AutoscalerDeps{Backlog: movingBacklog{&n, &age}, Clock: clock,
-		Registerer: prometheus.NewRegistry(), Readers: switchReaders{clock, &over, &stale}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	step := func() Decision {
-		for range minEvidence {
-			stats.recordWrite(time.Millisecond, 16, nil)
-			stats.recordBatch(16, 16*time.Millisecond, true) // 1,000 messages a second
-		}
-		clock.Advance(time.Second)
-		return a.Step(context.Background())
-	}
+	n, age := uint64(10_000), time.Second         // 10s at full speed
+	ps := newPaced(t, 1, movingBacklog{&n, &age}) // catch up from 54s until 15s
+	p, step := ps.pool, ps.step
 	rested := func(what string) {
 		t.Helper()
 		for range 6 {
