@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/levee-mail/levee/internal/baseline"
 )
 
 // Backlog reports the mail waiting for the workers: messages not yet
@@ -113,11 +111,11 @@ type Autoscaler struct {
 	arrivals     []float64
 	recent       []wantedAt // within ScaleDownDelay, wanted decreasing
 	lim          limiter
-	idle         *baseline.Windows // the store's write p95s (autoscale_budget.go)
-	duty         float64           // the loops' duty cycle (pace.go)
-	catchingUp   bool              // on a late backlog (pace.go)
-	dutyCut      time.Time         // when it last dropped
-	backlogDown  bool              // the last Backlog call failed
+	idle         idleBaselines // the store's write p95s (autoscale_budget.go)
+	duty         float64       // the loops' duty cycle (pace.go)
+	catchingUp   bool          // on a late backlog (pace.go)
+	dutyCut      time.Time     // when it last dropped
+	backlogDown  bool          // the last Backlog call failed
 	last         Decision
 }
 
@@ -192,7 +190,7 @@ func newAutoscaler(cfg AutoscaleConfig, s scaled, deps AutoscalerDeps) (*Autosca
 	}
 	m.duty.Set(1)
 	return &Autoscaler{cfg: cfg, pool: s.pool, stats: s.stats, batch: max(s.batch, 1), ceiling: s.ceiling, duty: 1,
-		backlog: deps.Backlog, readers: deps.Readers, clock: deps.Clock, metrics: m, log: deps.Log, idle: baseline.New(idleSpan)}, nil
+		backlog: deps.Backlog, readers: deps.Readers, clock: deps.Clock, metrics: m, log: deps.Log, idle: newIdleBaselines()}, nil
 }
 
 // Run steps every Interval until ctx ends.
@@ -260,7 +258,7 @@ func (a *Autoscaler) Step(ctx context.Context) Decision {
 	var why []string
 	d.Wanted = a.want(now, cur, b, oldest, berr, d.Arrival, &why)
 
-	ev := a.evidence()
+	ev := a.evidence(now)
 	var readersJudged bool
 	ev.readers, readersJudged = a.readersOver()
 	late := berr == nil && b > 0 && oldest >= a.cfg.TargetDrain
@@ -285,7 +283,6 @@ func (a *Autoscaler) Step(ctx context.Context) Decision {
 	}
 	d.P95, d.Samples = ev.p95, ev.writes
 	oldLimit, oldDuty := a.lim.limit, a.duty
-	a.lim.budget = a.writeBudget(now)
 	over := a.lim.over(ev)
 	slowed := a.duty < 1
 	if r := a.pace(now, cur, hurry, over, ev.writes >= minEvidence, readersJudged); r != "" {
@@ -316,13 +313,14 @@ func (a *Autoscaler) Step(ctx context.Context) Decision {
 		a.log.Debug("worker: autoscale",
 			"current", cur, "next", d.Next, "wanted", d.Wanted, "limit", d.Limit,
 			"backlog", b, "oldest", oldest, "arrival_per_s", round1(d.Arrival), "per_loop_per_s", round1(d.PerLoop),
-			"p95", d.P95, "samples", d.Samples, "budget", a.lim.budget, "reason", d.Reason)
+			"p95", d.P95, "samples", d.Samples, "budget", ev.budget, "writes", ev.kind, "reason", d.Reason)
 	}
 
 	a.metrics.wanted.Set(float64(d.Wanted))
 	a.metrics.limit.Set(float64(d.Limit))
-	a.metrics.p95.Set(a.windowP95().Seconds())
-	a.metrics.budget.Set(a.lim.budget.Seconds())
+	p95, budget := a.windowP95(now)
+	a.metrics.p95.Set(p95.Seconds())
+	a.metrics.budget.Set(budget.Seconds())
 	a.lastStep, a.last = now, d
 	// The arrival rate needs two readings one interval apart.
 	a.prevBacklog, a.havePrev = b, berr == nil
@@ -431,29 +429,35 @@ func (a *Autoscaler) remember(now time.Time, s sampleSet) {
 	a.window = slices.Delete(a.window, 0, i)
 }
 
-// evidence merges the writes made since concurrency last changed.
-func (a *Autoscaler) evidence() evidence {
-	var h latencyHist
+// evidence merges the writes made since concurrency last changed and
+// judges them (judgeWrites).
+func (a *Autoscaler) evidence(now time.Time) evidence {
+	var all, full latencyHist
 	var ev evidence
 	for i := range a.window {
 		iv := &a.window[i]
 		if iv.start.Before(a.evidenceFrom) {
 			continue
 		}
-		h.add(&iv.samples.lat)
+		all.add(&iv.samples.lat)
+		full.add(&iv.samples.full)
 		ev.writes += iv.samples.writes
 		ev.failed += iv.samples.failed
 	}
-	ev.p95 = h.quantile(0.95)
+	ev.p95, ev.budget, ev.kind = a.judgeWrites(now, &all, &full)
 	return ev
 }
 
-func (a *Autoscaler) windowP95() time.Duration {
-	var h latencyHist
+// windowP95 is the write p95 of the latency window and its budget, as
+// judgeWrites judges them, for the gauges.
+func (a *Autoscaler) windowP95(now time.Time) (p95, budget time.Duration) {
+	var all, full latencyHist
 	for i := range a.window {
-		h.add(&a.window[i].samples.lat)
+		all.add(&a.window[i].samples.lat)
+		full.add(&a.window[i].samples.full)
 	}
-	return h.quantile(0.95)
+	p95, budget, _ = a.judgeWrites(now, &all, &full)
+	return p95, budget
 }
 
 // changed records a concurrency change. Writes made before it no longer

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,7 +37,7 @@ func TestDerivedWriteBudgetFollowsTheIdleStore(t *testing.T) {
 			}
 			step := func(lat time.Duration) Decision {
 				for range minEvidence {
-					stats.recordWrite(lat, 1, nil)
+					stats.recordWrite(lat, 1, false, nil)
 				}
 				clock.Advance(time.Second)
 				return a.Step(context.Background())
@@ -44,13 +45,13 @@ func TestDerivedWriteBudgetFollowsTheIdleStore(t *testing.T) {
 			for i := range idleIntervals {
 				step(tc.idle)
 				if i < idleIntervals-1 {
-					if got := a.lim.budget; got != startBudget {
+					if got := a.writeBudget(clock.Now(), smallWrites); got != startBudget {
 						t.Fatalf("budget %s after %d intervals, want the starting %s", got, i+1, startBudget)
 					}
 				}
 			}
 			// The latency histogram's buckets are 9% wide.
-			got := a.lim.budget
+			got := a.writeBudget(clock.Now(), smallWrites)
 			if got < tc.wantBudget || float64(got) > 1.1*float64(tc.wantBudget) {
 				t.Fatalf("budget %s after a minute of %s writes, want %s", got, tc.idle, tc.wantBudget)
 			}
@@ -64,7 +65,7 @@ func TestDerivedWriteBudgetFollowsTheIdleStore(t *testing.T) {
 				d = step(60 * time.Millisecond)
 			}
 			if dropped := d.Limit < before; dropped != tc.wantDrop {
-				t.Fatalf("limit %d -> %d with writes of 60ms against a budget of %s; want a drop: %v", before, d.Limit, a.lim.budget, tc.wantDrop)
+				t.Fatalf("limit %d -> %d with writes of 60ms against a budget of %s; want a drop: %v", before, d.Limit, a.writeBudget(clock.Now(), smallWrites), tc.wantDrop)
 			}
 		})
 	}
@@ -75,7 +76,89 @@ func TestDerivedWriteBudgetFollowsTheIdleStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := a.writeBudget(time.Time{}); got != 7*time.Millisecond {
+	if got := a.writeBudget(time.Time{}, fullWrites); got != 7*time.Millisecond {
 		t.Fatalf("configured budget 7ms, got %s", got)
+	}
+}
+
+// TestFullBatchesHaveAWriteBudgetOfTheirOwn: a store whose small writes
+// take 5ms when idle (a budget of 25ms, the floor) and whose writes of full
+// batches take 40ms without any contention: draining a backlog in full
+// batches is judged against their own budget (100ms until a minute of them
+// was measured, then four times their idle 40ms), so the limit climbs;
+// full batches that slow down past it bring the limit down, and so do
+// small writes past theirs.
+func TestFullBatchesHaveAWriteBudgetOfTheirOwn(t *testing.T) {
+	clock := newFakeClock()
+	p := &countingPool{n: 1}
+	var stats loopStats
+	cfg := simCfg
+	cfg.LatencyBudget = 0
+	cfg.Min, cfg.Max = 1, 16
+	a, err := newAutoscaler(cfg, scaled{p, &stats, 32, 0}, AutoscalerDeps{Backlog: fixedBacklog(1_000_000), Clock: clock, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	step := func(lat time.Duration, full bool) Decision {
+		for range minEvidence {
+			n := 1
+			if full {
+				n = 32
+				stats.recordBatch(n, lat, true)
+			}
+			stats.recordWrite(lat, n, full, nil)
+		}
+		clock.Advance(time.Second)
+		return a.Step(context.Background())
+	}
+	// Mail trickling in: small writes only. (The backlog asks for every
+	// loop, so the limit would climb; hold the loops at one meanwhile.)
+	for range idleIntervals {
+		step(5*time.Millisecond, false)
+		p.SetConcurrency(1)
+	}
+	near := func(got, want time.Duration) bool { return got >= want && float64(got) <= 1.1*float64(want) }
+	if got := a.writeBudget(clock.Now(), smallWrites); !near(got, a.cfg.LatencyFloor) {
+		t.Fatalf("small writes' budget %s after a minute of 5ms writes, want the floor %s", got, a.cfg.LatencyFloor)
+	}
+	if got := a.writeBudget(clock.Now(), fullWrites); got != startBudget {
+		t.Fatalf("full batches' budget %s before any was written, want the starting %s", got, startBudget)
+	}
+
+	// A surge drains in full batches of 40ms: within their budget.
+	var d Decision
+	for range idleIntervals {
+		d = step(40*time.Millisecond, true)
+		if a.lim.breachLevel > 0 {
+			t.Fatalf("limit breached by full batches of 40ms (%s)", d.Reason)
+		}
+	}
+	if d.Limit < 4 {
+		t.Fatalf("limit %d after a minute of full batches of 40ms; want it climbing, they are the store's idle pace", d.Limit)
+	}
+	if got := a.writeBudget(clock.Now(), fullWrites); !near(got, 160*time.Millisecond) {
+		t.Fatalf("full batches' budget %s after a minute of them at 40ms, want 4 x 40ms", got)
+	}
+
+	for _, tc := range []struct {
+		name string
+		lat  time.Duration
+		full bool
+	}{
+		{"full batches slow", 400 * time.Millisecond, true},
+		{"small writes slow", 60 * time.Millisecond, false},
+	} {
+		before := a.lim.limit
+		breached := false
+		for range int(cfg.LatencyWindow/time.Second) + 1 {
+			d = step(tc.lat, tc.full)
+			breached = breached || a.lim.lastDecrease.Equal(clock.Now())
+		}
+		if !breached || d.Limit > max(before/2, 1) || !strings.Contains(d.Reason, "over budget") {
+			t.Fatalf("%s (%s): limit %d -> %d, want a breach and a drop (%s)", tc.name, tc.lat, before, d.Limit, d.Reason)
+		}
+		for range int(cfg.LatencyWindow/time.Second) + 1 {
+			step(40*time.Millisecond, true) // back to normal
+		}
 	}
 }

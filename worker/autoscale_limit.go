@@ -16,9 +16,12 @@ const maxProbeBackoff = 16
 
 // evidence is what the store's writes since the last concurrency change say.
 type evidence struct {
-	p95    time.Duration
-	writes int
-	failed int
+	// p95 is the write p95 of the kind of writes judged, budget theirs
+	// (Autoscaler.judgeWrites).
+	p95, budget time.Duration
+	kind        writeKind
+	writes      int
+	failed      int
 	// readers is why the readers are over their budget ("" when they are
 	// not, or are not measured).
 	readers string
@@ -39,7 +42,6 @@ type evidence struct {
 // p95 at the level just below it half of what it was when first measured
 // there.
 type limiter struct {
-	budget     time.Duration
 	decrease   float64
 	increase   int
 	cooldown   time.Duration
@@ -62,7 +64,7 @@ type limiter struct {
 func newLimiter(cfg AutoscaleConfig, start int) limiter {
 	floor := max(cfg.Min, 1)
 	return limiter{
-		budget: cfg.LatencyBudget, decrease: cfg.Decrease, increase: cfg.Increase, cooldown: cfg.Cooldown,
+		decrease: cfg.Decrease, increase: cfg.Increase, cooldown: cfg.Cooldown,
 		floor: floor, max: cfg.Max,
 		limit: min(max(start, floor), cfg.Max), slowStart: true, probeDelay: cfg.Cooldown,
 	}
@@ -113,12 +115,12 @@ func (l *limiter) update(now time.Time, cur int, ev evidence) string {
 	}
 	old := l.limit
 	l.limit = next
-	return fmt.Sprintf("p95 %s within budget %s: limit %d -> %d", ev.p95, l.budget, old, next)
+	return fmt.Sprintf("p95 %s within budget %s (%s): limit %d -> %d", ev.p95, ev.budget, ev.kind, old, next)
 }
 
 // over says whether the evidence is over budget: the store's write p95 or
 // the readers'.
-func (l *limiter) over(ev evidence) bool { return ev.p95 > l.budget || ev.readers != "" }
+func (l *limiter) over(ev evidence) bool { return ev.p95 > ev.budget || ev.readers != "" }
 
 // excuseReaders forgets a breach the readers made, once mail is late and
 // they no longer set the pace: the level they breached says nothing about
@@ -140,12 +142,12 @@ func (l *limiter) breach(now time.Time, cur int, ev evidence) string {
 		l.probeDelay = l.cooldown
 	}
 	l.breachLevel, l.refLevel, l.refP95 = level, 0, 0
-	l.breachByReaders = ev.p95 <= l.budget
+	l.breachByReaders = ev.p95 <= ev.budget
 	l.slowStart = false
 	l.lastDecrease = now
 	old := l.limit
 	l.limit = max(int(math.Floor(float64(level)*l.decrease)), l.floor)
-	what := fmt.Sprintf("p95 %s over budget %s", ev.p95, l.budget)
+	what := fmt.Sprintf("p95 %s over budget %s (%s)", ev.p95, ev.budget, ev.kind)
 	if ev.readers != "" {
 		what = ev.readers
 	}

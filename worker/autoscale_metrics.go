@@ -23,11 +23,11 @@ func newAutoscaleMetrics(reg prometheus.Registerer) (*autoscaleMetrics, error) {
 		}),
 		p95: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "levee_worker_store_write_p95_seconds",
-			Help: "95th percentile of store write (transaction) duration over the autoscaler's latency window; 0 when nothing was written in it.",
+			Help: "95th percentile of store write (transaction) duration over the autoscaler's latency window, of full batches or of the smaller writes, whichever is further over its budget; 0 when nothing was written in it.",
 		}),
 		budget: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "levee_worker_store_write_budget_seconds",
-			Help: "The store write p95 the autoscaler holds concurrency under: worker.autoscale.latency_budget, or when that is 0 latency_budget_factor times the store's idle write p95 (at least latency_floor; 0.1 s until a minute of writes was measured).",
+			Help: "The store write p95 the autoscaler holds those writes under: worker.autoscale.latency_budget, or when that is 0 latency_budget_factor times the store's idle write p95 for writes of that kind, full batches or smaller ones (at least latency_floor; 0.1 s until a minute of them was measured).",
 		}),
 		duty: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "levee_worker_autoscale_duty",

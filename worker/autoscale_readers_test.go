@@ -91,14 +91,15 @@ func (unmeasured) ReadLatency() (time.Duration, time.Duration, time.Time, bool) 
 func TestLateMailForgetsTheReadersBreach(t *testing.T) {
 	cfg := simCfg
 	cfg.Min, cfg.Max, cfg.Decrease, cfg.Increase = 1, 16, 0.5, 1
-	healthy := evidence{p95: time.Millisecond, writes: minEvidence}
+	budget := cfg.LatencyBudget
+	healthy := evidence{p95: time.Millisecond, budget: budget, writes: minEvidence}
 	for _, c := range []struct {
 		name   string
 		breach evidence
 		forget bool
 	}{
-		{"readers", evidence{p95: time.Millisecond, writes: minEvidence, readers: "reader p99 over budget"}, true},
-		{"store", evidence{p95: time.Second, writes: minEvidence}, false},
+		{"readers", evidence{p95: time.Millisecond, budget: budget, writes: minEvidence, readers: "reader p99 over budget"}, true},
+		{"store", evidence{p95: time.Second, budget: budget, writes: minEvidence}, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			now := time.Unix(0, 0)

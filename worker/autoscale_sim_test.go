@@ -229,7 +229,7 @@ func (s *simStore) step() {
 		if l.busy && !l.until.After(now) {
 			l.busy = false
 			s.inflight -= l.n
-			s.stats.recordWrite(l.lat, l.n, nil)
+			s.stats.recordWrite(l.lat, l.n, 2*l.n >= s.batch, nil)
 			s.stats.recordBatch(l.n, s.overhead+l.lat, l.n == s.batch)
 			s.writes = append(s.writes, simWrite{now, l.lat, l.n})
 		}

@@ -47,6 +47,15 @@ func (h *latencyHist) add(o *latencyHist) {
 	h.n += o.n
 }
 
+// without is h less the durations of o, which h holds.
+func (h latencyHist) without(o *latencyHist) latencyHist {
+	for i, c := range o.counts {
+		h.counts[i] -= c
+	}
+	h.n -= o.n
+	return h
+}
+
 // quantile returns the upper bound of the bucket holding the q-quantile
 // (nearest rank): it errs high by at most one bucket width, which is the
 // safe side for a latency budget. 0 when empty.
@@ -72,6 +81,11 @@ type sampleSet struct {
 	// an overloaded store there is).
 	writes, failed int
 	lat            latencyHist
+	// full holds the durations of the writes of full batches (a subset of
+	// lat): a write takes longer the more it holds, so the store is judged
+	// against its idle latency for writes of the same kind
+	// (autoscale_budget.go).
+	full latencyHist
 	// Batches take busy loop-time: from the fetch (when the batch came back
 	// full, so the fetch did not wait for mail) or from the end of the fetch
 	// (when it waited) to the last ack. Idle waiting is left out. Full
@@ -94,11 +108,16 @@ type loopStats struct {
 	cur sampleSet
 }
 
-func (s *loopStats) recordWrite(d time.Duration, msgs int, err error) {
+// recordWrite records a store transaction of msgs messages that took d;
+// full says the batch held at least half of what a loop fetches.
+func (s *loopStats) recordWrite(d time.Duration, msgs int, full bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.cur.writes++
 	s.cur.lat.observe(d)
+	if full {
+		s.cur.full.observe(d)
+	}
 	if err != nil {
 		s.cur.failed++
 		return

@@ -275,7 +275,7 @@ func TestAutoscaleLateMailPushesUp(t *testing.T) {
 			for range 5 {
 				// Healthy, fast writes: 10,000 messages a second per loop.
 				for range 20 {
-					stats.recordWrite(time.Millisecond, 16, nil)
+					stats.recordWrite(time.Millisecond, 16, true, nil)
 					stats.recordBatch(16, 1600*time.Microsecond, true)
 				}
 				clock.Advance(time.Second)
@@ -347,13 +347,13 @@ func TestAutoscaleNoWritesIsNoEvidenceLimitKept(t *testing.T) {
 	}
 	// A store that is slow on a few writes is still no evidence.
 	for range minEvidence - 1 {
-		stats.recordWrite(time.Second, 1, nil)
+		stats.recordWrite(time.Second, 1, false, nil)
 	}
 	clock.Advance(time.Second)
 	if d := a.Step(context.Background()); d.Limit != 3 {
 		t.Fatalf("limit moved to %d on %d samples", d.Limit, d.Samples)
 	}
-	stats.recordWrite(time.Second, 1, nil)
+	stats.recordWrite(time.Second, 1, false, nil)
 	clock.Advance(time.Second)
 	if d := a.Step(context.Background()); d.Limit != 2 {
 		t.Fatalf("limit %d after %d writes of 1s against a %s budget; want 3*0.7 -> 2", d.Limit, d.Samples, simCfg.LatencyBudget)

@@ -66,7 +66,7 @@ func newPaced(t *testing.T, maxLoops int, backlog Backlog) *paced {
 // steps a second on.
 func (p *paced) step() Decision {
 	for range minEvidence {
-		p.stats.recordWrite(time.Millisecond, 16, nil)
+		p.stats.recordWrite(time.Millisecond, 16, true, nil)
 		p.stats.recordBatch(16, 16*time.Millisecond, true)
 	}
 	p.clock.Advance(time.Second)
