@@ -82,13 +82,13 @@ func (a *Autoscaler) writeBudget(now time.Time, k writeKind) time.Duration {
 // judgeWrites is what the writes in all (full: those of full batches)
 // say: each kind with minEvidence writes is judged against its own budget
 // and the one furthest over it (or nearest) speaks; with too few of either
-// kind alone, all of them are judged against the budget of the more
-// numerous kind.
+// kind alone, or with a configured budget (one for every write), all of
+// them are judged together, against the budget of the more numerous kind.
 func (a *Autoscaler) judgeWrites(now time.Time, all, full *latencyHist) (p95, budget time.Duration, kind writeKind) {
 	byKind := split(all, full)
 	worst := -1.0
 	for k, h := range byKind {
-		if h.n < minEvidence {
+		if h.n < minEvidence || a.cfg.LatencyBudget > 0 {
 			continue
 		}
 		p, b := h.quantile(0.95), a.writeBudget(now, writeKind(k))
