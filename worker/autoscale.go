@@ -313,7 +313,7 @@ func (a *Autoscaler) Step(ctx context.Context) Decision {
 		a.log.Debug("worker: autoscale",
 			"current", cur, "next", d.Next, "wanted", d.Wanted, "limit", d.Limit,
 			"backlog", b, "oldest", oldest, "arrival_per_s", round1(d.Arrival), "per_loop_per_s", round1(d.PerLoop),
-			"p95", d.P95, "samples", d.Samples, "budget", ev.budget, "writes", ev.kind, "reason", d.Reason)
+			"p95", d.P95, "samples", d.Samples, "budget", ev.budget, "writes", ev.kind.String(), "reason", d.Reason)
 	}
 
 	a.metrics.wanted.Set(float64(d.Wanted))
@@ -432,11 +432,25 @@ func (a *Autoscaler) remember(now time.Time, s sampleSet) {
 // evidence merges the writes made since concurrency last changed and
 // judges them (judgeWrites).
 func (a *Autoscaler) evidence(now time.Time) evidence {
-	var all, full latencyHist
-	var ev evidence
+	all, full, ev := a.writesSince(a.evidenceFrom)
+	ev.p95, ev.budget, ev.kind = a.judgeWrites(now, &all, &full)
+	return ev
+}
+
+// windowP95 is the write p95 of the whole latency window and its budget,
+// as judgeWrites judges them, for the gauges.
+func (a *Autoscaler) windowP95(now time.Time) (p95, budget time.Duration) {
+	all, full, _ := a.writesSince(time.Time{})
+	p95, budget, _ = a.judgeWrites(now, &all, &full)
+	return p95, budget
+}
+
+// writesSince merges the writes of the intervals that started at or after
+// from: their latencies (full: those of full batches) and counts.
+func (a *Autoscaler) writesSince(from time.Time) (all, full latencyHist, ev evidence) {
 	for i := range a.window {
 		iv := &a.window[i]
-		if iv.start.Before(a.evidenceFrom) {
+		if iv.start.Before(from) {
 			continue
 		}
 		all.add(&iv.samples.lat)
@@ -444,20 +458,7 @@ func (a *Autoscaler) evidence(now time.Time) evidence {
 		ev.writes += iv.samples.writes
 		ev.failed += iv.samples.failed
 	}
-	ev.p95, ev.budget, ev.kind = a.judgeWrites(now, &all, &full)
-	return ev
-}
-
-// windowP95 is the write p95 of the latency window and its budget, as
-// judgeWrites judges them, for the gauges.
-func (a *Autoscaler) windowP95(now time.Time) (p95, budget time.Duration) {
-	var all, full latencyHist
-	for i := range a.window {
-		all.add(&a.window[i].samples.lat)
-		full.add(&a.window[i].samples.full)
-	}
-	p95, budget, _ = a.judgeWrites(now, &all, &full)
-	return p95, budget
+	return all, full, ev
 }
 
 // changed records a concurrency change. Writes made before it no longer
