@@ -139,51 +139,34 @@ func (b movingBacklog) Backlog(context.Context) (uint64, time.Duration, error) {
 }
 
 // TestLoopsCatchUpOnALateBacklog: with the readers over budget at the
-// floor the loop rests while the backlog is small and young. It works at
-// full speed from the moment the backlog would take nine tenths of
-// target_drain at the measured full speed, or its oldest message has waited
-// that long, and until the oldest message is younger than a quarter of
-// target_drain, however much the backlog shrank meanwhile; then it rests
-// again.
+// floor the loop rests while the oldest message is younger than nine
+// tenths of target_drain, however large the backlog. From then on it works
+// at full speed until the oldest message is younger than a quarter of
+// target_drain and the backlog would drain in less than that at the
+// measured full speed; then it rests again.
 func TestLoopsCatchUpOnALateBacklog(t *testing.T) {
-	n, age := uint64(10_000), time.Second         // 10s at full speed
-	ps := newPaced(t, 1, movingBacklog{&n, &age}) // catch up from 54s until 15s
+	n, age := uint64(10_000), time.Second
+	ps := newPaced(t, 1, movingBacklog{&n, &age}) // 1,000 messages a second; catch up from 54s until 15s
 	p, step := ps.pool, ps.step
-	rested := func(what string) {
+	phase := func(what string, msgs uint64, oldest time.Duration, steps int, wantFull bool) {
 		t.Helper()
-		for range 6 {
-			step()
-		}
-		if p.duty != minDuty {
-			t.Fatalf("duty %g with the readers over budget and %s, want %g", p.duty, what, minDuty)
-		}
-	}
-	rested("10,000 young messages (10s at full speed)")
-	for _, tc := range []struct {
-		n   uint64
-		age time.Duration
-	}{
-		{60_000, 10 * time.Second}, // 60s at full speed
-		{1_000, 55 * time.Second},  // waited over 54s
-	} {
-		n, age = tc.n, tc.age
-		d := step()
-		if p.duty != 1 || !strings.Contains(d.Reason, "catching up") {
-			t.Fatalf("duty %g (%s) with %d messages, the oldest %s old, want a catch-up at full speed", p.duty, d.Reason, n, age)
-		}
-		n, age = 500, 20*time.Second // small, but not young yet
-		for range 10 {
-			step()
-			if p.duty != 1 {
-				t.Fatalf("duty %g during the catch-up with the oldest message %s old, want full speed until it is under 15s", p.duty, age)
+		n, age = msgs, oldest
+		for range steps {
+			d := step()
+			if full := p.duty == 1; full != wantFull {
+				t.Fatalf("%s (%d messages, the oldest %s old): duty %g, want full speed: %v (%s)", what, n, age, p.duty, wantFull, d.Reason)
 			}
 		}
-		age = 10 * time.Second
-		step()
-		if p.duty >= 1 {
-			t.Fatalf("duty %g once caught up (the oldest %s old) with the readers over budget, want the loop resting again", p.duty, age)
-		}
-		n = 10_000
-		rested("10,000 young messages again")
 	}
+	for range 6 {
+		step()
+	}
+	if p.duty != minDuty {
+		t.Fatalf("duty %g with the readers over budget and mail on time, want %g", p.duty, minDuty)
+	}
+	phase("a large backlog of young mail: the readers set the pace", 60_000, 10*time.Second, 10, false)
+	phase("the oldest message has waited 55s", 1_000, 55*time.Second, 1, true)
+	phase("catching up, the oldest not young yet", 500, 20*time.Second, 10, true)
+	phase("catching up, the backlog takes a minute", 60_000, 10*time.Second, 10, true)
+	phase("caught up", 500, 10*time.Second, 1, false)
 }
