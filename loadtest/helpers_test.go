@@ -277,7 +277,7 @@ func startAPI(t *testing.T, sink *sinkServer) *fakeAPI {
 		if n == 2 {
 			rss = 90e6
 		}
-		fmt.Fprint(w, "# HELP levee_worker_concurrency x\n# TYPE levee_worker_concurrency gauge\nlevee_worker_concurrency 3\nlevee_smtp_active_sessions{x=\"y\"} 2\n")
+		fmt.Fprint(w, "# HELP levee_worker_concurrency x\n# TYPE levee_worker_concurrency gauge\nlevee_worker_concurrency 3\nlevee_worker_autoscale_duty 0.25\nlevee_smtp_active_sessions{x=\"y\"} 2\n")
 		fmt.Fprintf(w, "process_cpu_seconds_total %g\nprocess_resident_memory_bytes %g\n", 0.5*float64(n), rss)
 	})
 	mux.HandleFunc("GET /api/v1/mailboxes", func(w http.ResponseWriter, r *http.Request) {

@@ -358,8 +358,8 @@ func (res *Result) figures(format string) ([]figure, error) {
 	}
 
 	if len(res.Queue) > 0 {
-		var qt, depth, pending, ack, workers []float64
-		hasWorkers := false
+		var qt, depth, pending, ack, workers, duty []float64
+		hasWorkers, hasDuty := false, false
 		for _, q := range res.Queue {
 			qt = append(qt, q.T)
 			depth = append(depth, float64(q.Messages))
@@ -370,6 +370,11 @@ func (res *Result) figures(format string) ([]figure, error) {
 				w, hasWorkers = *q.Workers, true
 			}
 			workers = append(workers, w)
+			d := math.NaN()
+			if q.Duty != nil {
+				d, hasDuty = *q.Duty, true
+			}
+			duty = append(duty, d)
 		}
 		p = timePlot("Levee queue depth", "messages")
 		if err := addSeries(p, "in the stream", qt, depth, palette[0], false, false); err != nil {
@@ -390,8 +395,15 @@ func (res *Result) figures(format string) ([]figure, error) {
 			if err := addSeries(p, "levee_worker_concurrency", qt, workers, palette[1], false, false); err != nil {
 				return nil, err
 			}
+			caption := "levee_worker_concurrency from /metrics: how many delivery loops drained the queue into storage."
+			if hasDuty {
+				if err := addSeries(p, "levee_worker_autoscale_duty", qt, duty, palette[3], true, false); err != nil {
+					return nil, err
+				}
+				caption += " levee_worker_autoscale_duty: the share of time each loop works; below 1 the loops rest for the readers or the store, at 1 they work at full speed (and catch up once mail falls behind)."
+			}
 			countAxis(p)
-			if err := add(p, "Worker concurrency", "levee_worker_concurrency from /metrics: how many delivery loops drained the queue into storage."); err != nil {
+			if err := add(p, "Worker concurrency", caption); err != nil {
 				return nil, err
 			}
 		}

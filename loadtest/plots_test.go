@@ -36,8 +36,8 @@ func smallRun() *Result {
 		s.Backlog = append(s.Backlog, int64(i%2))
 		s.Sessions = append(s.Sessions, 2)
 		s.SMTPP99 = append(s.SMTPP99, 0.004+0.001*float64(i%3))
-		w := 1.0
-		res.Queue = append(res.Queue, QueuePoint{T: t, Messages: uint64(i % 2), AckPending: i % 2, Workers: &w})
+		w, d := 1.0, 0.25+0.75*float64(i%2)
+		res.Queue = append(res.Queue, QueuePoint{T: t, Messages: uint64(i % 2), AckPending: i % 2, Workers: &w, Duty: &d})
 	}
 	for i := range 11 {
 		s.ReaderT = append(s.ReaderT, float64(i))
@@ -114,7 +114,7 @@ func TestPlotLegendsOutsideDataAndCountsInWholeNumbers(t *testing.T) {
 		"Load":               {"scheduled", "offered", "accepted (250)", "deferred (4xx)"},
 		"Sender backlog":     {"backlog (waiting + deferred)", "open SMTP sessions"},
 		"Queue depth":        {"in the stream", "not yet delivered to workers", "with workers, unacknowledged"},
-		"Worker concurrency": {"levee_worker_concurrency"},
+		"Worker concurrency": {"levee_worker_concurrency", "levee_worker_autoscale_duty"},
 		"Sender latency":     {"p99"},
 		"Reader latency":     {"p50", "p99"},
 		"End-to-end latency": nil,

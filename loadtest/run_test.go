@@ -41,7 +41,7 @@ func TestRunDeliversEveryMessageOnceAndAuditsIt(t *testing.T) {
 		t.Fatalf("reader probe = %+v", res.Readers)
 	}
 	if len(res.Queue) == 0 || res.Queue[0].Messages != 7 || res.Queue[0].Workers == nil || *res.Queue[0].Workers != 3 ||
-		res.Queue[0].SMTPSessions == nil || *res.Queue[0].SMTPSessions != 2 {
+		res.Queue[0].Duty == nil || *res.Queue[0].Duty != 0.25 || res.Queue[0].SMTPSessions == nil || *res.Queue[0].SMTPSessions != 2 {
 		t.Fatalf("queue points = %+v", res.Queue)
 	}
 	// The fake API's CPU time grows half a second a scrape, and every

@@ -25,6 +25,10 @@ type QueuePoint struct {
 	// Workers is levee_worker_concurrency from /metrics, absent when the
 	// API process runs no workers.
 	Workers *float64 `json:"workers,omitempty"`
+	// Duty is levee_worker_autoscale_duty: the share of time each loop
+	// works (below 1 they rest for the readers or the store; 1 while they
+	// catch up), absent likewise.
+	Duty *float64 `json:"duty,omitempty"`
 	// SMTPSessions is levee_smtp_active_sessions, likewise.
 	SMTPSessions *float64 `json:"smtp_sessions,omitempty"`
 	// CPUSeconds and RSSBytes are the API process's own
@@ -82,9 +86,10 @@ func (s *scraper) scrape(ctx context.Context) {
 	}
 	p := QueuePoint{T: now.Sub(s.r.start).Seconds(), Messages: st.Messages, Bytes: st.Bytes, Fill: st.Fill.Max,
 		Pending: st.Consumer.NumPending, AckPending: st.Consumer.NumAckPending}
-	if m, err := scrapeMetrics(ctx, s.r.http, s.r.cfg.API+"/metrics", "levee_worker_concurrency", "levee_smtp_active_sessions",
-		"process_cpu_seconds_total", "process_resident_memory_bytes"); err == nil {
+	if m, err := scrapeMetrics(ctx, s.r.http, s.r.cfg.API+"/metrics", "levee_worker_concurrency", "levee_worker_autoscale_duty",
+		"levee_smtp_active_sessions", "process_cpu_seconds_total", "process_resident_memory_bytes"); err == nil {
 		p.Workers = present(m, "levee_worker_concurrency")
+		p.Duty = present(m, "levee_worker_autoscale_duty")
 		p.SMTPSessions = present(m, "levee_smtp_active_sessions")
 		p.CPUSeconds = present(m, "process_cpu_seconds_total")
 		p.RSSBytes = present(m, "process_resident_memory_bytes")
