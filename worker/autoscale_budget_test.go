@@ -10,6 +10,48 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
+// derived is an autoscaler with the derived write budget (latency_budget
+// 0) over a pool it counts, batches of batch messages, on a fake clock.
+type derived struct {
+	a     *Autoscaler
+	pool  *countingPool
+	stats loopStats
+	clock *fakeClock
+}
+
+func newDerived(t *testing.T, loops, batch int, backlog Backlog) *derived {
+	t.Helper()
+	ds := &derived{pool: &countingPool{n: loops}, clock: newFakeClock()}
+	cfg := simCfg
+	cfg.LatencyBudget = 0
+	cfg.Min, cfg.Max = 1, 16
+	a, err := newAutoscaler(cfg, scaled{ds.pool, &ds.stats, batch, 0}, AutoscalerDeps{Backlog: backlog, Clock: ds.clock, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds.a = a
+	return ds
+}
+
+// step records minEvidence writes of msgs messages that took lat (a full
+// batch's also as a loop's work), and steps a second on.
+func (ds *derived) step(lat time.Duration, msgs int, full bool) Decision {
+	for range minEvidence {
+		if full {
+			ds.stats.recordBatch(msgs, lat, true)
+		}
+		ds.stats.recordWrite(lat, msgs, full, nil)
+	}
+	ds.clock.Advance(time.Second)
+	return ds.a.Step(context.Background())
+}
+
+// withinABucket: a budget derived from the latency histogram errs high by
+// at most one of its buckets, which are 9% wide.
+func withinABucket(got, want time.Duration) bool {
+	return got >= want && float64(got) <= 1.1*float64(want)
+}
+
 // TestDerivedWriteBudgetFollowsTheIdleStore: with latency_budget 0 the
 // budget starts at 100ms, then, after a minute of measured writes, is
 // latency_budget_factor times the idle write p95 (at least latency_floor):
@@ -25,23 +67,9 @@ func TestDerivedWriteBudgetFollowsTheIdleStore(t *testing.T) {
 		{20 * time.Millisecond, 80 * time.Millisecond, false}, // 4 x 20ms
 	} {
 		t.Run(tc.idle.String(), func(t *testing.T) {
-			clock := newFakeClock()
-			p := &countingPool{n: 4}
-			var stats loopStats
-			cfg := simCfg
-			cfg.LatencyBudget = 0
-			cfg.Min, cfg.Max = 1, 16
-			a, err := newAutoscaler(cfg, scaled{p, &stats, 16, 0}, AutoscalerDeps{Backlog: fixedBacklog(0), Clock: clock, Registerer: prometheus.NewRegistry()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			step := func(lat time.Duration) Decision {
-				for range minEvidence {
-					stats.recordWrite(lat, 1, false, nil)
-				}
-				clock.Advance(time.Second)
-				return a.Step(context.Background())
-			}
+			ds := newDerived(t, 4, 16, fixedBacklog(0))
+			a, clock := ds.a, ds.clock
+			step := func(lat time.Duration) Decision { return ds.step(lat, 1, false) }
 			for i := range idleIntervals {
 				step(tc.idle)
 				if i < idleIntervals-1 {
@@ -50,9 +78,8 @@ func TestDerivedWriteBudgetFollowsTheIdleStore(t *testing.T) {
 					}
 				}
 			}
-			// The latency histogram's buckets are 9% wide.
 			got := a.writeBudget(clock.Now(), smallWrites)
-			if got < tc.wantBudget || float64(got) > 1.1*float64(tc.wantBudget) {
+			if !withinABucket(got, tc.wantBudget) {
 				t.Fatalf("budget %s after a minute of %s writes, want %s", got, tc.idle, tc.wantBudget)
 			}
 			if g := testutil.ToFloat64(a.metrics.budget); g != got.Seconds() {
@@ -61,7 +88,7 @@ func TestDerivedWriteBudgetFollowsTheIdleStore(t *testing.T) {
 			before := a.lim.limit
 			// Let the window forget the idle writes, then write slowly.
 			var d Decision
-			for range int(cfg.LatencyWindow/time.Second) + 1 {
+			for range int(a.cfg.LatencyWindow/time.Second) + 1 {
 				d = step(60 * time.Millisecond)
 			}
 			if dropped := d.Limit < before; dropped != tc.wantDrop {
@@ -89,27 +116,13 @@ func TestDerivedWriteBudgetFollowsTheIdleStore(t *testing.T) {
 // full batches that slow down past it bring the limit down, and so do
 // small writes past theirs.
 func TestFullBatchesHaveAWriteBudgetOfTheirOwn(t *testing.T) {
-	clock := newFakeClock()
-	p := &countingPool{n: 1}
-	var stats loopStats
-	cfg := simCfg
-	cfg.LatencyBudget = 0
-	cfg.Min, cfg.Max = 1, 16
-	a, err := newAutoscaler(cfg, scaled{p, &stats, 32, 0}, AutoscalerDeps{Backlog: fixedBacklog(1_000_000), Clock: clock, Registerer: prometheus.NewRegistry()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ds := newDerived(t, 1, 32, fixedBacklog(1_000_000))
+	a, p, clock, cfg := ds.a, ds.pool, ds.clock, ds.a.cfg
 	step := func(lat time.Duration, full bool) Decision {
-		for range minEvidence {
-			n := 1
-			if full {
-				n = 32
-				stats.recordBatch(n, lat, true)
-			}
-			stats.recordWrite(lat, n, full, nil)
+		if full {
+			return ds.step(lat, 32, true)
 		}
-		clock.Advance(time.Second)
-		return a.Step(context.Background())
+		return ds.step(lat, 1, false)
 	}
 	// Mail trickling in: small writes only. (The backlog asks for every
 	// loop, so the limit would climb; hold the loops at one meanwhile.)
@@ -117,8 +130,7 @@ func TestFullBatchesHaveAWriteBudgetOfTheirOwn(t *testing.T) {
 		step(5*time.Millisecond, false)
 		p.SetConcurrency(1)
 	}
-	near := func(got, want time.Duration) bool { return got >= want && float64(got) <= 1.1*float64(want) }
-	if got := a.writeBudget(clock.Now(), smallWrites); !near(got, a.cfg.LatencyFloor) {
+	if got := a.writeBudget(clock.Now(), smallWrites); !withinABucket(got, a.cfg.LatencyFloor) {
 		t.Fatalf("small writes' budget %s after a minute of 5ms writes, want the floor %s", got, a.cfg.LatencyFloor)
 	}
 	if got := a.writeBudget(clock.Now(), fullWrites); got != startBudget {
@@ -136,7 +148,7 @@ func TestFullBatchesHaveAWriteBudgetOfTheirOwn(t *testing.T) {
 	if d.Limit < 4 {
 		t.Fatalf("limit %d after a minute of full batches of 40ms; want it climbing, they are the store's idle pace", d.Limit)
 	}
-	if got := a.writeBudget(clock.Now(), fullWrites); !near(got, 160*time.Millisecond) {
+	if got := a.writeBudget(clock.Now(), fullWrites); !withinABucket(got, 160*time.Millisecond) {
 		t.Fatalf("full batches' budget %s after a minute of them at 40ms, want 4 x 40ms", got)
 	}
 
