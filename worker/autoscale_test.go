@@ -283,13 +283,13 @@ func TestAutoscaleLateMailPushesUp(t *testing.T) {
 			}
 			last := ds[len(ds)-1]
 			if tc.push {
-				if last.Next < 5 || !decided(ds, "older than target_drain") {
+				if last.Next < 5 || !decided(ds, "behind schedule") {
 					trace(t, ds, 1)
 					t.Fatalf("concurrency %d after 5 steps of late mail, want one more loop per step", last.Next)
 				}
 				return
 			}
-			if last.Next > 2 || decided(ds, "older than target_drain") {
+			if last.Next > 2 || decided(ds, "behind schedule") {
 				trace(t, ds, 1)
 				t.Fatalf("concurrency %d for one old message", last.Next)
 			}
