@@ -162,16 +162,7 @@ func TestReadersStopCappingLoopsWhenMailIsBehindSchedule(t *testing.T) {
 				t.Fatal(err)
 			}
 			a.readers = slowReaders{clock}
-			var ds []Decision
-			for range 30 {
-				// Fast, healthy writes: the store would take many loops.
-				for range 20 {
-					stats.recordWrite(time.Millisecond, 16, true, nil)
-					stats.recordBatch(16, 1600*time.Microsecond, true)
-				}
-				clock.Advance(time.Second)
-				ds = append(ds, a.Step(context.Background()))
-			}
+			ds := stepFast(a, &stats, clock, 30)
 			most := 0
 			for _, d := range ds {
 				most = max(most, d.Next)
