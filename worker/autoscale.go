@@ -261,7 +261,7 @@ func (a *Autoscaler) Step(ctx context.Context) Decision {
 	ev := a.evidence(now)
 	var readersJudged bool
 	ev.readers, readersJudged = a.readersOver()
-	late := berr == nil && b > 0 && a.behind(oldest)
+	late := berr == nil && b > 0 && oldest >= a.cfg.TargetDrain
 	// hurry says why the loops must not rest (pace.go); an unknown
 	// backlog keeps the pace as it was.
 	hurry := ""
@@ -271,12 +271,12 @@ func (a *Autoscaler) Step(ctx context.Context) Decision {
 		hurry = "catching up"
 	}
 	if late {
-		// Mail is about to be late: the readers no longer set the pace
-		// (the store's write budget still does), so that no reader holds
-		// mail back longer than target_drain, neither by resting the loops
-		// nor by keeping them few.
+		// Mail is late: the readers no longer set the pace (the store's
+		// write budget still does), so that no reader holds mail back
+		// longer than target_drain, neither by resting the loops nor by
+		// keeping them few.
 		if ev.readers != "" {
-			why = append(why, behindSchedule+": "+ev.readers+", ignored")
+			why = append(why, "messages older than target_drain: "+ev.readers+", ignored")
 		}
 		ev.readers, readersJudged = "", true
 		a.lim.excuseReaders()
@@ -379,16 +379,16 @@ func (a *Autoscaler) want(now time.Time, cur int, b uint64, oldest time.Duration
 		if cur > 0 && math.Abs(raw-float64(cur)) <= tolerance*float64(cur) {
 			wanted = cur
 		}
-		if a.behind(oldest) && b > uint64(cur*a.batch) {
-			// Mail is about to be late: add loops until it is not (the
-			// store's budget caps them). The formula above is no help here,
-			// shrinking or not: judged afresh each interval, it aims to
-			// drain what waits within another target_drain from now, a
-			// deadline that slides with the clock, so a backlog left by a
-			// surge drained in 1.4x target_drain after it on a slow machine
-			// (issue 11), all of it late. With one more loop per interval
-			// it drains as fast as the store allows once behind.
-			*why = append(*why, behindSchedule+": one more loop")
+		if oldest > a.cfg.TargetDrain && b > uint64(cur*a.batch) {
+			// Mail is late: add loops until it is not (the store's budget
+			// caps them). The formula above is no help here, shrinking or
+			// not: judged afresh each interval, it aims to drain what waits
+			// within another target_drain from now, a deadline that slides
+			// with the clock, so a backlog left by a surge drained in 1.4x
+			// target_drain after it on a slow machine (issue 11), all of it
+			// late. With one more loop per interval it drains as fast as the
+			// store allows once late.
+			*why = append(*why, "messages older than target_drain: one more loop")
 			wanted = max(wanted, cur+1)
 		}
 		if a.ceiling > 0 {

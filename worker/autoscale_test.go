@@ -271,36 +271,30 @@ func TestAutoscaleLateMailPushesUp(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ds := stepFast(a, &stats, clock, 5)
+			var ds []Decision
+			for range 5 {
+				// Healthy, fast writes: 10,000 messages a second per loop.
+				for range 20 {
+					stats.recordWrite(time.Millisecond, 16, true, nil)
+					stats.recordBatch(16, 1600*time.Microsecond, true)
+				}
+				clock.Advance(time.Second)
+				ds = append(ds, a.Step(context.Background()))
+			}
 			last := ds[len(ds)-1]
 			if tc.push {
-				if last.Next < 5 || !decided(ds, "behind schedule") {
+				if last.Next < 5 || !decided(ds, "older than target_drain") {
 					trace(t, ds, 1)
 					t.Fatalf("concurrency %d after 5 steps of late mail, want one more loop per step", last.Next)
 				}
 				return
 			}
-			if last.Next > 2 || decided(ds, "behind schedule") {
+			if last.Next > 2 || decided(ds, "older than target_drain") {
 				trace(t, ds, 1)
 				t.Fatalf("concurrency %d for one old message", last.Next)
 			}
 		})
 	}
-}
-
-// stepFast runs n one-second steps of a, each after healthy, fast writes:
-// 10,000 messages a second per loop, so that the store would take many.
-func stepFast(a *Autoscaler, stats *loopStats, clock *fakeClock, n int) []Decision {
-	var ds []Decision
-	for range n {
-		for range 20 {
-			stats.recordWrite(time.Millisecond, 16, true, nil)
-			stats.recordBatch(16, 1600*time.Microsecond, true)
-		}
-		clock.Advance(time.Second)
-		ds = append(ds, a.Step(context.Background()))
-	}
-	return ds
 }
 
 type countingBacklog struct{ calls atomic.Int64 }

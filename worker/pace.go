@@ -16,10 +16,10 @@ import (
 // minDuty, and climbs back by dutyStep per healthy interval after the
 // cooldown. Full speed (duty 1) comes back before the limit climbs again.
 // Readers set the pace up to a point: once the backlog is behind schedule
-// (behind) the loops catch up at full speed (catchUp), and while it stays
-// behind the readers also stop capping the number of loops (Step, want), so
-// that no reader, however sensitive, holds mail back longer than
-// worker.autoscale.target_drain.
+// the loops catch up at full speed (catchUp), and once the oldest queued
+// message is older than worker.autoscale.target_drain the readers also stop
+// capping the number of loops (Step), so that no reader, however sensitive,
+// holds mail back longer than that.
 const (
 	minDuty  = 0.25
 	dutyStep = 0.125
@@ -31,22 +31,6 @@ const (
 	catchUpFrom  = 0.9
 	catchUpUntil = 0.25
 )
-
-// behindSchedule names the state behind says.
-const behindSchedule = "behind schedule (the oldest message has waited 0.9 of target_drain)"
-
-// behind says whether mail is about to be late: the oldest queued message
-// has waited catchUpFrom of target_drain. From then on the loops catch up
-// at full speed (catchUp), the readers no longer cap their number, and one
-// more loop is added per interval while the backlog's head stays that old
-// (want), all from this one threshold. Adding loops only once a message
-// was already older than target_drain came too late: in make surge one
-// loop at full speed, started at 0.9, kept the oldest message at 54-55 s
-// of a minute for the whole catch-up, and a run on a busier machine stored
-// 9,556 messages later than a minute while the readers' cap kept one loop.
-func (a *Autoscaler) behind(oldest time.Duration) bool {
-	return oldest >= time.Duration(catchUpFrom*float64(a.cfg.TargetDrain))
-}
 
 // catchUp says why the loops must not rest, "" when they may. A catch-up
 // starts when the oldest queued message has waited catchUpFrom of
@@ -62,7 +46,8 @@ func (a *Autoscaler) behind(oldest time.Duration) bool {
 // while the receiver has the CPU, it is the slowest the loops will be, and
 // catching up then cost the readers 3x their idle p99 during the surge.
 func (a *Autoscaler) catchUp(cur int, b uint64, oldest time.Duration) string {
-	until := time.Duration(catchUpUntil * float64(a.cfg.TargetDrain))
+	target := a.cfg.TargetDrain
+	from, until := time.Duration(catchUpFrom*float64(target)), time.Duration(catchUpUntil*float64(target))
 	switch {
 	case b == 0:
 		a.catchingUp = false
@@ -71,7 +56,7 @@ func (a *Autoscaler) catchUp(cur int, b uint64, oldest time.Duration) string {
 			return fmt.Sprintf("catching up until the oldest message and the backlog's drain are under %s", until)
 		}
 		a.catchingUp = false
-	case a.behind(oldest):
+	case oldest >= from:
 		a.catchingUp = true
 		return fmt.Sprintf("catching up: the oldest message has waited %s", oldest.Round(time.Second))
 	}
