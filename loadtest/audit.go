@@ -271,6 +271,7 @@ func (r *run) pollUntilStored(ctx context.Context, accepted []acceptedMsg, res *
 	first := map[string]storedSummary{}
 	lastAnswer := time.Now()
 	everything, lastEverything := false, time.Now()
+	lastFound := time.Now() // when a round last found one of the oldest it asked for
 	for len(pending) > 0 {
 		ask := pending
 		if !everything && len(ask) > pollWindow {
@@ -307,12 +308,19 @@ func (r *run) pollUntilStored(ctx context.Context, accepted []acceptedMsg, res *
 		if everything {
 			everything, lastEverything = false, time.Now()
 		}
+		if found > 0 {
+			lastFound = time.Now()
+		}
 		if 2*found >= len(ask) {
 			continue // the drain is past most of these: on to the next ones at once
 		}
 		// Nothing found among the oldest for a while: perhaps they are lost
-		// and the rest is stored, so the next round asks for everything.
-		everything = found == 0 && round.errs == 0 && time.Since(lastEverything) >= everythingEvery*r.cfg.Audit.Poll
+		// and the rest is stored, so the next round asks for everything. One
+		// empty round is not enough: a drain that paused for a poll or two
+		// (a slow commit, a busy machine) is not losing mail, and asking for
+		// every pending message then loads the API the readers are timed on.
+		quiet := everythingEvery * r.cfg.Audit.Poll
+		everything = found == 0 && round.errs == 0 && time.Since(lastFound) >= quiet && time.Since(lastEverything) >= quiet
 		sleep(ctx, r.cfg.Audit.Poll)
 	}
 	res.Complete = len(pending) == 0
