@@ -132,13 +132,13 @@ func (res *Result) diagnose() {
 			d.QueuePeak, secs(catchUp), secs(loadTime))
 	case slowest > readerBudget:
 		d.Bottleneck = "store"
-		d.Why = fmt.Sprintf("everything offered was accepted, but readers slowed %.1fx (p99 against before the load), over the %.1fx budget: the drain contends with them in the store",
+		d.Why = fmt.Sprintf("everything offered was accepted, but readers slowed %.2fx (p99 against before the load), over the %.1fx budget: the drain contends with them in the store",
 			slowest, readerBudget)
 	default:
 		d.Why = fmt.Sprintf("the receiver accepted %.0f%% of the offered mail during the load, the queue peaked at %d messages (fill %.0f%%) and drained %s after the last arrival",
 			d.AcceptedShare*100, d.QueuePeak, d.QueuePeakFill*100, secs(catchUp))
 		if slowest > 0 {
-			d.Why += fmt.Sprintf(", readers within %.1fx of their p99 before", slowest)
+			d.Why += fmt.Sprintf(", readers within %.2fx of their p99 before", slowest)
 		}
 	}
 }

@@ -47,7 +47,10 @@ func TestDiagnosisNamesTheBottleneck(t *testing.T) {
 		{"queue at its watermark", surgeResult(95, 10, 0.9, 3, 0.005, 0.006, nil), "queue", "fill 90%"},
 		{"receiver behind, queue with room", surgeResult(60, 500, 0.02, 3, 0.005, 0.006, nil), "receiver", "60% of the offered"},
 		{"drain slower than the arrivals", surgeResult(100, 5, 0.1, 9, 0.005, 0.006, nil), "store", "longer than the load"},
-		{"readers slowed past the budget", surgeResult(100, 5, 0.1, 2, 0.005, 0.02, nil), "store", "readers slowed 4.0x"},
+		{"readers slowed past the budget", surgeResult(100, 5, 0.1, 2, 0.005, 0.02, nil), "store", "readers slowed 4.00x"},
+		// Rounded to one decimal, 1.546x read "slowed 1.5x, over the 1.5x
+		// budget" in make surge.
+		{"readers just past the budget", surgeResult(100, 5, 0.1, 2, 0.01, 0.01546, nil), "store", "readers slowed 1.55x"},
 		{"kept up", surgeResult(99, 5, 0.1, 2, 0.005, 0.006, nil), "none", "99% of the offered"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

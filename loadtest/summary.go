@@ -112,9 +112,9 @@ func (res *Result) WriteSummary(w io.Writer) error {
 		if d.ReaderDuringOverBefore > 0 {
 			drain := fmt.Sprintf("no drain after the load to judge (caught up within %s)", drainJudged)
 			if d.ReaderDrainOverBefore > 0 {
-				drain = fmt.Sprintf("%.1fx while draining", d.ReaderDrainOverBefore)
+				drain = fmt.Sprintf("%.2fx while draining", d.ReaderDrainOverBefore)
 			}
-			row("readers", "p99 %.1fx before during the load, %.1fx after it, %s", d.ReaderDuringOverBefore, d.ReaderAfterOverBefore, drain)
+			row("readers", "p99 %.2fx before during the load, %.2fx after it, %s", d.ReaderDuringOverBefore, d.ReaderAfterOverBefore, drain)
 		}
 	}
 	if len(res.Checks) > 0 {
