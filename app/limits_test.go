@@ -137,7 +137,7 @@ func TestIntakeFirstMustDrainBeforeTheWatermark(t *testing.T) {
 	l, err := app.Start(t.Context(), cfg, app.RoleAll, slog.New(slog.DiscardHandler))
 	if err == nil {
 		_ = l.Shutdown(context.Background())
-		t.Fatal("levee serve started with worker.intake_first.max_fill 0.5 above smtp.low_watermark 0.4")
+		t.Fatal("levee serve started with worker.intake_first.max_fill 0.7 above smtp.low_watermark 0.4")
 	}
 	if !strings.Contains(err.Error(), "worker.intake_first.max_fill") {
 		t.Errorf("error %q does not name worker.intake_first.max_fill", err)
