@@ -270,8 +270,9 @@ func (r *run) pollUntilStored(ctx context.Context, accepted []acceptedMsg, res *
 	}
 	first := map[string]storedSummary{}
 	lastAnswer := time.Now()
-	everything, lastEverything := false, time.Now()
-	lastFound := time.Now() // when a round last found one of the oldest it asked for
+	// lastNews is when a round last found one of the messages it asked
+	// for, or asked for every pending one.
+	everything, lastNews := false, time.Now()
 	for len(pending) > 0 {
 		ask := pending
 		if !everything && len(ask) > pollWindow {
@@ -305,11 +306,8 @@ func (r *run) pollUntilStored(ctx context.Context, accepted []acceptedMsg, res *
 		if len(pending) == 0 || ctx.Err() != nil {
 			break
 		}
-		if everything {
-			everything, lastEverything = false, time.Now()
-		}
-		if found > 0 {
-			lastFound = time.Now()
+		if everything || found > 0 {
+			everything, lastNews = false, time.Now()
 		}
 		if 2*found >= len(ask) {
 			continue // the drain is past most of these: on to the next ones at once
@@ -319,8 +317,7 @@ func (r *run) pollUntilStored(ctx context.Context, accepted []acceptedMsg, res *
 		// empty round is not enough: a drain that paused for a poll or two
 		// (a slow commit, a busy machine) is not losing mail, and asking for
 		// every pending message then loads the API the readers are timed on.
-		quiet := everythingEvery * r.cfg.Audit.Poll
-		everything = found == 0 && round.errs == 0 && time.Since(lastFound) >= quiet && time.Since(lastEverything) >= quiet
+		everything = found == 0 && round.errs == 0 && time.Since(lastNews) >= everythingEvery*r.cfg.Audit.Poll
 		sleep(ctx, r.cfg.Audit.Poll)
 	}
 	res.Complete = len(pending) == 0
