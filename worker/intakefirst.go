@@ -19,10 +19,11 @@ type IntakeFirstConfig struct {
 	// Above is the intake pressure (levee_smtp_intake_pressure: SMTP
 	// transactions waiting on the queue, averaged over a quarter second) above
 	// which the loops step back, if it is also a surge: three times the
-	// usual pressure (the lowest 10 s average of the last 10 minutes), so
-	// that a steady load on a slow disk is drained as it comes rather than
-	// in two-minute waves. They come back below half of both. Default 2; a
-	// negative value never steps back.
+	// usual pressure (the lowest 10 s average of the last 10 minutes; none
+	// in the process's first minute, see usualWarmup), so that a steady load
+	// on a slow disk is drained as it comes rather than in two-minute
+	// waves. They come back below half of both. Default 2; a negative value
+	// never steps back.
 	Above float64 `config:"above" help:"SMTP transactions waiting on the queue (averaged over 250ms) above which delivery loops step back; -1: never"`
 	// MaxFill is the queue fill at or above which the loops drain whatever
 	// the intake, under the receiver's 452 watermarks (0.8 and 0.9).
@@ -81,10 +82,20 @@ type QueueLevel interface {
 }
 
 // The usual pressure: the lowest of the usualBuckets averages over
-// usualBucket each (ten minutes).
+// usualBucket each (ten minutes), once usualWarmup of them have closed.
+//
+// Before that nothing is usual (0). A process that starts under load, as
+// one restarted in the middle of a surge does, would otherwise learn the
+// surge as its usual pressure from its first ten seconds and drain beside
+// it: against smtp-source's 20 sessions (4 KiB, new connections), a fresh
+// levee serve accepted about 2,500 msgs/s until its first bucket closed,
+// then 600-900/s while its loops drained at full speed. A minute, so that a
+// steady load on a slow disk waits at most about worker.autoscale's
+// target_drain (1m) once, after a start.
 const (
 	usualBucket  = 10 * time.Second
 	usualBuckets = 60
+	usualWarmup  = 6
 	// surgeFactor: pressure this many times the usual is a surge.
 	surgeFactor = 3
 )
@@ -108,7 +119,7 @@ type intakeFirst struct {
 }
 
 // usual is the lowest bucket average of the last ten minutes, 0 before
-// the first bucket closed; the caller holds mu.
+// usualWarmup buckets closed; the caller holds mu.
 func (f *intakeFirst) usual(p float64) float64 {
 	t := f.now()
 	if f.bucketStart.IsZero() {
@@ -123,7 +134,7 @@ func (f *intakeFirst) usual(p float64) float64 {
 	}
 	f.sum += p
 	f.n++
-	if len(f.buckets) == 0 {
+	if len(f.buckets) < usualWarmup {
 		return 0
 	}
 	return slices.Min(f.buckets)

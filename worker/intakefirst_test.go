@@ -97,15 +97,35 @@ func TestASteadyLoadIsNotASurge(t *testing.T) {
 	if !w.first.stepBack() {
 		t.Fatal("pressure 3 over the threshold 2 with nothing usual known yet: not stepped back")
 	}
-	for range 400 { // 20 s at 3
+	for range 1400 { // 70 s at 3: past the first minute, which learns nothing
 		now = now.Add(50 * time.Millisecond)
 		w.first.stepBack()
 	}
 	if w.first.stepBack() {
-		t.Error("a steady pressure of 3 for 20 s still steps back")
+		t.Error("a steady pressure of 3 for 70 s still steps back")
 	}
 	l.set(10, 0, 0)
 	if !w.first.stepBack() {
 		t.Error("pressure 10, over three times the usual 3: not stepped back")
+	}
+}
+
+// TestAProcessStartedIntoASurgeHoldsIt: a process that starts under load
+// (restarted in the middle of a surge) does not take the load for its usual
+// pressure from its first seconds: for its first minute nothing counts as
+// usual, and the loops leave the surge queued.
+func TestAProcessStartedIntoASurgeHoldsIt(t *testing.T) {
+	r := newRig(t, nil)
+	w, _ := r.worker(Config{}, r.st)
+	l := &levels{}
+	w.PutIntakeFirst(l, l)
+	now := time.Unix(0, 0)
+	w.first.now = func() time.Time { return now }
+	l.set(8, 0, 0)
+	for i := range 1150 { // 57.5 s at 8
+		if !w.first.stepBack() {
+			t.Fatalf("pressure 8 from the start: the loops drained %s after it", time.Duration(i)*50*time.Millisecond)
+		}
+		now = now.Add(50 * time.Millisecond)
 	}
 }
