@@ -87,25 +87,20 @@ func TestStepBackHasHysteresis(t *testing.T) {
 // load on a slow disk) stops counting as a surge once it is the usual, so
 // the loops drain as mail comes; three times the usual is a surge again.
 func TestASteadyLoadIsNotASurge(t *testing.T) {
-	r := newRig(t, nil)
-	w, _ := r.worker(Config{}, r.st)
-	l := &levels{}
-	w.PutIntakeFirst(l, l)
-	now := time.Unix(0, 0)
-	w.first.now = func() time.Time { return now }
+	f, l, clock := clockedIntakeFirst(t)
 	l.set(3, 0, 0)
-	if !w.first.stepBack() {
+	if !f.stepBack() {
 		t.Fatal("pressure 3 over the threshold 2 with nothing usual known yet: not stepped back")
 	}
 	for range 1400 { // 70 s at 3: past the first minute, which learns nothing
-		now = now.Add(50 * time.Millisecond)
-		w.first.stepBack()
+		clock.Advance(50 * time.Millisecond)
+		f.stepBack()
 	}
-	if w.first.stepBack() {
+	if f.stepBack() {
 		t.Error("a steady pressure of 3 for 70 s still steps back")
 	}
 	l.set(10, 0, 0)
-	if !w.first.stepBack() {
+	if !f.stepBack() {
 		t.Error("pressure 10, over three times the usual 3: not stepped back")
 	}
 }
@@ -115,17 +110,24 @@ func TestASteadyLoadIsNotASurge(t *testing.T) {
 // pressure from its first seconds: for its first minute nothing counts as
 // usual, and the loops leave the surge queued.
 func TestAProcessStartedIntoASurgeHoldsIt(t *testing.T) {
+	f, l, clock := clockedIntakeFirst(t)
+	l.set(8, 0, 0)
+	for i := range 1150 { // 57.5 s at 8
+		if !f.stepBack() {
+			t.Fatalf("pressure 8 from the start: the loops drained %s after it", time.Duration(i)*50*time.Millisecond)
+		}
+		clock.Advance(50 * time.Millisecond)
+	}
+}
+
+// clockedIntakeFirst is a worker's intake first with levels the test sets
+// and a clock it advances.
+func clockedIntakeFirst(t *testing.T) (*intakeFirst, *levels, *fakeClock) {
 	r := newRig(t, nil)
 	w, _ := r.worker(Config{}, r.st)
 	l := &levels{}
 	w.PutIntakeFirst(l, l)
-	now := time.Unix(0, 0)
-	w.first.now = func() time.Time { return now }
-	l.set(8, 0, 0)
-	for i := range 1150 { // 57.5 s at 8
-		if !w.first.stepBack() {
-			t.Fatalf("pressure 8 from the start: the loops drained %s after it", time.Duration(i)*50*time.Millisecond)
-		}
-		now = now.Add(50 * time.Millisecond)
-	}
+	c := newFakeClock()
+	w.first.now = c.Now
+	return w.first, l, c
 }
