@@ -33,6 +33,9 @@ type IntakeFirstConfig struct {
 	// p99 to 1.58-2.44x its idle value (median 1.78x); at 0.7 the surge
 	// stayed in the queue (peak fill 0.61), readers 1.10-1.35x (median
 	// 1.27x), and the backlog was gone sooner after it (40 s, not 42-50 s).
+	// That was one day: the next, six runs at 0.7 gave 1.61-2.21x, with the
+	// loops standing back for most of the surge (docs/loadtesting.md says
+	// what is left of it on two cores).
 	// Past it the loops drain within the readers' budget while 0.2 of the
 	// queue is left before the receiver defers MAIL FROM.
 	MaxFill float64 `config:"max_fill" help:"queue fill at which delivery loops drain even while senders wait"`
