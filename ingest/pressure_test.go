@@ -28,6 +28,27 @@ func TestPressureIsTheAverageOfWaitingTransactions(t *testing.T) {
 	}
 }
 
+// TestIntakeRateIsThePublishesAnsweredPerSecond: answers every 10 ms read
+// as 100 a second once a few time constants have passed, whatever their
+// latency, and the rate decays with rateTau once they stop.
+func TestIntakeRateIsThePublishesAnsweredPerSecond(t *testing.T) {
+	now := time.Unix(0, 0)
+	p := newPressure(func() time.Time { return now })
+	for range 500 { // 5 s
+		p.begin()
+		now = now.Add(10 * time.Millisecond)
+		p.end()
+	}
+	got := p.perSecond()
+	if math.Abs(got-100) > 5 {
+		t.Errorf("one answer every 10 ms for 5 s: %v a second, want about 100", got)
+	}
+	now = now.Add(3 * rateTau)
+	if after := p.perSecond(); math.Abs(after-got*math.Exp(-3)) > 1e-9 {
+		t.Errorf("three time constants after the last: %v, want %v", after, got*math.Exp(-3))
+	}
+}
+
 // TestPressureRisesWhileSendersWaitOnTheQueue: sessions whose publish has
 // not been answered raise Server.Pressure (and its gauge) towards their
 // number; answered, it falls back.
@@ -57,6 +78,10 @@ func TestPressureRisesWhileSendersWaitOnTheQueue(t *testing.T) {
 		if got := <-replies; !strings.HasPrefix(got, "250") {
 			t.Errorf("reply %s, want 250", got)
 		}
+	}
+	// Four answers within a moment: about four a second, averaged over rateTau.
+	if r := srv.IntakeRate(); r < 2 || r > waiting/rateTau.Seconds() {
+		t.Errorf("intake rate %v after %d answers, want 2-%v", r, waiting, waiting/rateTau.Seconds())
 	}
 	waitFor(t, "pressure back under 1", func() bool { return srv.Pressure() < 1 })
 }

@@ -335,3 +335,9 @@ func (l smtpLogger) emit(msg string) {
 // and rises when a surge makes senders wait on Levee; workers sharing the
 // machine step back from draining above worker.intake_first.above.
 func (srv *Server) Pressure() float64 { return srv.pressure.value() }
+
+// IntakeRate is how many publishes the receiver has answered per second
+// (whatever the answer), averaged over about a second. Workers sharing the
+// machine compare it with its usual to tell a surge of senders from their
+// own drain slowing the publishes.
+func (srv *Server) IntakeRate() float64 { return srv.pressure.perSecond() }

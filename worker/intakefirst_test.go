@@ -10,13 +10,22 @@ import (
 )
 
 // levels is an Intake and a QueueLevel the test sets.
-type levels struct{ pressure, fill, oldest atomic.Uint64 }
+type levels struct{ pressure, rate, fill, oldest atomic.Uint64 }
 
 func (l *levels) Pressure() float64     { return math.Float64frombits(l.pressure.Load()) }
+func (l *levels) IntakeRate() float64   { return math.Float64frombits(l.rate.Load()) }
 func (l *levels) Fill() float64         { return math.Float64frombits(l.fill.Load()) }
 func (l *levels) Oldest() time.Duration { return time.Duration(l.oldest.Load()) }
+
+// set sets the pressure with an intake rate to match (publishes answered
+// in 1 ms: a thousand a second per transaction waiting).
 func (l *levels) set(pressure, fill float64, oldest time.Duration) {
+	l.setWithRate(pressure, pressure*1000, fill, oldest)
+}
+
+func (l *levels) setWithRate(pressure, rate, fill float64, oldest time.Duration) {
 	l.pressure.Store(math.Float64bits(pressure))
+	l.rate.Store(math.Float64bits(rate))
 	l.fill.Store(math.Float64bits(fill))
 	l.oldest.Store(uint64(oldest))
 }
@@ -30,7 +39,7 @@ func TestLoopsStepBackWhileSendersWait(t *testing.T) {
 		name         string
 		releaseAfter func(*levels)
 	}{
-		{"the senders stop waiting", func(l *levels) { l.set(0.5, 0.01, time.Second) }},
+		{"the senders stop waiting", func(l *levels) { l.set(0.1, 0.01, time.Second) }},
 		{"the queue is 70% full", func(l *levels) { l.set(8, 0.7, time.Second) }},
 		{"the oldest message waited 2m", func(l *levels) { l.set(8, 0.01, 2*time.Minute) }},
 	} {
@@ -57,9 +66,9 @@ func TestLoopsStepBackWhileSendersWait(t *testing.T) {
 	}
 }
 
-// TestStepBackHasHysteresis: the loops step back above Above and come
-// back only below half of it, so that a pressure hovering at the threshold
-// does not flap them.
+// TestStepBackHasHysteresis: the loops step back above Above (0.5) and
+// come back only below half of it, so that a pressure hovering at the
+// threshold does not flap them.
 func TestStepBackHasHysteresis(t *testing.T) {
 	r := newRig(t, nil)
 	w, _ := r.worker(Config{}, r.st)
@@ -69,7 +78,7 @@ func TestStepBackHasHysteresis(t *testing.T) {
 	for _, step := range []struct {
 		pressure float64
 		want     bool
-	}{{1.9, false}, {2.1, true}, {1.5, true}, {1.01, true}, {0.9, false}, {1.9, false}, {2.5, true}} {
+	}{{0.45, false}, {0.55, true}, {0.4, true}, {0.26, true}, {0.24, false}, {0.45, false}, {0.6, true}} {
 		l.set(step.pressure, 0, 0)
 		if got := f.stepBack(); got != step.want {
 			t.Errorf("pressure %v: stepBack %v, want %v", step.pressure, got, step.want)
@@ -83,14 +92,14 @@ func TestStepBackHasHysteresis(t *testing.T) {
 	}
 }
 
-// TestASteadyLoadIsNotASurge: pressure that stays at one level (a steady
+// TestASteadyLoadIsNotASurge: an intake that stays at one level (a steady
 // load on a slow disk) stops counting as a surge once it is the usual, so
 // the loops drain as mail comes; three times the usual is a surge again.
 func TestASteadyLoadIsNotASurge(t *testing.T) {
 	f, l, clock := clockedIntakeFirst(t)
 	l.set(3, 0, 0)
 	if !f.stepBack() {
-		t.Fatal("pressure 3 over the threshold 2 with nothing usual known yet: not stepped back")
+		t.Fatal("pressure 3 over the threshold 0.5 with nothing usual known yet: not stepped back")
 	}
 	for range 1400 { // 70 s at 3: past the first minute, which learns nothing
 		clock.Advance(50 * time.Millisecond)
@@ -101,7 +110,32 @@ func TestASteadyLoadIsNotASurge(t *testing.T) {
 	}
 	l.set(10, 0, 0)
 	if !f.stepBack() {
-		t.Error("pressure 10, over three times the usual 3: not stepped back")
+		t.Error("intake 10,000/s, over three times the usual 3,000/s: not stepped back")
+	}
+}
+
+// TestTheDrainAfterASurgeIsNotOne: when the drain after a surge slows the
+// usual senders' publishes, their pressure rises but their rate does not;
+// the loops keep draining. A surge of senders is still one.
+func TestTheDrainAfterASurgeIsNotOne(t *testing.T) {
+	f, l, clock := clockedIntakeFirst(t)
+	l.setWithRate(0.1, 100, 0, 0) // the usual: 100 msgs/s answered in 1 ms
+	for range 1400 {              // 70 s, past the first minute
+		clock.Advance(50 * time.Millisecond)
+		if f.stepBack() {
+			t.Fatal("stepped back at the usual intake")
+		}
+	}
+	l.setWithRate(3, 100, 0, 0) // the same senders, their publishes 30 times slower
+	for i := range 200 {
+		if f.stepBack() {
+			t.Fatalf("the usual 100 msgs/s at pressure 3: stepped back %s in", time.Duration(i)*50*time.Millisecond)
+		}
+		clock.Advance(50 * time.Millisecond)
+	}
+	l.setWithRate(1, 1000, 0, 0) // ten times the senders
+	if !f.stepBack() {
+		t.Error("1,000 msgs/s against the usual 100 at pressure 1: not stepped back")
 	}
 }
 
