@@ -94,13 +94,6 @@ type QueueLevel interface {
 // The usual intake rate: the lowest of the usualBuckets averages over
 // usualBucket each (ten minutes), once usualWarmup of them have closed.
 //
-// The rate, not the pressure: the pressure is the rate times the publish
-// latency, and the drain after a surge raises the latency of the usual
-// senders' publishes. Compared with its usual, the pressure then looked
-// like a surge, and the loops stepped back and forth through the whole
-// catch-up (make surge with worker.intake_first.above 0.3: pressure 0.2-0.35
-// at the usual 100 msgs/s, the readers' p99 2.54x while it drained).
-//
 // Before that nothing is usual (0). A process that starts under load, as
 // one restarted in the middle of a surge does, would otherwise learn the
 // surge as its usual from its first ten seconds and drain beside
@@ -110,6 +103,13 @@ type QueueLevel interface {
 // then 600-900/s while its loops drained at full speed. A minute, so that a
 // steady load on a slow disk waits at most about worker.autoscale's
 // target_drain (1m) once, after a start.
+//
+// The rate, not the pressure: the pressure is the rate times the publish
+// latency, and the drain after a surge raises the latency of the usual
+// senders' publishes. Compared with its usual, the pressure then looked
+// like a surge, and the loops stepped back and forth through the whole
+// catch-up (make surge with worker.intake_first.above 0.3: pressure 0.2-0.35
+// at the usual 100 msgs/s, the readers' p99 2.54x while it drained).
 const (
 	usualBucket  = 10 * time.Second
 	usualBuckets = 60

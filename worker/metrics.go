@@ -47,7 +47,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		steppedBack: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "levee_worker_stepped_back",
-			Help: "1 while the delivery loops step back because senders wait on the receiver on this machine (worker.intake_first), 0 while they drain.",
+			Help: "1 while the delivery loops step back during a surge of senders waiting on the receiver on this machine (worker.intake_first), 0 while they drain.",
 		}),
 		storeAvailable: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "levee_worker_store_available",
