@@ -119,17 +119,11 @@ func TestASteadyLoadIsNotASurge(t *testing.T) {
 // the loops keep draining. A surge of senders is still one.
 func TestTheDrainAfterASurgeIsNotOne(t *testing.T) {
 	f, l, clock := clockedIntakeFirst(t)
-	l.setWithRate(0.1, 100, 0, 0) // the usual: 100 msgs/s answered in 1 ms
-	for range 1400 {              // 70 s, past the first minute
-		clock.Advance(50 * time.Millisecond)
-		if f.stepBack() {
-			t.Fatal("stepped back at the usual intake")
-		}
-	}
-	l.setWithRate(3, 100, 0, 0) // the same senders, their publishes 30 times slower
+	settle(t, f, l, clock, 0.1, 100) // the usual: 100 msgs/s answered in 1 ms
+	l.setWithRate(1, 100, 0, 0)      // the same senders, their publishes 10 times slower
 	for i := range 200 {
 		if f.stepBack() {
-			t.Fatalf("the usual 100 msgs/s at pressure 3: stepped back %s in", time.Duration(i)*50*time.Millisecond)
+			t.Fatalf("the usual 100 msgs/s at pressure 1: stepped back %s in", time.Duration(i)*50*time.Millisecond)
 		}
 		clock.Advance(50 * time.Millisecond)
 	}
@@ -139,18 +133,61 @@ func TestTheDrainAfterASurgeIsNotOne(t *testing.T) {
 	}
 }
 
-// TestAProcessStartedIntoASurgeHoldsIt: a process that starts under load
-// (restarted in the middle of a surge) does not take the load for its usual
-// pressure from its first seconds: for its first minute nothing counts as
-// usual, and the loops leave the surge queued.
-func TestAProcessStartedIntoASurgeHoldsIt(t *testing.T) {
+// TestTheRateHasHysteresis: a surge of senders holds the loops back until
+// the rate is under half of three times the usual, not as soon as it is
+// under three times.
+func TestTheRateHasHysteresis(t *testing.T) {
 	f, l, clock := clockedIntakeFirst(t)
-	l.set(8, 0, 0)
-	for i := range 1150 { // 57.5 s at 8
-		if !f.stepBack() {
-			t.Fatalf("pressure 8 from the start: the loops drained %s after it", time.Duration(i)*50*time.Millisecond)
+	settle(t, f, l, clock, 0.1, 100)
+	for _, step := range []struct {
+		rate, pressure float64
+		want           bool
+	}{
+		{280, 0.8, false}, // under three times the usual
+		{1000, 0.8, true}, // ten times
+		{200, 0.8, true},  // twice: still over half of three times
+		{160, 0.8, true},
+		{140, 0.8, false}, // under 150
+		{280, 0.8, false},
+	} {
+		l.setWithRate(step.pressure, step.rate, 0, 0)
+		if got := f.stepBack(); got != step.want {
+			t.Errorf("%v msgs/s against the usual 100: stepBack %v, want %v", step.rate, got, step.want)
 		}
+	}
+}
+
+// TestASurgeTheReceiverCannotAnswerIsOne: when the receiver cannot answer
+// three times its usual rate (the drain beside it takes the CPU), the
+// senders wait instead; a pressure over four times Above and three times
+// its usual is a surge too.
+func TestASurgeTheReceiverCannotAnswerIsOne(t *testing.T) {
+	f, l, clock := clockedIntakeFirst(t)
+	settle(t, f, l, clock, 0.4, 400)
+	l.setWithRate(8, 1000, 0, 0) // 2.5 times the usual rate, senders waiting
+	if !f.stepBack() {
+		t.Fatal("pressure 8 against the usual 0.4 at 2.5 times the usual rate: not stepped back")
+	}
+	l.setWithRate(1.2, 1000, 0, 0) // still over half of 2
+	if !f.stepBack() {
+		t.Error("pressure 1.2, over half of 2: came back")
+	}
+	l.setWithRate(0.9, 500, 0, 0) // both under half of what starts a surge
+	if f.stepBack() {
+		t.Error("pressure 0.9 and 500 msgs/s against the usual 0.4 and 400: still stepped back")
+	}
+}
+
+// settle holds the pressure and the rate for 70 s, past the first minute,
+// so that they are the usual, and checks that the loops drained throughout.
+func settle(t *testing.T, f *intakeFirst, l *levels, clock *fakeClock, pressure, rate float64) {
+	t.Helper()
+	l.setWithRate(pressure, rate, 0, 0)
+	for range 1400 {
 		clock.Advance(50 * time.Millisecond)
+		if f.stepBack() {
+			t.Fatalf("stepped back at the usual intake (pressure %v, %v msgs/s)", pressure, rate)
+		}
 	}
 }
 
