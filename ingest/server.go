@@ -119,6 +119,12 @@ func New(cfg Config, pub Publisher, fill FillGauge, reg prometheus.Registerer, l
 	}, s.Pressure)); err != nil {
 		return nil, fmt.Errorf("ingest: metrics: %w", err)
 	}
+	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "levee_smtp_intake_rate",
+		Help: "SMTP publishes answered per second (whatever the answer), averaged over about a second: what worker.intake_first compares with its usual (levee_worker_intake_usual_rate).",
+	}, s.IntakeRate)); err != nil {
+		return nil, fmt.Errorf("ingest: metrics: %w", err)
+	}
 	s.conns = newConnRegistry(cfg.MaxConnections, cfg.MaxConnectionsPerIP, func(n int) { m.active.Set(float64(n)); m.sessionsOpen.Store(int64(n)) })
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 

@@ -132,8 +132,10 @@ type intakeFirst struct {
 	cfg    IntakeFirstConfig
 	intake Intake
 	queue  QueueLevel
-	gauge  prometheus.Gauge
-	now    func() time.Time
+	gauge  prometheus.Gauge // levee_worker_stepped_back
+	// usualRate shows the usual intake rate (levee_worker_intake_usual_rate).
+	usualRate prometheus.Gauge
+	now       func() time.Time
 
 	mu       sync.Mutex
 	yielding bool
@@ -193,7 +195,9 @@ func (f *intakeFirst) stepBack() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	t := f.now()
-	rateSurge := surgeFactor * f.rates.observe(t, rate)
+	usual := f.rates.observe(t, rate)
+	f.usualRate.Set(usual)
+	rateSurge := surgeFactor * usual
 	waitSurge := surgeFactor * f.pressures.observe(t, p)
 	waiting := waitingFactor * f.cfg.Above
 	was := f.yielding

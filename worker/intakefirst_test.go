@@ -189,6 +189,9 @@ func settle(t *testing.T, f *intakeFirst, l *levels, clock *fakeClock, pressure,
 			t.Fatalf("stepped back at the usual intake (pressure %v, %v msgs/s)", pressure, rate)
 		}
 	}
+	if got := testutil.ToFloat64(f.usualRate); got != rate {
+		t.Fatalf("levee_worker_intake_usual_rate %v after 70 s at %v msgs/s", got, rate)
+	}
 }
 
 // clockedIntakeFirst is a worker's intake first with levels the test sets

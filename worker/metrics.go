@@ -10,6 +10,7 @@ type metrics struct {
 	concurrency    prometheus.Gauge
 	storeAvailable prometheus.Gauge
 	steppedBack    prometheus.Gauge
+	usualRate      prometheus.Gauge
 	parse          *prometheus.CounterVec
 }
 
@@ -49,6 +50,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "levee_worker_stepped_back",
 			Help: "1 while the delivery loops step back during a surge of senders waiting on the receiver on this machine (worker.intake_first), 0 while they drain.",
 		}),
+		usualRate: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "levee_worker_intake_usual_rate",
+			Help: "The receiver's usual intake rate on this machine, in msgs/s (worker.intake_first): the lowest 10 s average of levee_smtp_intake_rate over the last 10 minutes, 0 in a process's first minute; three times it is a surge.",
+		}),
 		storeAvailable: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "levee_worker_store_available",
 			Help: "1 while the store accepts writes, 0 while workers back off from a store outage.",
@@ -63,7 +68,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m.storeAvailable.Set(1)
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.deliveries, m.storeWrite, m.batchSize, m.endToEnd, m.concurrency, m.storeAvailable, m.steppedBack, m.parse} {
+		for _, c := range []prometheus.Collector{m.deliveries, m.storeWrite, m.batchSize, m.endToEnd, m.concurrency, m.storeAvailable, m.steppedBack, m.usualRate, m.parse} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -88,7 +88,7 @@ func New(cfg Config, src Source, st store.Store, reg prometheus.Registerer, log 
 // the same machine, has senders waiting, within the bounds of
 // worker.intake_first and q's fill and age. Call it before Start.
 func (w *Worker) PutIntakeFirst(intake Intake, q QueueLevel) {
-	w.first = &intakeFirst{cfg: w.cfg.IntakeFirst, intake: intake, queue: q, gauge: w.metrics.steppedBack, now: time.Now}
+	w.first = &intakeFirst{cfg: w.cfg.IntakeFirst, intake: intake, queue: q, gauge: w.metrics.steppedBack, usualRate: w.metrics.usualRate, now: time.Now}
 }
 
 // stepBackPoll is how often a loop that stepped back looks again.
