@@ -11,53 +11,46 @@ import (
 // TestPressureIsTheAverageOfWaitingTransactions: the average follows the
 // count of publishes in flight with time constant pressureTau.
 func TestPressureIsTheAverageOfWaitingTransactions(t *testing.T) {
-	now := time.Unix(0, 0)
-	p := newPressure(func() time.Time { return now })
+	p, advance := clockedPressure()
 	p.begin()
 	p.begin()
-	now = now.Add(pressureTau)
+	advance(pressureTau)
 	want := 2 * (1 - math.Exp(-1))
 	if got := p.value(); math.Abs(got-want) > 1e-9 {
 		t.Errorf("two in flight for one time constant: %v, want %v", got, want)
 	}
 	p.end()
 	p.end()
-	now = now.Add(3 * pressureTau)
-	if got := p.value(); math.Abs(got-want*math.Exp(-3)) > 1e-9 {
-		t.Errorf("three time constants after both ended: %v, want %v", got, want*math.Exp(-3))
-	}
+	advance(3 * pressureTau)
+	wantDecayedThreeTaus(t, "the pressure after both ended", want, p.value())
 }
 
 // TestIntakeRateIsThePublishesAnsweredPerSecond: answers every 10 ms read
 // as 100 a second once a few time constants have passed, whatever their
 // latency, and the rate decays with rateTau once they stop.
 func TestIntakeRateIsThePublishesAnsweredPerSecond(t *testing.T) {
-	now := time.Unix(0, 0)
-	p := newPressure(func() time.Time { return now })
+	p, advance := clockedPressure()
 	for range 500 { // 5 s
 		p.begin()
-		now = now.Add(10 * time.Millisecond)
+		advance(10 * time.Millisecond)
 		p.end()
 	}
 	got := p.perSecond()
 	if math.Abs(got-100) > 5 {
 		t.Errorf("one answer every 10 ms for 5 s: %v a second, want about 100", got)
 	}
-	now = now.Add(3 * rateTau)
-	if after := p.perSecond(); math.Abs(after-got*math.Exp(-3)) > 1e-9 {
-		t.Errorf("three time constants after the last: %v, want %v", after, got*math.Exp(-3))
-	}
+	advance(3 * rateTau)
+	wantDecayedThreeTaus(t, "the rate after the last answer", got, p.perSecond())
 }
 
 // TestIntakeRateCountsAnswersNotStarts: publishes in flight add nothing to
 // the rate until they are answered.
 func TestIntakeRateCountsAnswersNotStarts(t *testing.T) {
-	now := time.Unix(0, 0)
-	p := newPressure(func() time.Time { return now })
+	p, advance := clockedPressure()
 	for range 5 {
 		p.begin()
 	}
-	now = now.Add(rateTau)
+	advance(rateTau)
 	if r := p.perSecond(); r != 0 {
 		t.Errorf("five publishes unanswered for a second: rate %v, want 0", r)
 	}
@@ -66,6 +59,21 @@ func TestIntakeRateCountsAnswersNotStarts(t *testing.T) {
 	}
 	if r, want := p.perSecond(), 5/rateTau.Seconds(); math.Abs(r-want) > 1e-9 {
 		t.Errorf("five answered at once: rate %v, want %v", r, want)
+	}
+}
+
+// clockedPressure is a pressure on a clock the test advances.
+func clockedPressure() (*pressure, func(time.Duration)) {
+	now := time.Unix(0, 0)
+	return newPressure(func() time.Time { return now }), func(d time.Duration) { now = now.Add(d) }
+}
+
+// wantDecayedThreeTaus checks that after is before decayed by three time
+// constants.
+func wantDecayedThreeTaus(t *testing.T, what string, before, after float64) {
+	t.Helper()
+	if want := before * math.Exp(-3); math.Abs(after-want) > 1e-9 {
+		t.Errorf("%s, three time constants later: %v, want %v", what, after, want)
 	}
 }
 
