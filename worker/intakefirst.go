@@ -94,9 +94,7 @@ type QueueLevel interface {
 
 // The usual intake rate (and pressure): the lowest of the usualBuckets
 // averages over usualBucket each (ten minutes), once usualWarmup of them
-// have closed. After a quiet spell the usual is about 0 for ten minutes,
-// and a load over worker.intake_first.above is a surge meanwhile;
-// max_delay bounds what it holds back.
+// have closed.
 //
 // Before that nothing is usual (0). A process that starts under load, as
 // one restarted in the middle of a surge does, would otherwise learn the
@@ -114,6 +112,10 @@ type QueueLevel interface {
 // like a surge, and the loops stepped back and forth through the whole
 // catch-up (make surge with worker.intake_first.above 0.3: pressure 0.2-0.35
 // at the usual 100 msgs/s, the readers' p99 2.54x while it drained).
+//
+// After a quiet spell the usual is about 0 for ten minutes, and a load over
+// worker.intake_first.above is a surge meanwhile; max_delay bounds what it
+// holds back.
 const (
 	usualBucket  = 10 * time.Second
 	usualBuckets = 60
