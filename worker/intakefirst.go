@@ -154,6 +154,9 @@ type usualLevel struct {
 	sum     float64
 	n       int
 	buckets []float64
+	// usual is the lowest of buckets once usualWarmup closed, kept as each
+	// bucket closes rather than found on every loop's fetch.
+	usual float64
 }
 
 // observe adds v, seen at t, and returns the usual.
@@ -167,13 +170,13 @@ func (u *usualLevel) observe(t time.Time, v float64) float64 {
 			u.buckets = u.buckets[1:]
 		}
 		u.sum, u.n, u.start = 0, 0, t
+		if len(u.buckets) >= usualWarmup {
+			u.usual = slices.Min(u.buckets)
+		}
 	}
 	u.sum += v
 	u.n++
-	if len(u.buckets) < usualWarmup {
-		return 0
-	}
-	return slices.Min(u.buckets)
+	return u.usual
 }
 
 // stepBack says whether a loop should fetch nothing now, with hysteresis:
