@@ -30,7 +30,7 @@ type PublishResult struct {
 var errClosed = errors.New("queue is closed")
 
 // lane is one partition's publisher: the publishes waiting for it and the
-// flusher that commits them.
+// flusher that commits them (with atomic batches only; see Publish).
 type lane struct {
 	part  Partition
 	pubCh chan *pubReq
@@ -62,13 +62,14 @@ func (r *pubReq) reply(o pubOutcome) { r.res <- o } // buffered: never blocks
 // acknowledged it (or failed). The publish uses m.ID as Nats-Msg-Id, the
 // envelope as headers and m.Raw as body.
 //
-// Concurrent calls are group-committed: one flusher takes every request
-// waiting (up to MaxBatch) the moment its previous commit is done, without
-// lingering, and publishes them as one atomic batch, which the server
-// persists with one fsync instead of one per message. Groups smaller than
-// MinBatch go as concurrent single publishes, since a batch has a fixed
-// cost. A failed batch is republished one message at a time, so every
-// caller gets the answer about its own message.
+// Concurrent calls are group-committed. With atomic batches, one flusher
+// a partition takes every request waiting (up to MaxBatch) the moment its
+// previous commit is done, without lingering, and publishes them as one
+// batch, which the server persists with one fsync instead of one per
+// message. Groups smaller than MinBatch go as concurrent single publishes,
+// since a batch has a fixed cost. A failed batch is republished one message
+// at a time, so every caller gets the answer about its own message. Under
+// group sync the caller publishes alone and the sync is what is shared.
 //
 // On failure the error wraps exactly one of ErrQueueFull, ErrTooLarge,
 // ErrUnavailable (or ErrInvalidMessage). Publish never blocks longer than
@@ -97,39 +98,41 @@ func (q *Queue) publish(ctx context.Context, m *mail.Message) (PublishResult, er
 	defer cancel()
 	l := q.lanes[routeIndex(m.ID, len(q.lanes))]
 	msg := encode(l.part, m)
-	r := &pubReq{ctx: ctx, msg: msg, id: m.ID, size: msgSize(msg), res: make(chan pubOutcome, 1)}
+	r := &pubReq{ctx: ctx, msg: msg, id: m.ID, size: msgSize(msg)}
 	r.deadline, _ = ctx.Deadline()
 
 	q.mu.RLock()
-	if q.closed {
+	if err := q.refusal(); err != nil {
 		q.mu.RUnlock()
-		return PublishResult{}, publishError(errClosed)
-	}
-	if f := q.fault.Load(); f != nil && f.full {
-		// The server would leave it unanswered (see storefault.go).
-		q.mu.RUnlock()
-		return PublishResult{}, publishError(f)
-	}
-	if !q.nc.IsConnected() {
-		// Fail fast: while reconnecting nothing can be acknowledged.
-		q.mu.RUnlock()
-		return PublishResult{}, publishError(fmt.Errorf("%w (%s)", nats.ErrConnectionReconnecting, q.nc.Status()))
-	}
-	select {
-	case l.pubCh <- r:
-		q.mu.RUnlock()
-	case <-ctx.Done():
-		q.mu.RUnlock()
-		return PublishResult{}, publishError(ctx.Err())
+		return PublishResult{}, err
 	}
 	var o pubOutcome
-	select {
-	case o = <-r.res:
-	case <-ctx.Done():
+	if !q.batching {
+		// Nothing to group (group sync, or batches off): the caller sends
+		// its own publish, sparing the flusher's two goroutine hops a
+		// message. flushWG lets Close wait for it as for a flush.
+		q.flushWG.Add(1)
+		q.mu.RUnlock()
+		q.publishOne(r)
+		q.flushWG.Done()
+		o = r.out
+	} else {
+		r.res = make(chan pubOutcome, 1)
 		select {
-		case o = <-r.res: // answered just in time
-		default:
+		case l.pubCh <- r:
+			q.mu.RUnlock()
+		case <-ctx.Done():
+			q.mu.RUnlock()
 			return PublishResult{}, publishError(ctx.Err())
+		}
+		select {
+		case o = <-r.res:
+		case <-ctx.Done():
+			select {
+			case o = <-r.res: // answered just in time
+			default:
+				return PublishResult{}, publishError(ctx.Err())
+			}
 		}
 	}
 	if o.err == nil && q.groupSync != nil {
@@ -140,6 +143,22 @@ func (q *Queue) publish(ctx context.Context, m *mail.Message) (PublishResult, er
 		}
 	}
 	return o.res, o.err
+}
+
+// refusal is why a publish cannot be sent now, or nil. q.mu is held.
+func (q *Queue) refusal() error {
+	if q.closed {
+		return publishError(errClosed)
+	}
+	if f := q.fault.Load(); f != nil && f.full {
+		// The server would leave it unanswered (see storefault.go).
+		return publishError(f)
+	}
+	if !q.nc.IsConnected() {
+		// Fail fast: while reconnecting nothing can be acknowledged.
+		return publishError(fmt.Errorf("%w (%s)", nats.ErrConnectionReconnecting, q.nc.Status()))
+	}
+	return nil
 }
 
 // msgSize approximates what the server counts against max_msg_size.

@@ -198,11 +198,15 @@ func (q *Queue) startBackground() {
 	// at a time, so a second commit in flight would only split the waiting
 	// publishes into smaller batches, each paying the fixed cost of a
 	// batch; the partitions' streams commit in parallel.
+	// Without batches there is nothing to group: Publish sends each
+	// message itself.
 	for _, p := range q.layout {
 		l := &lane{part: p, pubCh: make(chan *pubReq, q.gather), batching: q.batching}
 		q.lanes = append(q.lanes, l)
-		q.flushWG.Add(1)
-		go q.flusher(l)
+		if q.batching {
+			q.flushWG.Add(1)
+			go q.flusher(l)
+		}
 	}
 	monCtx, monCancel := context.WithCancel(context.Background())
 	q.monCancel = monCancel
