@@ -41,6 +41,7 @@ func newRig(t *testing.T, mutate func(*queue.Config)) *rig {
 	qcfg := queue.DefaultConfig()
 	qcfg.DataDir = t.TempDir()
 	qcfg.PublishTimeout = 3 * time.Second
+	qcfg.Partitions = 4 // the workers drain several streams, fairly
 	if mutate != nil {
 		mutate(&qcfg)
 	}

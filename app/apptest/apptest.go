@@ -33,9 +33,13 @@ type Levee struct {
 }
 
 // Config is `levee serve`'s defaults in a fresh directory, on free loopback
-// ports, accepting mail for example.test and other.test.
+// ports, accepting mail for example.test and other.test, with the queue in
+// 4 partitions: the end-to-end tests (exactly once, restarts, limits) run
+// over several streams, the harder case. The default single stream runs in
+// the process tests (cmd/levee) and queue's own.
 func Config(t *testing.T) app.Config {
 	cfg := app.DefaultConfig()
+	cfg.Queue.Partitions = 4
 	cfg.DataDir = t.TempDir()
 	cfg.SMTP.Addr = "127.0.0.1:0"
 	cfg.SMTP.Hostname = "mx.levee.test"

@@ -748,7 +748,7 @@ func TestDashboardInChromium(t *testing.T) {
 
 		page.checkFigures(t, rendered)
 		page.checkCharts(t, l, rendered, samples)
-		// Four partitions (the default), each its own row; they add up to
+		// Four partitions, each its own row; they add up to
 		// the depth shown.
 		var sum float64
 		for i, p := range page.partitions {
