@@ -157,6 +157,10 @@ func (q *Queue) refresh(ctx context.Context) {
 			return
 		}
 		si := s.CachedInfo()
+		if i >= len(q.layout) && q.removeDrained(ctx, si) {
+			gone = append(gone, p)
+			continue
+		}
 		m.partition.WithLabelValues(p.Stream).Set(float64(si.State.Msgs))
 		msgs += si.State.Msgs
 		bytes += si.State.Bytes
@@ -200,3 +204,29 @@ func (q *Queue) refresh(ctx context.Context) {
 		m.deadLetters.Set(float64(d.CachedInfo().State.Msgs))
 	}
 }
+
+// removeDrained deletes a mail stream of another layout from the embedded
+// server once it is empty and has taken no mail for drainedGrace, and says
+// whether it did. Work-queue retention: empty means every message in it
+// was stored and acknowledged. Left, an old layout's stream (an upgrade
+// from Levee's earlier default of 4 partitions, a changed
+// queue.partitions) would be read and listed for ever. The grace lets a
+// process of the old count still publishing to it (a rolling change, over
+// the embedded server's client port) finish first: it would get 451s from
+// a deleted stream until its restart. Only a stream a start marked
+// draining goes; on a cluster the streams stay (operations.md).
+func (q *Queue) removeDrained(ctx context.Context, si *jetstream.StreamInfo) bool {
+	if q.srv == nil || si.State.Msgs != 0 || si.Config.Metadata[MetadataLayout] != layoutDraining ||
+		time.Since(si.State.LastTime) < drainedGrace {
+		return false
+	}
+	if err := q.js.DeleteStream(ctx, si.Config.Name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		q.log.Debug("queue: deleting a drained mail stream of another layout failed", "stream", si.Config.Name, "err", err)
+		return false
+	}
+	return true
+}
+
+// drainedGrace is how long an empty stream of another layout must have
+// taken no mail before removeDrained deletes it.
+var drainedGrace = 10 * time.Minute

@@ -226,7 +226,8 @@ func (q *Queue) draining(p Partition) bool {
 }
 
 // forgetStreams stops reading the streams of other layouts that were
-// deleted (an operator removed them once drained).
+// deleted once drained (by an operator, or on the embedded server by
+// removeDrained).
 func (q *Queue) forgetStreams(gone []Partition) {
 	q.partsMu.Lock()
 	defer q.partsMu.Unlock()

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -421,5 +423,86 @@ func TestStreamsOfOtherLayoutsComeAndGoWhileRunning(t *testing.T) {
 		if !got[id] {
 			t.Errorf("%s from the new single stream not drained: got %v", id, got)
 		}
+	}
+}
+
+// TestTheEmbeddedServerDeletesAnOldLayoutOnceDrained: after a change of
+// queue.partitions on the embedded server (as an upgrade from the old
+// default of 4 is), the old layout's streams are drained, then deleted
+// once empty and quiet for drainedGrace, and no longer read; before the
+// grace they stay.
+func TestTheEmbeddedServerDeletesAnOldLayoutOnceDrained(t *testing.T) {
+	was := drainedGrace
+	t.Cleanup(func() { drainedGrace = was })
+	ctx := ctxT(t)
+	four := testConfig(t)
+	four.Partitions = 4
+	q4 := openQueue(t, four)
+	for _, id := range ids("old", 12) {
+		if _, err := q4.Publish(ctx, testMessage(id, 200)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := q4.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Within the grace: drained, still there, still read.
+	drainedGrace = time.Hour // set while no monitor runs
+	one := four
+	one.Partitions = 1
+	q1 := openQueue(t, one)
+	cons, err := q1.Consumer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(got) < 12 && time.Now().Before(deadline) {
+		ds, _, err := cons.Fetch(12, 200*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range ds {
+			m, _ := d.Message()
+			got[m.ID] = true
+			if err := d.Ack(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if len(got) != 12 {
+		t.Fatalf("drained %d of the old layout's 12 messages", len(got))
+	}
+	waitFor(t, "the old streams empty", func() bool {
+		for _, p := range four.Layout() {
+			if streamInfo(t, q1, p.Stream).State.Msgs != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	time.Sleep(3 * monitorInterval)
+	if n := len(q1.mailStreams()); n != 5 {
+		t.Errorf("%d mail streams read within the grace, want the 4 drained ones and the new one", n)
+	}
+	if err := q1.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Past it: deleted and forgotten; the new layout works on.
+	drainedGrace = 0
+	q1b := openQueue(t, one)
+	waitFor(t, "the drained streams deleted", func() bool { return len(q1b.mailStreams()) == 1 })
+	for _, p := range four.Layout() {
+		if _, err := q1b.JetStream().Stream(ctx, p.Stream); !errors.Is(err, jetstream.ErrStreamNotFound) {
+			t.Errorf("%s: %v, want deleted", p.Stream, err)
+		}
+	}
+	if _, err := q1b.Publish(ctx, testMessage("new", 200)); err != nil {
+		t.Fatal(err)
+	}
+	if n := streamInfo(t, q1b, one.Stream).State.Msgs; n != 1 {
+		t.Errorf("the new layout's stream holds %d messages, want 1", n)
 	}
 }
