@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -278,8 +279,17 @@ func watchCluster(t *testing.T, urls string) *clusterWatch {
 	return &clusterWatch{t: t, nc: nc, js: js}
 }
 
+// clusterPartitions: the leader-kill test runs the queue in 4 partitions,
+// as deploy/kubernetes does (the default is 1): the kill hits one of
+// several Raft groups while the others go on.
+const clusterPartitions = 4
+
 // mailStreams are the partitions every process of the test runs with.
-var mailStreams = queue.DefaultConfig().Layout()
+var mailStreams = func() []queue.Partition {
+	c := queue.DefaultConfig()
+	c.Partitions = clusterPartitions
+	return c.Layout()
+}()
 
 // streamInfo asks for a mail stream's state; errors (mid-election) are
 // returned, not fatal.
@@ -340,7 +350,7 @@ func TestLocalClusterLeaderKill(t *testing.T) {
 	role := func(name string, extra ...string) []string {
 		return append([]string{name, "--nats-url", urls, "--queue-replicas", "3", "--queue-ack-wait", "10s",
 			"--store", dsn, "--http-addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--log-level", "info",
-			"--queue-max-bytes", "256MiB"}, extra...)
+			"--queue-max-bytes", "256MiB", "--queue-partitions", strconv.Itoa(clusterPartitions)}, extra...)
 	}
 	web := startProcess(t, role("web")...)
 	readers := []*process{web}
@@ -594,7 +604,7 @@ func TestLocalClusterScripts(t *testing.T) {
 			fmt.Sprintf("LEVEE_CLUSTER_WEB_PORT=%d", webPort),
 			"LEVEE_CLUSTER_PG_SERVER="+pgtest.ServerURL(),
 			"LEVEE_CLUSTER_PG_DATABASE="+dbName,
-			"LEVEE_CLUSTER_FLAGS=--queue-max-bytes 256MiB", // 64 MiB a partition: room for max_msg_size
+			"LEVEE_CLUSTER_FLAGS=--queue-max-bytes 256MiB", // room for max_msg_size, small for the test
 		)
 		var err error
 		if out, err = script("up.sh"); err == nil {
