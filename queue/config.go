@@ -94,9 +94,10 @@ type Config struct {
 	// lanes moot (one syncfs serves every stream), and each partition
 	// costs its own block cache (up to 8 MB, grown in steps that are
 	// copied) and write loop. Measured with a new connection per message
-	// (issue 10): 1 partition took 18% less CPU a message than 4, accepted
-	// 15% more, and peaked at 88 MB RSS against 200 MB. Partitions pay on
-	// a cluster whose single stream leader is the limit.
+	// (issue 10, docs/design.md): 1 partition took 8-20% less CPU a
+	// message than 4 and peaked at 88 MB RSS against 160-200 MB; the
+	// accept rate was the same within the noise. Partitions pay on a
+	// cluster whose single stream leader is the limit.
 	Partitions int `config:"partitions" help:"streams the mail queue is split into, each with its own fsync lane (and leader in a cluster); the limits are totals over them; 1 is a single stream named queue.stream"`
 
 	// Stream limits. At any of them the stream refuses new mail (DiscardNew)
