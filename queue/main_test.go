@@ -166,3 +166,41 @@ func ids(prefix string, n int) []string {
 	}
 	return out
 }
+
+// publishAll publishes a 200-byte message for each id.
+func publishAll(ctx context.Context, t testing.TB, q *Queue, ids []string) {
+	t.Helper()
+	for _, id := range ids {
+		if _, err := q.Publish(ctx, testMessage(id, 200)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// takeAcked fetches and acknowledges n messages within 10 s and returns
+// their ids; fewer fail the test.
+func takeAcked(t testing.TB, cons *Consumer, n int) map[string]bool {
+	t.Helper()
+	got := map[string]bool{}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(got) < n && time.Now().Before(deadline) {
+		ds, _, err := cons.Fetch(n, 200*time.Millisecond)
+		if err != nil {
+			t.Fatalf("Fetch: %v", err)
+		}
+		for _, d := range ds {
+			m, err := d.Message()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[m.ID] = true
+			if err := d.Ack(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if len(got) != n {
+		t.Fatalf("fetched %d messages, want %d", len(got), n)
+	}
+	return got
+}

@@ -355,11 +355,7 @@ func TestStreamsOfOtherLayoutsComeAndGoWhileRunning(t *testing.T) {
 	one := testConfig(t)
 	one.URL = srv.ClientURL()
 	q1 := openQueue(t, one)
-	for _, id := range ids("old", 3) {
-		if _, err := q1.Publish(ctx, testMessage(id, 200)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	publishAll(ctx, t, q1, ids("old", 3))
 	if err := q1.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -370,26 +366,7 @@ func TestStreamsOfOtherLayoutsComeAndGoWhileRunning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	take := func(n int) map[string]bool {
-		t.Helper()
-		got := map[string]bool{}
-		deadline := time.Now().Add(10 * time.Second)
-		for len(got) < n && time.Now().Before(deadline) {
-			ds, _, err := cons.Fetch(n, 200*time.Millisecond)
-			if err != nil {
-				t.Fatalf("Fetch: %v", err)
-			}
-			for _, d := range ds {
-				m, _ := d.Message()
-				got[m.ID] = true
-				_ = d.Ack()
-			}
-		}
-		if len(got) != n {
-			t.Fatalf("fetched %d messages, want %d", len(got), n)
-		}
-		return got
-	}
+	take := func(n int) map[string]bool { t.Helper(); return takeAcked(t, cons, n) }
 	take(3)
 	waitFor(t, "the old stream empty", func() bool { return streamInfo(t, q4, one.Stream).State.Msgs == 0 })
 	if err := q4.JetStream().DeleteStream(ctx, one.Stream); err != nil {
@@ -438,11 +415,7 @@ func TestTheEmbeddedServerDeletesAnOldLayoutOnceDrained(t *testing.T) {
 	four := testConfig(t)
 	four.Partitions = 4
 	q4 := openQueue(t, four)
-	for _, id := range ids("old", 12) {
-		if _, err := q4.Publish(ctx, testMessage(id, 200)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	publishAll(ctx, t, q4, ids("old", 12))
 	if err := q4.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -456,24 +429,7 @@ func TestTheEmbeddedServerDeletesAnOldLayoutOnceDrained(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := map[string]bool{}
-	deadline := time.Now().Add(10 * time.Second)
-	for len(got) < 12 && time.Now().Before(deadline) {
-		ds, _, err := cons.Fetch(12, 200*time.Millisecond)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, d := range ds {
-			m, _ := d.Message()
-			got[m.ID] = true
-			if err := d.Ack(); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if len(got) != 12 {
-		t.Fatalf("drained %d of the old layout's 12 messages", len(got))
-	}
+	takeAcked(t, cons, 12)
 	waitFor(t, "the old streams empty", func() bool {
 		for _, p := range four.Layout() {
 			if streamInfo(t, q1, p.Stream).State.Msgs != 0 {
