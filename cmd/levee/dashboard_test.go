@@ -25,6 +25,7 @@ import (
 
 	"github.com/levee-mail/levee/app"
 	"github.com/levee-mail/levee/app/apptest"
+	"github.com/levee-mail/levee/queue"
 )
 
 // The dashboard tests load the page at / of a real in-process Levee in
@@ -819,6 +820,7 @@ func TestDashboardScreenshotForDocs(t *testing.T) {
 
 	// The front: SMTP and the web API, its own delivery loops paused.
 	cfg := apptest.Config(t)
+	cfg.Queue.Partitions = queue.DefaultPartitions // the picture shows the default
 	cfg.Queue.URL = js.ClientURL()
 	cfg.Queue.MaxMsgs = 400
 	cfg.Worker.Concurrency = 0
@@ -838,7 +840,7 @@ func TestDashboardScreenshotForDocs(t *testing.T) {
 	for i := 0; time.Since(begin) < screenshotAt; i++ {
 		<-tick.C
 		if !workerStarted && time.Since(begin) >= workerAfter {
-			startWorkerProcess(t, js.ClientURL())
+			startWorkerProcess(t, js.ClientURL(), cfg.Queue.Partitions)
 			workerStarted = true
 		}
 		rcpt := []string{"rcpt@example.test", "rcpt@example.test", "someone@other.test"}[i%3]
@@ -858,11 +860,12 @@ func TestDashboardScreenshotForDocs(t *testing.T) {
 }
 
 // startWorkerProcess runs a `levee worker` in this process against the
-// JetStream at natsURL, with its own store.
-func startWorkerProcess(t *testing.T, natsURL string) {
+// JetStream at natsURL, with its own store, on the front's partitions.
+func startWorkerProcess(t *testing.T, natsURL string, partitions int) {
 	t.Helper()
 	cfg := apptest.Config(t)
 	cfg.Queue.URL = natsURL
+	cfg.Queue.Partitions = partitions
 	cfg.Worker.Concurrency = 2
 	cfg.Worker.Autoscale.Enabled = false
 	apptest.StartWith(t, cfg, app.RoleWorker, apptest.Log(t))
