@@ -30,7 +30,7 @@ type PublishResult struct {
 var errClosed = errors.New("queue is closed")
 
 // lane is one partition's publisher: the publishes waiting for it and the
-// flusher that commits them (with atomic batches only; see Publish).
+// flusher that commits them (none where publishes are direct).
 type lane struct {
 	part  Partition
 	pubCh chan *pubReq
@@ -69,7 +69,8 @@ func (r *pubReq) reply(o pubOutcome) { r.res <- o } // buffered: never blocks
 // message. Groups smaller than MinBatch go as concurrent single publishes,
 // since a batch has a fixed cost. A failed batch is republished one message
 // at a time, so every caller gets the answer about its own message. Under
-// group sync the caller publishes alone and the sync is what is shared.
+// group sync the caller publishes alone and the sync is what is shared
+// (see direct).
 //
 // On failure the error wraps exactly one of ErrQueueFull, ErrTooLarge,
 // ErrUnavailable (or ErrInvalidMessage). Publish never blocks longer than
@@ -107,14 +108,13 @@ func (q *Queue) publish(ctx context.Context, m *mail.Message) (PublishResult, er
 		return PublishResult{}, err
 	}
 	var o pubOutcome
-	if !q.batching {
-		// Nothing to group (group sync, or batches off): the caller sends
-		// its own publish, sparing the flusher's two goroutine hops a
-		// message. flushWG lets Close wait for it as for a flush.
+	if q.direct() {
 		q.flushWG.Add(1)
 		q.mu.RUnlock()
-		q.publishOne(r)
-		q.flushWG.Done()
+		func() {
+			defer q.flushWG.Done()
+			q.publishOne(r)
+		}()
 		o = r.out
 	} else {
 		r.res = make(chan pubOutcome, 1)
@@ -144,6 +144,16 @@ func (q *Queue) publish(ctx context.Context, m *mail.Message) (PublishResult, er
 	}
 	return o.res, o.err
 }
+
+// direct says whether each caller sends its own publish, sparing the
+// flusher's two goroutine hops a message: on the embedded server without
+// atomic batches (group sync, or max_batch 1), where there is nothing to
+// group and the stream itself answers a repeated id as a duplicate. On a
+// cluster the flusher still gathers singles: it answers a repeat of an id
+// in flight from the first, which a replicated stream would refuse while
+// the first is being proposed (10158: a 451 instead of a 250).
+// flushWG lets Close wait for a direct publish as for a flush.
+func (q *Queue) direct() bool { return !q.batching && q.srv != nil }
 
 // refusal is why a publish cannot be sent now, or nil. q.mu is held.
 func (q *Queue) refusal() error {

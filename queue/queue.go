@@ -198,12 +198,11 @@ func (q *Queue) startBackground() {
 	// at a time, so a second commit in flight would only split the waiting
 	// publishes into smaller batches, each paying the fixed cost of a
 	// batch; the partitions' streams commit in parallel.
-	// Without batches there is nothing to group: Publish sends each
-	// message itself.
+	// No flusher where Publish sends each message itself (see direct).
 	for _, p := range q.layout {
 		l := &lane{part: p, pubCh: make(chan *pubReq, q.gather), batching: q.batching}
 		q.lanes = append(q.lanes, l)
-		if q.batching {
+		if !q.direct() {
 			q.flushWG.Add(1)
 			go q.flusher(l)
 		}
