@@ -206,27 +206,75 @@ func (q *Queue) refresh(ctx context.Context) {
 }
 
 // removeDrained deletes a mail stream of another layout from the embedded
-// server once it is empty and has taken no mail for drainedGrace, and says
-// whether it did. Work-queue retention: empty means every message in it
-// was stored and acknowledged. Left, an old layout's stream (an upgrade
-// from Levee's earlier default of 4 partitions, a changed
-// queue.partitions) would be read and listed for ever. The grace lets a
-// process of the old count still publishing to it (a rolling change, over
-// the embedded server's client port) finish first: it would get 451s from
-// a deleted stream until its restart. Only a stream a start marked
-// draining goes; on a cluster the streams stay (operations.md).
+// server once it has been empty, with no new message, for drainedGrace as
+// this monitor watched it, and says whether it did. Work-queue retention:
+// empty means every message in it was stored and acknowledged. Left, an old
+// layout's stream (an upgrade from Levee's earlier default of 4 partitions,
+// a changed queue.partitions) would be read and listed for ever.
+//
+// Only a stream a start marked draining goes, and never on a cluster (a
+// process of the old count may still publish there in a rolling change,
+// operations.md). On the embedded server such a process could only be one
+// connected to its client port; the grace lets it finish, and the delete
+// cannot take mail it sent: the stream's subjects are retired first, so
+// nothing more can land in it, and it is deleted only if it is still
+// empty at the same sequence; otherwise its subjects come back.
 func (q *Queue) removeDrained(ctx context.Context, si *jetstream.StreamInfo) bool {
-	if q.srv == nil || si.State.Msgs != 0 || si.Config.Metadata[MetadataLayout] != layoutDraining ||
-		time.Since(si.State.LastTime) < drainedGrace {
+	name := si.Config.Name
+	if q.srv == nil || si.Config.Metadata[MetadataLayout] != layoutDraining {
 		return false
 	}
-	if err := q.js.DeleteStream(ctx, si.Config.Name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-		q.log.Debug("queue: deleting a drained mail stream of another layout failed", "stream", si.Config.Name, "err", err)
+	if si.State.Msgs != 0 {
+		delete(q.drained, name)
 		return false
 	}
+	seen, ok := q.drained[name]
+	if !ok || seen.lastSeq != si.State.LastSeq {
+		if q.drained == nil {
+			q.drained = map[string]drainedSince{}
+		}
+		q.drained[name] = drainedSince{at: time.Now(), lastSeq: si.State.LastSeq}
+		return false
+	}
+	if time.Since(seen.at) < drainedGrace {
+		return false
+	}
+	retired := si.Config
+	retired.Subjects = []string{retiredSubject + "." + name}
+	if _, err := q.js.UpdateStream(ctx, retired); err != nil {
+		q.log.Debug("queue: retiring a drained mail stream of another layout failed", "stream", name, "err", err)
+		return false
+	}
+	s, err := q.js.Stream(ctx, name)
+	if err == nil {
+		if now := s.CachedInfo().State; now.Msgs != 0 || now.LastSeq != seen.lastSeq {
+			// Mail came in before the subjects went: keep draining it.
+			delete(q.drained, name)
+			if _, err := q.js.UpdateStream(ctx, si.Config); err != nil {
+				q.log.Warn("queue: a mail stream of another layout got mail while being retired and could not take its subjects back; its mail is still drained", "stream", name, "err", err)
+			}
+			return false
+		}
+	}
+	if err := q.js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		q.log.Debug("queue: deleting a drained mail stream of another layout failed", "stream", name, "err", err)
+		return false
+	}
+	delete(q.drained, name)
 	return true
 }
 
-// drainedGrace is how long an empty stream of another layout must have
-// taken no mail before removeDrained deletes it.
+// drainedSince is when a stream of another layout was first seen empty, at
+// which last sequence.
+type drainedSince struct {
+	at      time.Time
+	lastSeq uint64
+}
+
+// drainedGrace is how long a stream of another layout must stay empty,
+// taking no mail, before removeDrained deletes it.
 var drainedGrace = 10 * time.Minute
+
+// retiredSubject prefixes the one subject a drained stream keeps while
+// removeDrained checks it one last time: no publisher uses it.
+const retiredSubject = "levee.retired"

@@ -81,6 +81,9 @@ type Queue struct {
 	unhealthySince       time.Time
 	restartAt, restarted time.Time
 	restartWait          time.Duration
+	// drained is when the monitor first saw each stream of another layout
+	// empty at its last sequence (see removeDrained); the monitor's alone.
+	drained map[string]drainedSince
 
 	// connCtx lives as long as the current connection to the server: it
 	// is cancelled on disconnect, so that publishes waiting for a reply
