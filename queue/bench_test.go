@@ -66,6 +66,12 @@ func BenchmarkPublish(b *testing.B) {
 			if v, err := strconv.Atoi(os.Getenv("BENCH_MIN_BATCH")); err == nil {
 				cfg.MinBatch = v
 			}
+			// Four partitions, as docs/design.md's group-commit figures
+			// were measured; BENCH_PARTITIONS=1 for the default.
+			cfg.Partitions = 4
+			if v, err := strconv.Atoi(os.Getenv("BENCH_PARTITIONS")); err == nil {
+				cfg.Partitions = v
+			}
 			cfg.MaxBytes = 4 << 30
 			reg := prometheus.NewRegistry()
 			q := openQueueReg(b, cfg, reg)
