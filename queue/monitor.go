@@ -230,9 +230,6 @@ func (q *Queue) removeDrained(ctx context.Context, si *jetstream.StreamInfo) boo
 	}
 	seen, ok := q.drained[name]
 	if !ok || seen.lastSeq != si.State.LastSeq {
-		if q.drained == nil {
-			q.drained = map[string]drainedSince{}
-		}
 		q.drained[name] = drainedSince{at: time.Now(), lastSeq: si.State.LastSeq}
 		return false
 	}
@@ -246,15 +243,23 @@ func (q *Queue) removeDrained(ctx context.Context, si *jetstream.StreamInfo) boo
 		return false
 	}
 	s, err := q.js.Stream(ctx, name)
-	if err == nil {
-		if now := s.CachedInfo().State; now.Msgs != 0 || now.LastSeq != seen.lastSeq {
-			// Mail came in before the subjects went: keep draining it.
-			delete(q.drained, name)
-			if _, err := q.js.UpdateStream(ctx, si.Config); err != nil {
-				q.log.Warn("queue: a mail stream of another layout got mail while being retired and could not take its subjects back; its mail is still drained", "stream", name, "err", err)
-			}
-			return false
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		delete(q.drained, name)
+		return true // deleted meanwhile
+	}
+	if err != nil {
+		// Not checked, not deleted: the next refresh retires and checks
+		// it again.
+		q.log.Debug("queue: checking a retired mail stream of another layout failed", "stream", name, "err", err)
+		return false
+	}
+	if now := s.CachedInfo().State; now.Msgs != 0 || now.LastSeq != seen.lastSeq {
+		// Mail came in before the subjects went: keep draining it.
+		delete(q.drained, name)
+		if _, err := q.js.UpdateStream(ctx, si.Config); err != nil {
+			q.log.Warn("queue: a mail stream of another layout got mail while being retired and could not take its subjects back; its mail is still drained", "stream", name, "err", err)
 		}
+		return false
 	}
 	if err := q.js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		q.log.Debug("queue: deleting a drained mail stream of another layout failed", "stream", name, "err", err)

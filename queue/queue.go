@@ -118,6 +118,7 @@ func Open(ctx context.Context, cfg Config, reg prometheus.Registerer, log *slog.
 		closing:  make(chan struct{}),
 		kick:     make(chan struct{}, 1),
 		ncClosed: make(chan struct{}),
+		drained:  map[string]drainedSince{},
 		// On one node with file storage every atomic batch costs a staging
 		// store of its own, created, fsynced and deleted (~7ms here): worth
 		// it only to share the fsyncs that SyncAlways demands. Without
