@@ -133,6 +133,7 @@ func TestAlertRules(t *testing.T) {
 		"LeveeSMTPDeferralRateHigh": "levee_smtp_messages_total",
 		"LeveeStoreUnavailable":     "levee_worker_store_available",
 		"LeveeQueueUnavailable":     "levee_queue_publish_duration_seconds_count",
+		"LeveePublishSlow":          "levee_queue_publish_duration_seconds_bucket",
 		"LeveeQueueDown":            "levee_queue_up",
 		"LeveeWorkersNotDraining":   "levee_worker_deliveries_total",
 		"LeveeWorkerScaleMismatch":  "levee_worker_concurrency",
