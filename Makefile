@@ -32,7 +32,7 @@ fmt: ## format the code
 
 bench: ## benchmarks: the whole pipeline as a process and the receiver alone (accept rate, CPU a message, RSS), SMTP accept rate (sync and group commit on/off), drain rate, reader p99 during a drain, store writes, the folder list, a page view while writes commit, reading DATA
 	$(GO) test -run '^$$' -bench '^Benchmark(Pipeline|Receiver)$$' -benchtime 5000x -count $(BENCH_COUNT) ./cmd/levee/
-	$(GO) test -run '^$$' -bench '^Benchmark(SMTPAccept|Drain)$$' -benchtime 3000x -count $(BENCH_COUNT) ./app/
+	$(GO) test -run '^$$' -bench '^Benchmark(SMTPAccept|Drain)$$' -benchtime 20000x -count $(BENCH_COUNT) ./app/
 	$(GO) test -run '^$$' -bench ReaderDuringDrain -benchtime 1x -count $(BENCH_COUNT) ./app/
 	$(GO) test -run '^$$' -bench 'Deliver|Mailboxes' -benchtime 2s -count $(BENCH_COUNT) ./store/...
 	$(GO) test -run '^$$' -bench PageView -benchtime 500x -count $(BENCH_COUNT) ./store/sqlite/

@@ -47,7 +47,9 @@ func BenchmarkSMTPAccept(b *testing.B) {
 // BenchmarkDrain measures how fast workers move a backlog of 4 KiB messages
 // from the queue into SQLite and into PostgreSQL (a fresh database on the
 // server pgtest finds), to compare with BenchmarkSMTPAccept: drain must keep
-// up with accept.
+// up with accept. make bench runs both on 20,000 messages: a drain of 3,000
+// lasted about a second and measured mostly the loops' start (SQLite
+// 2,279-2,373 msgs/s, against 4,682-5,023 over 20,000 in the same session).
 func BenchmarkDrain(b *testing.B) {
 	for _, c := range []struct {
 		store string
