@@ -41,7 +41,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		publish: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "levee_queue_publish_duration_seconds",
-			Help:    "Time from Publish to the JetStream acknowledgement (or failure), by result: ok, duplicate, full, too_large, unavailable, invalid.",
+			Help:    "Time from Publish to the JetStream acknowledgement (or failure) and, under group sync, the sync after it: what a sender waits after DATA. By result: ok, duplicate, full, too_large, unavailable, invalid.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"result"}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
